@@ -1,0 +1,76 @@
+"""A trained model on disk: model.pt (a state_dict, loaded only with weights_only=True) and model.json,
+the Hydra `_target_` spec that rebuilds the module, so export needs no code of the training run.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.io import write_json
+
+WEIGHTS = "model.pt"
+SPEC = "model.json"
+
+
+def build(spec: dict) -> nn.Module:
+    """Instantiate the module a `_target_` spec names (the config's `model` subtree)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if "_target_" not in spec:
+        raise PipelineError("model spec has no `_target_` naming the nn.Module class")
+    try:
+        module = instantiate(spec)
+    except InstantiationException as exc:
+        raise PipelineError(f"cannot build model {spec['_target_']}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(module, nn.Module):
+        raise PipelineError(f"{spec['_target_']} built a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def save(model: nn.Module, spec: dict, out_dir: Path, extra: dict | None = None) -> dict[str, Path]:
+    """Write weights and spec into `out_dir` (a staging directory: the caller renames it into place)."""
+    out_dir = Path(out_dir)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, out_dir / WEIGHTS)
+    parameters = sum(p.numel() for p in model.parameters())
+    write_json(out_dir / SPEC, {"model": spec, "parameters": parameters, **(extra or {})})
+    return {"weights": out_dir / WEIGHTS, "spec": out_dir / SPEC}
+
+
+def load(model_dir: Path) -> tuple[nn.Module, dict]:
+    """Rebuild the module from model.json and load model.pt; any problem is one PipelineError line."""
+    model_dir = Path(model_dir)
+    spec_path, weights_path = model_dir / SPEC, model_dir / WEIGHTS
+    for path in (spec_path, weights_path):
+        if not path.is_file():
+            raise PipelineError(f"missing checkpoint file {path}")
+    try:
+        spec = json.loads(spec_path.read_text())["model"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{spec_path} is not a model spec (expected JSON with a `model` key)") from None
+    model = build(spec)
+    state = load_state_dict(weights_path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise PipelineError(f"{weights_path} does not fit {spec['_target_']}: {str(exc).splitlines()[1:2]}") from None
+    return model.eval(), spec
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{path} is not a loadable state_dict checkpoint ({reason[:160]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PipelineError(f"{path} is not a state_dict (expected a dict of tensors)")
+    return state
