@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -115,6 +116,165 @@ def train(overrides: Overrides = None, params: Params = None) -> None:
         seed=int(cfg.seed),
     )
     _finish(cfg, "train", result, started)
+
+
+class QuantizeChoice(StrEnum):
+    none = "none"
+    int8 = "int8"
+    int8_static = "int8-static"
+    int8_dynamic = "int8-dynamic"
+    fp16 = "fp16"
+
+
+# What `export --quantize X` adds after export → simplify → optimize: the quantize variant it builds.
+QUANTIZE_VARIANT = {"int8": "int8_static", "int8-static": "int8_static", "int8-dynamic": "int8_dynamic"}
+
+
+def _provenance(cfg) -> dict:
+    from pipeline import mnist
+    from pipeline.config import to_plain
+    from pipeline.provenance import config_hash, source_commit
+
+    return {
+        "source_commit": source_commit(),
+        "config_sha256": config_hash(to_plain(cfg.model), to_plain(cfg.train), to_plain(cfg.export), int(cfg.seed)),
+        "dataset_digest": mnist.digest(Path(cfg.paths.data)),
+    }
+
+
+def _run_export(cfg, opset: int | None):
+    from pipeline.config import build
+    from pipeline.stages import export as stage
+
+    export_cfg = build(stage.ExportConfig, cfg.export)
+    if opset is not None:
+        export_cfg = stage.ExportConfig(**{**export_cfg.__dict__, "opset": opset})
+    return stage.run(export_cfg, Path(cfg.paths.model), Path(cfg.paths.data),
+                     Path(cfg.paths.variants) / "exported", provenance=_provenance(cfg))
+
+
+def _run_optimize(cfg, *, fp16: bool | None = None):
+    from pipeline import onnx_utils
+    from pipeline.config import build
+    from pipeline.stages import optimize as stage
+
+    optimize_cfg = build(stage.OptimizeConfig, cfg.optimize)
+    if fp16 is not None:
+        optimize_cfg = stage.OptimizeConfig(optimize_cfg.level, optimize_cfg.simplify,
+                                            stage.Fp16Config(fp16, optimize_cfg.fp16.keep_io_types))
+    exported = onnx_utils.variant_path(Path(cfg.paths.variants), "exported")
+    return stage.run(optimize_cfg, exported, Path(cfg.paths.variants))
+
+
+def _run_quantize(cfg, variant: str):
+    from pipeline import onnx_utils
+    from pipeline.config import build
+    from pipeline.stages import quantize as stage
+
+    if variant not in cfg.quantize:
+        raise_unknown("quantize variant", variant, list(cfg.quantize))
+    variants = Path(cfg.paths.variants)
+    simplified = onnx_utils.variant_path(variants, "simplified")
+    return stage.run(build(stage.QuantizeConfig, cfg.quantize[variant]), simplified, Path(cfg.paths.data),
+                     variants / variant, seed=int(cfg.seed))
+
+
+def raise_unknown(kind: str, name: str, known: list[str]):
+    from pipeline.errors import PipelineError
+
+    raise PipelineError(f"unknown {kind} {name!r} (configured: {', '.join(known) or 'none'})")
+
+
+@app.command()
+@guarded
+def export(
+    overrides: Overrides = None,
+    params: Params = None,
+    quantize: Annotated[QuantizeChoice, typer.Option(help="Also build this variant after optimizing.")] = (
+        QuantizeChoice.none
+    ),
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: export.opset).")] = None,
+    stage_only: Annotated[bool, typer.Option("--stage-only", help="Export only (the DVC `export` stage).")] = False,
+) -> None:
+    """Export to ONNX; by default also simplify, optimize, optionally quantize, and check parity."""
+    started = time.perf_counter()
+    cfg = _config(params, overrides)
+    result = _run_export(cfg, opset)
+    _finish(cfg, "export", result, started)
+    if stage_only:
+        return
+    optimized = _run_optimize(cfg, fp16=True if quantize is QuantizeChoice.fp16 else None)
+    _finish(cfg, "optimize", optimized, started)
+    written = {**result.outputs, **optimized.outputs}
+    if quantize.value in QUANTIZE_VARIANT:
+        quantized = _run_quantize(cfg, QUANTIZE_VARIANT[quantize.value])
+        _finish(cfg, f"quantize_{QUANTIZE_VARIANT[quantize.value]}", quantized, started)
+        written.update(quantized.outputs)
+    from pipeline.stages.export import summarize_variants
+
+    summarize_variants(written, Path(cfg.paths.model), Path(cfg.paths.data), int(cfg.export.parity_samples))
+
+
+@app.command()
+@guarded
+def optimize(overrides: Overrides = None, params: Params = None) -> None:
+    """onnxsim, then ONNX Runtime offline optimization at optimize.level, then the fp16 variant."""
+    started = time.perf_counter()
+    cfg = _config(params, overrides)
+    _finish(cfg, "optimize", _run_optimize(cfg), started)
+
+
+@app.command()
+@guarded
+def quantize(
+    overrides: Overrides = None,
+    params: Params = None,
+    variant: Annotated[str | None, typer.Option(help="Only this conf/quantize variant (default: all).")] = None,
+) -> None:
+    """Quantize the simplified model to INT8: every configured variant, or one (--variant)."""
+    cfg = _config(params, overrides)
+    for name in [variant] if variant else list(cfg.quantize):
+        started = time.perf_counter()
+        _finish(cfg, f"quantize_{name}", _run_quantize(cfg, name), started)
+
+
+def variant_kinds(cfg) -> dict[str, str]:
+    """Every ONNX variant the config produces, in pipeline order, with its gate kind."""
+    kinds = {"exported": "fp32", "simplified": "fp32", "optimized": "fp32"}
+    if cfg.optimize.fp16.enabled:
+        kinds["fp16"] = "fp16"
+    for name, qcfg in cfg.quantize.items():
+        kinds[name] = "int8_dynamic" if qcfg.mode == "dynamic" else "int8"
+    return kinds
+
+
+@app.command()
+@guarded
+def validate(
+    overrides: Overrides = None,
+    params: Params = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Localize divergence for every variant.")] = False,
+) -> None:
+    """Parity of every variant vs PyTorch on the test set; exit 1 if any gate fails (report written first)."""
+    from pipeline import onnx_utils
+    from pipeline.config import build
+    from pipeline.errors import GateFailure
+    from pipeline.report_table import parity_table
+    from pipeline.stages import validate as stage
+
+    started = time.perf_counter()
+    cfg = _config(params, overrides)
+    variants_dir = Path(cfg.paths.variants)
+    variants = {name: (onnx_utils.variant_path(variants_dir, name), kind) for name, kind in variant_kinds(cfg).items()}
+    result = stage.run(build(stage.ValidateConfig, cfg.validate), Path(cfg.paths.model), Path(cfg.paths.data),
+                       variants, onnx_utils.variant_path(variants_dir, "simplified"), explain=explain)
+    metrics = {**result.metrics, "wall_seconds": round(time.perf_counter() - started, 2)}
+    from pipeline.io import write_json
+
+    write_json(Path(cfg.paths.metrics) / "parity.json", metrics)
+    parity_table(metrics)
+    if metrics["failures"]:
+        raise GateFailure("; ".join(metrics["failures"]))
 
 
 def main() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+# Wide enough for the result tables when output goes to a CI log rather than a terminal.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def progress_bar() -> Progress:

@@ -38,3 +38,38 @@ def print_outputs(stage: str, outputs: dict[str, Path], metrics: dict) -> None:
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def variant_table(title: str, rows: dict[str, dict]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("variant", "size", "nodes", "agreement", "max |Δlogit|", "accuracy"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in rows.items():
+        table.add_row(
+            name, human_size(row["bytes"]), str(row["nodes"]), f"{row['agreement']:.2%}",
+            f"{row['max_abs_logit']:.2e}", f"{row['accuracy']:.2%}",
+        )
+    console.print(table)
+
+
+def parity_table(report: dict) -> None:
+    """One row per variant, ✓/✗ per verdict, then where each failing variant diverges."""
+    table = Table(title=f"parity vs PyTorch on {report['samples']} test images "
+                        f"(PyTorch accuracy {report['torch_accuracy']:.2%})", title_justify="left")
+    for column in ("variant", "kind", "accuracy", "Δacc (pt)", "agreement", "max |Δlogit|", "cos min", "gates"):
+        table.add_column(column, justify="left" if column in ("variant", "kind", "gates") else "right")
+    for name, row in report["variants"].items():
+        failed = [g for g, v in row["gates"].items() if not v["passed"]]
+        verdict = "[green]✓[/]" if not failed else "[red]✗ " + ", ".join(failed) + "[/]"
+        table.add_row(name, row["kind"], f"{row['accuracy']:.2%}", f"{row['accuracy_delta_pt']:+.2f}",
+                      f"{row['agreement']:.2%}", f"{row['max_abs_logit']:.2e}", f"{row['cosine_min']:.4f}", verdict)
+    console.print(table)
+    for name, row in report["variants"].items():
+        divergence = row.get("divergence")
+        if divergence:
+            first = divergence["first_divergent"]
+            where = f"{first['node']} ({first['op']}, rel error {first['rel_error']:.3g})" if first else "none"
+            top = ", ".join(f"{r['node']} {r['rel_error']:.3g}" for r in divergence["top"])
+            console.print(f"[bold]{name}[/]: first divergent node: {where}; top by rel error: {top}")
+    for message in report["failures"]:
+        console.print(f"[red]✗ {message}[/]")

@@ -72,8 +72,8 @@ def run(cfg: DataConfig, out_dir: Path, cache_dir: Path) -> StageResult:
         metrics={
             "source": cfg.source,
             "digest": mnist.digest(Path(out_dir)),
-            "train_images": int(len(dataset.train_labels)),
-            "test_images": int(len(dataset.test_labels)),
+            "train_images": len(dataset.train_labels),
+            "test_images": len(dataset.test_labels),
             "train_class_counts": np.bincount(dataset.train_labels, minlength=10).tolist(),
         },
     )

@@ -1,0 +1,41 @@
+"""Modules a user might point `model._target_` at: one that exports, and two that cannot."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class UserMLP(nn.Module):
+    """Not one of ours: a plain MLP, to show any (N,1,28,28) -> (N,10) module goes through export."""
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DataDependentBranch(nn.Module):
+    """Python control flow on a tensor's value: torch.export cannot trace it (step 1 of 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+
+    def forward(self, x):
+        y = self.linear(x.flatten(1))
+        return y if y.sum() > 0 else -y
+
+
+class UnsupportedOp(nn.Module):
+    """An op with no ONNX translation (eigenvalues): fails in the ONNX conversion (step 3 of 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+
+    def forward(self, x):
+        y = self.linear(x.flatten(1))
+        return torch.linalg.eigvals(y.T @ y).real.expand(x.shape[0], 10)

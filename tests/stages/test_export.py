@@ -1,0 +1,78 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline import checkpoint, onnx_utils
+from pipeline.errors import PipelineError
+from pipeline.stages import export
+
+CFG = export.ExportConfig(parity_samples=64)
+
+
+def _checkpoint(tmp_path, spec: dict):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    checkpoint.save(checkpoint.build(spec), spec, model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize("spec", [
+    {"_target_": "training.models.CompactCNN", "width": 16},
+    {"_target_": "training.models.LargeCNN"},
+    {"_target_": "tests.helpers.user_models.UserMLP", "hidden": 32},
+], ids=["compact", "large", "user-module"])
+def test_export_matches_pytorch_with_a_dynamic_batch(tmp_path, mnist_dir, spec):
+    model_dir = _checkpoint(tmp_path, spec)
+    result = export.run(CFG, model_dir, mnist_dir, tmp_path / "exported", provenance={"source_commit": "abc"})
+    path = result.outputs["exported"]
+    assert result.metrics["parity"]["agreement"] == 1.0
+    assert result.metrics["parity"]["max_abs_logit"] <= CFG.parity_max_abs_logit
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # self-contained, no .data
+    model, _ = checkpoint.load(model_dir)
+    sess = onnx_utils.session(path)
+    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["logits"]
+    for batch in (1, 257):
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(sess.run(None, {"input": x})[0], expected, atol=1e-4)
+
+
+def test_metadata_records_provenance_and_preprocessing(variants_dir):
+    meta = onnx_utils.metadata(onnx.load(variants_dir / "exported" / "model.onnx"))
+    assert meta["source_commit"] == "test"
+    assert '"mean": [0.1307]' in meta["preprocessing"] and '"std": [0.3081]' in meta["preprocessing"]
+    assert meta["class_labels"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+
+
+def test_large_weights_go_to_external_data(tmp_path, mnist_dir):
+    model_dir = _checkpoint(tmp_path, {"_target_": "training.models.LargeCNN"})
+    cfg = export.ExportConfig(external_data_threshold_mb=1, parity_samples=32)
+    path = export.run(cfg, model_dir, mnist_dir, tmp_path / "exported", provenance={}).outputs["exported"]
+    assert (path.parent / "model.onnx.data").stat().st_size > 4_000_000
+    assert path.stat().st_size < 100_000
+    assert onnx_utils.session(path).run(None, {"input": np.zeros((2, 1, 28, 28), np.float32)})[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("module, cause", [
+    ("DataDependentBranch", "Could not guard on data-dependent expression"),
+    ("UnsupportedOp", "No ONNX function found for <OpOverload(op='aten.linalg_eig'"),
+])
+def test_a_module_that_cannot_be_exported_is_one_clear_error(tmp_path, mnist_dir, module, cause):
+    model_dir = _checkpoint(tmp_path, {"_target_": f"tests.helpers.user_models.{module}"})
+    with pytest.raises(PipelineError, match=f"torch.onnx.export failed for {module}: ") as raised:
+        export.run(CFG, model_dir, mnist_dir, tmp_path / "exported", provenance={})
+    assert cause in str(raised.value) and "\x1b" not in str(raised.value)
+    assert not (tmp_path / "exported").exists()
+
+
+def test_a_corrupt_checkpoint_is_one_clear_error(tmp_path, mnist_dir, tiny_model_dir):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.json").write_text((tiny_model_dir / "model.json").read_text())
+    (broken / "model.pt").write_bytes((tiny_model_dir / "model.pt").read_bytes()[:500])
+    with pytest.raises(PipelineError, match="is not a loadable state_dict checkpoint"):
+        export.run(CFG, broken, mnist_dir, tmp_path / "exported", provenance={})
+    assert not (tmp_path / "exported").exists()

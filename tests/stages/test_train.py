@@ -1,0 +1,53 @@
+import json
+
+import pytest
+import torch
+
+from pipeline import checkpoint
+from pipeline.config import build, compose, to_plain
+from pipeline.errors import PipelineError
+from pipeline.io import sha256_file
+from pipeline.stages import train
+from training.config import TrainConfig
+
+
+def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
+    model, spec = checkpoint.load(tiny_model_dir)
+    assert spec == {"_target_": "training.models.CompactCNN", "width": 8}
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert json.loads((tiny_model_dir / checkpoint.SPEC).read_text())["parameters"] < 10000
+
+
+def test_train_metrics_report_accuracy(tmp_path, mnist_dir):
+    cfg = compose(["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000"])
+    result = train.run(build(TrainConfig, cfg.train), to_plain(cfg.model), mnist_dir, tmp_path / "m", seed=0)
+    assert result.metrics["test_accuracy"] > 0.96
+    assert len(result.metrics["history"]) == 2
+    assert (tmp_path / "m" / "model.pt").is_file()
+
+
+def test_same_config_gives_byte_identical_weights(tmp_path, mnist_dir):
+    cfg = compose(["model=tiny", "train.epochs=1", "train.subset=2000", "train.eval_subset=500"])
+    for run in ("a", "b"):
+        train.run(build(TrainConfig, cfg.train), to_plain(cfg.model), mnist_dir, tmp_path / run, seed=0)
+    assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
+
+
+def test_a_pickled_module_is_not_a_state_dict(tmp_path, tiny_model_dir):
+    model, spec = checkpoint.load(tiny_model_dir)
+    (tmp_path / "model.json").write_text(json.dumps({"model": spec}))
+    torch.save(model, tmp_path / "model.pt")  # a whole pickled module, not weights
+    with pytest.raises(PipelineError, match="is not a loadable state_dict checkpoint"):
+        checkpoint.load(tmp_path)
+
+
+def test_a_dict_of_non_tensors_is_not_a_state_dict(tmp_path, tiny_model_dir):
+    (tmp_path / "model.json").write_text((tiny_model_dir / "model.json").read_text())
+    torch.save({"epoch": 3}, tmp_path / "model.pt")
+    with pytest.raises(PipelineError, match="is not a state_dict"):
+        checkpoint.load(tmp_path)
+
+
+def test_unknown_model_target_is_a_clear_error():
+    with pytest.raises(PipelineError, match=r"cannot build model training\.models\.NoSuchNet"):
+        checkpoint.build({"_target_": "training.models.NoSuchNet"})

@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from pipeline import onnx_utils
+from pipeline.config import build, compose
+from pipeline.localize import localize
+from pipeline.parity import compare
+from pipeline.stages import validate
+from pipeline.stages.export import test_inputs as real_test_images
+from tests.conftest import TINY, run_cli
+
+FP32 = ("exported", "simplified", "optimized")
+
+
+def _variants(variants_dir, names=(*FP32, "fp16")):
+    return {n: (variants_dir / n / "model.onnx", "fp16" if n == "fp16" else "fp32") for n in names}
+
+
+def _cfg(*overrides):
+    return build(validate.ValidateConfig, compose([*TINY, "validate.samples=2000", *overrides]).validate)
+
+
+def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, mnist_dir):
+    result = validate.run(_cfg(), tiny_model_dir, mnist_dir, _variants(variants_dir),
+                          variants_dir / "simplified" / "model.onnx")
+    report = result.metrics
+    assert report["passed"] and report["failures"] == []
+    for name in FP32:
+        assert report["variants"][name]["agreement"] == 1.0
+        assert report["variants"][name]["max_abs_logit"] <= 1e-4
+    assert report["variants"]["fp16"]["cosine_min"] > 0.999
+    assert "divergence" not in report["variants"]["fp16"]  # only failing variants are localized
+
+
+def test_a_forced_gate_fails_and_names_variant_metric_value_threshold(variants_dir, tiny_model_dir, mnist_dir):
+    cfg = _cfg("validate.gates.fp32.max_abs_logit=0.0")
+    result = validate.run(cfg, tiny_model_dir, mnist_dir, _variants(variants_dir, ("optimized",)),
+                          variants_dir / "simplified" / "model.onnx")
+    assert not result.metrics["passed"]
+    (message,) = result.metrics["failures"]
+    assert message.startswith("optimized (fp32): max_abs_logit = ") and message.endswith("needs <= 0")
+    assert result.metrics["variants"]["optimized"]["divergence"]["compared_tensors"] > 0
+
+
+def test_cli_exit_codes_and_the_report_is_written_even_when_failing(tmp_path, variants_dir, tiny_model_dir, mnist_dir):
+    paths = [f"paths.model={tiny_model_dir}", f"paths.data={mnist_dir}", f"paths.variants={variants_dir}",
+             f"paths.metrics={tmp_path}", "quantize=[]", "validate.samples=1000"]
+    passing = run_cli("validate", *TINY, *paths)
+    assert passing.returncode == 0, passing.stderr
+    failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.min_agreement=1.01")
+    assert failing.returncode == 1
+    assert "parity gate failed: fp16 (fp16): agreement = 1, needs >= 1.01" in failing.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] is False and report["variants"]["fp16"]["gates"]["min_agreement"]["passed"] is False
+    assert report["variants"]["exported"]["passed"] is True
+
+
+def _perturbed_copy(variants_dir, tmp_path, initializer: str, transform) -> tuple:
+    model = onnx.load(variants_dir / "simplified" / "model.onnx")
+    tensor = next(t for t in model.graph.initializer if t.name == initializer)
+    tensor.CopyFrom(numpy_helper.from_array(transform(numpy_helper.to_array(tensor)), initializer))
+    consumer = next(n.name for n in model.graph.node if initializer in n.input)
+    out = tmp_path / "faulty" / "model.onnx"
+    out.parent.mkdir()
+    onnx.save(model, out)
+    return out, consumer
+
+
+def test_localization_names_the_node_whose_weights_were_perturbed(tmp_path, variants_dir, mnist_dir):
+    model = onnx.load(variants_dir / "simplified" / "model.onnx")
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    faulty, consumer = _perturbed_copy(variants_dir, tmp_path, convs[1].input[1], lambda w: w * -1.0)
+    x, _ = real_test_images(mnist_dir, 32)
+    report = localize(variants_dir / "simplified" / "model.onnx", faulty, x, rel_threshold=0.1, top_k=5,
+                      scratch=tmp_path)
+    assert report["first_divergent"]["node"] == consumer == convs[1].name
+    assert convs[0].name not in [r["node"] for r in report["top"]]  # upstream of the fault: untouched
+    assert len(report["top"]) == 5
+
+
+def test_nan_outputs_fail_every_gate_rather_than_pass(tmp_path, variants_dir, mnist_dir):
+    model = onnx.load(variants_dir / "simplified" / "model.onnx")
+    weight = next(n for n in model.graph.node if n.op_type == "Gemm").input[1]
+    faulty, _ = _perturbed_copy(variants_dir, tmp_path, weight, lambda w: np.full_like(w, np.nan))
+    x, labels = real_test_images(mnist_dir, 200)
+    reference = onnx_utils.run_batched(onnx_utils.session(variants_dir / "simplified" / "model.onnx"), x)
+    metrics = compare(reference, onnx_utils.run_batched(onnx_utils.session(faulty), x), labels)
+    verdicts = validate.judge("faulty", "fp32", metrics, {**validate.IMPLICIT_GATES, "max_abs_logit": 1e9,
+                                                          "min_cosine": -1.0})
+    assert metrics["finite_fraction"] == 0.0 and metrics["agreement"] == 0.0
+    assert not any(v["passed"] for v in verdicts.values())
+
+
+def test_parity_metrics_on_known_values():
+    reference = np.array([[2.0, 0.0], [0.0, 1.0]])
+    candidate = np.array([[2.0, 0.5], [0.0, 1.0]])
+    metrics = compare(reference, candidate, np.array([0, 1]))
+    assert metrics["agreement"] == 1.0 and metrics["accuracy"] == 1.0 and metrics["accuracy_delta_pt"] == 0.0
+    assert metrics["max_abs_logit"] == 0.5 and metrics["mean_abs_logit"] == 0.125
+    assert np.isclose(metrics["max_rel_error"], 0.25)
+    assert np.isclose(metrics["cosine_min"], 4 / (2 * np.sqrt(4.25)))
+    assert metrics["cosine_mean"] > metrics["cosine_min"]

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def test_help_does_not_import_torch_or_onnxruntime():
+    probe = (
+        "import sys\n"
+        "from pipeline.cli import app\n"
+        "try:\n    app(['--help'], prog_name='pipeline')\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'hydra', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO).stdout
+    assert "HEAVY=\n" in out or out.rstrip().endswith("HEAVY=")
+    assert "validate" in out and "export" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.no_such_key=1", "bad config override: Could not override 'train.no_such_key'."),
+    ("model=no_such_model", "bad config override: In 'config': Could not find 'model/no_such_model'"),
+    ("train.epochs=[", "bad config override:"),
+])
+def test_bad_overrides_are_one_line_exit_2(override, message):
+    result = run_cli("train", override)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}")
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+def test_overrides_cannot_be_combined_with_params():
+    result = run_cli("train", "--params", "params.yaml", "train.epochs=1")
+    assert result.returncode == 2 and "cannot be combined with --params" in result.stderr
+
+
+def test_missing_params_file_is_exit_2(tmp_path):
+    result = run_cli("train", "--params", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "params file not found" in result.stderr
+
+
+def test_params_check_detects_drift(tmp_path):
+    target = tmp_path / "params.yaml"
+    assert run_cli("params", "--output", str(target)).returncode == 0
+    assert run_cli("params", "--check", "--output", str(target)).returncode == 0
+    drifted = run_cli("params", "--check", "--output", str(target), "train.epochs=99")
+    assert drifted.returncode == 1 and "differs from conf/" in drifted.stderr
