@@ -277,6 +277,107 @@ def validate(
         raise GateFailure("; ".join(metrics["failures"]))
 
 
+@app.command()
+@guarded
+def timings(overrides: Overrides = None, params: Params = None) -> None:
+    """Per-stage wall time of the last run of each stage (from metrics/*.json)."""
+    import json
+
+    from pipeline.report_table import timing_table
+
+    cfg = _config(params, overrides)
+    rows = {}
+    for path in sorted(Path(cfg.paths.metrics).glob("*.json")):
+        seconds = json.loads(path.read_text()).get("wall_seconds")
+        if isinstance(seconds, int | float):
+            rows[path.stem] = (seconds, path.stat().st_mtime)
+    timing_table(rows)
+
+
+@app.command()
+@guarded
+def package(
+    overrides: Overrides = None,
+    params: Params = None,
+    target: Annotated[str | None, typer.Option(help="Only this conf/target target (default: all).")] = None,
+) -> None:
+    """Build the deployable bundle for each target: chosen variant, manifest, golden I/O, .tar.gz."""
+    import json
+
+    from pipeline.config import build
+    from pipeline.stages import package as stage
+
+    cfg = _config(params, overrides)
+    parity_path = Path(cfg.paths.metrics) / "parity.json"
+    if not parity_path.is_file():
+        raise_missing(parity_path, "run `pipeline validate` first: targets ship only variants that passed it")
+    parity = json.loads(parity_path.read_text())
+    names = [target] if target else list(cfg.target)
+    for name in names:
+        if name not in cfg.target:
+            raise_unknown("target", name, list(cfg.target))
+        started = time.perf_counter()
+        result = stage.run(build(stage.TargetConfig, cfg.target[name]), name, Path(cfg.paths.variants), parity,
+                           Path(cfg.paths.data), Path(cfg.paths.deploy) / name, provenance=_provenance(cfg))
+        _finish(cfg, f"package_{name}", result, started)
+
+
+def raise_missing(path: Path, hint: str):
+    from pipeline.errors import PipelineError
+
+    raise PipelineError(f"{path} not found: {hint}")
+
+
+def _consumer_errors(fn):
+    """verify/predict code is standalone (it ships in bundles), so it has its own exception types."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pipeline.deploy.infer import InputError
+        from pipeline.deploy.verify import BundleError, GoldenMismatch
+
+        try:
+            return fn(*args, **kwargs)
+        except (BundleError, InputError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except GoldenMismatch as exc:
+            typer.echo(f"verification failed: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@_consumer_errors
+def verify(bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")]) -> None:
+    """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
+    from pipeline.deploy.verify import verify as verify_bundle
+
+    report = verify_bundle(bundle)
+    typer.echo(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden "
+               f"samples on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
+
+
+@app.command()
+@_consumer_errors
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG/...) or directories of images")],
+    target: Annotated[str, typer.Option(help="Use artifacts/deploy/<target>.")] = "cpu_x86",
+    bundle: Annotated[Path | None, typer.Option(help="Use this bundle directory instead of --target.")] = None,
+) -> None:
+    """Classify digit images with a deployment bundle; one line per image, a table for several."""
+    from pipeline.deploy.infer import classify
+    from pipeline.report_table import prediction_table
+
+    results = classify(bundle or Path("artifacts/deploy") / target, images)
+    if len(results) == 1:
+        path, label, prob = results[0]
+        typer.echo(f"{path}: {label} ({prob:.2%})")
+    else:
+        prediction_table(results)
+
+
 def main() -> None:
     app(prog_name="pipeline")
 

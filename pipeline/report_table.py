@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
 from pipeline.progress import console
@@ -73,3 +74,25 @@ def parity_table(report: dict) -> None:
             console.print(f"[bold]{name}[/]: first divergent node: {where}; top by rel error: {top}")
     for message in report["failures"]:
         console.print(f"[red]✗ {message}[/]")
+
+
+def timing_table(rows: dict[str, tuple[float, float]]) -> None:
+    """Stage wall times, in the order the stages last ran."""
+    import datetime
+
+    table = Table(title="pipeline cost: wall time of each stage's last run", title_justify="left")
+    for column in ("stage", "seconds", "last run"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for stage, (seconds, mtime) in sorted(rows.items(), key=lambda item: item[1][1]):
+        table.add_row(stage, f"{seconds:.1f}", datetime.datetime.fromtimestamp(mtime).strftime("%H:%M:%S"))
+    table.add_row("[bold]total[/]", f"[bold]{sum(s for s, _ in rows.values()):.1f}[/]", "")
+    console.print(table)
+
+
+def prediction_table(results: list[tuple[Path, str, float]]) -> None:
+    table = Table(title=f"{len(results)} images", title_justify="left")
+    for column in ("image", "label", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for path, label, prob in results:
+        table.add_row(str(path), label, f"{prob:.2%}")
+    Console().print(table)

@@ -5,6 +5,7 @@ Everything is real (the pinned wheel, real training, real ORT sessions); only th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -62,3 +63,26 @@ def variants_dir(tmp_path_factory, tiny_cfg, tiny_model_dir, mnist_dir) -> Path:
                provenance={"source_commit": "test"})
     optimize.run(build(optimize.OptimizeConfig, tiny_cfg.optimize), out / "exported" / "model.onnx", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, tiny_cfg, tiny_model_dir, mnist_dir, variants_dir) -> dict[str, Path]:
+    """The tiny model quantized for x86 and ARM64, validated, and packaged for cpu_x86 and arm64_mobile."""
+    from pipeline import onnx_utils
+    from pipeline.stages import package, quantize, validate
+
+    for name in ("int8_static", "int8_static_arm64"):
+        qcfg = build(quantize.QuantizeConfig, tiny_cfg.quantize[name])
+        qcfg = dataclasses.replace(qcfg, fallback=dataclasses.replace(qcfg.fallback, eval_samples=1000))
+        quantize.run(qcfg, variants_dir / "simplified" / "model.onnx", mnist_dir, variants_dir / name, seed=0)
+    kinds = {"simplified": "fp32", "optimized": "fp32", "int8_static": "int8", "int8_static_arm64": "int8"}
+    vcfg = dataclasses.replace(build(validate.ValidateConfig, tiny_cfg.validate), samples=2000)
+    parity = validate.run(vcfg, tiny_model_dir, mnist_dir,
+                          {n: (onnx_utils.variant_path(variants_dir, n), k) for n, k in kinds.items()},
+                          variants_dir / "simplified" / "model.onnx").metrics
+    deploy = tmp_path_factory.mktemp("deploy")
+    for target in ("cpu_x86", "arm64_mobile"):
+        package.run(build(package.TargetConfig, tiny_cfg.target[target]), target, variants_dir, parity, mnist_dir,
+                    deploy / target, provenance={"source_commit": "0123456789abcdef", "config_sha256": "c" * 64,
+                                                 "dataset_digest": "d" * 64})
+    return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity}

@@ -64,7 +64,8 @@ def run(cfg: QuantizeConfig, model_in: Path, data_dir: Path, out_dir: Path, *, s
         with atomic_dir(Path(out_dir)) as staging:
             final = staging / onnx_utils.MODEL_FILE
             model = onnx_utils.load(best)
-            onnx_utils.set_metadata(model, {"quantization": _describe(cfg)})
+            described = {**_describe(cfg), "excluded_nodes": record["excluded_nodes"]}
+            onnx_utils.set_metadata(model, {"quantization": described})
             onnx_utils.save(model, final)
             summary = onnx_utils.graph_summary(model, final)
             int8_nodes = quantized_nodes(model)

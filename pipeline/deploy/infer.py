@@ -1,0 +1,134 @@
+"""Classify digit images with a deployment bundle. Needs only onnxruntime, numpy and Pillow.
+
+    python infer.py IMAGE_OR_DIR [...]        (run from inside the bundle, or pass --bundle DIR)
+
+Images are read as grayscale, resized to the model's input size, inverted when the background is light
+(MNIST digits are white on black), then scaled and standardized exactly as the manifest says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class InputError(Exception):
+    """An input that cannot be classified (not an image, empty, wrong shape): exit 2."""
+
+
+class Classifier:
+    def __init__(self, bundle: Path):
+        import onnxruntime as ort
+
+        self.bundle = Path(bundle)
+        manifest_path = self.bundle / "manifest.json"
+        if not manifest_path.is_file():
+            raise InputError(f"no manifest.json in {self.bundle}: not a deployment bundle")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.pre = self.manifest["preprocessing"]
+        self.labels = self.manifest["class_labels"]
+        available = set(ort.get_available_providers())
+        providers = [p for p in self.manifest["target"]["providers"] if p in available] or ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        session_cfg = self.manifest["target"]["session"]
+        options.intra_op_num_threads = int(session_cfg.get("intra_op_num_threads", 0))
+        for key, value in session_cfg.get("config_entries", {}).items():
+            options.add_session_config_entry(key, str(value))
+        self.session = ort.InferenceSession(str(self.bundle / self.manifest["model"]["file"]), options,
+                                            providers=providers)
+        self.input = self.session.get_inputs()[0]
+        fixed = self.input.shape[0]
+        self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+
+    def preprocess(self, path: Path) -> np.ndarray:
+        """One image file -> float32 (1, 1, H, W), normalized as the manifest says."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
+        height, width = self.input.shape[2], self.input.shape[3]
+        try:
+            with Image.open(path) as image:
+                gray = image.convert("L").resize((width, height), Image.Resampling.LANCZOS)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable image ({exc})") from None
+        pixels = np.asarray(gray, dtype=np.float32)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        if border.mean() > 127:  # light background: make it a white digit on black, like MNIST
+            pixels = 255.0 - pixels
+        x = (pixels * self.pre["scale"] - self.pre["mean"][0]) / self.pre["std"][0]
+        return x.astype(np.float32).reshape(1, 1, height, width)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalized float32 (N, 1, H, W) -> (labels, probabilities); runs in the model's fixed batch."""
+        self.check(x)
+        step = self.fixed_batch or len(x)
+        logits = np.concatenate([self._run(x[i : i + step]) for i in range(0, len(x), step)])
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        return probs.argmax(1), probs.max(1)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        if self.fixed_batch and len(chunk) < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            return self.session.run(None, {self.input.name: np.concatenate([chunk, pad])})[0][: len(chunk)]
+        return self.session.run(None, {self.input.name: chunk})[0]
+
+    def check(self, x: np.ndarray) -> None:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise InputError(f"input must be a float32 array, got {getattr(x, 'dtype', type(x).__name__)}")
+        expected = self.input.shape[1:]
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(expected):
+            dims = ", ".join(map(str, expected))
+            raise InputError(f"input shape {tuple(x.shape)} does not match the model's (N, {dims})")
+        if len(x) == 0:
+            raise InputError("input batch is empty (batch of 0)")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = sorted({int(i) for i in np.argwhere(bad)[:, 0]})
+            raise InputError(f"input has {int(bad.sum())} NaN/Inf values (rows {rows[:5]}): refusing to classify")
+
+
+def image_files(target: Path) -> list[Path]:
+    target = Path(target)
+    if not target.exists():
+        raise InputError(f"{target}: no such file or directory")
+    if target.is_dir():
+        files = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{target}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    return [target]
+
+
+def classify(bundle: Path, targets: list[Path]) -> list[tuple[Path, str, float]]:
+    model = Classifier(bundle)
+    files = [f for t in targets for f in image_files(t)]
+    labels, probs = model.predict(np.concatenate([model.preprocess(f) for f in files]))
+    return [(f, model.labels[int(label)], float(p)) for f, label, p in zip(files, labels, probs, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, help="image files or directories of images")
+    parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args(argv)
+    try:
+        results = classify(args.bundle, args.images)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path, label, prob in results:
+        print(f"{path}\t{label}\t{prob:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Verify a deployment bundle: every file's sha256, the manifest schema, and the golden outputs.
+
+Standalone: needs only the standard library, numpy and onnxruntime. Ships inside each bundle:
+    python verify.py BUNDLE_DIR_OR_TAR_GZ
+Exit 0: verified. Exit 1: the model runs but its outputs drift from the golden outputs beyond the
+manifest's tolerance. Exit 2: the bundle itself is bad (tampered, missing or unlisted file, unsafe archive
+member, invalid manifest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+SCHEMA = "onnx-deploy-manifest"
+SCHEMA_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+REQUIRED = {
+    "schema": str, "schema_version": int, "model": dict, "target": dict, "provenance": dict, "io": dict,
+    "preprocessing": dict, "class_labels": list, "golden": dict, "files": dict, "verified_on": list,
+}
+# TensorProto.DataType -> numpy dtype, for the types a golden file may hold.
+_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}
+
+
+class BundleError(Exception):
+    """The bundle cannot be trusted or read (exit 2)."""
+
+
+class GoldenMismatch(Exception):
+    """The model ran, but its outputs differ from the golden outputs beyond tolerance (exit 1)."""
+
+
+def read_tensor(path: Path) -> np.ndarray:
+    """Decode an ONNX TensorProto (.pb) without the onnx package: dims (1), data_type (2),
+    float_data (4), int64_data (7), raw_data (9); other fields are skipped."""
+    data, pos = Path(path).read_bytes(), 0
+    dims, dtype, raw, floats, int64s = [], 1, None, [], []
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            if field == 1:
+                dims.append(value)
+            elif field == 2:
+                dtype = value
+            elif field == 7:
+                int64s.append(value)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + length], pos + length
+            if field == 1:
+                dims.extend(_packed_varints(chunk))
+            elif field == 9:
+                raw = chunk
+            elif field == 4:
+                floats.extend(struct.unpack(f"<{len(chunk) // 4}f", chunk))
+            elif field == 7:
+                int64s.extend(_packed_varints(chunk))
+        elif wire == 5:
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        else:
+            raise BundleError(f"{path}: not a TensorProto (wire type {wire})")
+    if dtype not in _DTYPES:
+        raise BundleError(f"{path}: unsupported tensor data type {dtype}")
+    if raw is not None:
+        array = np.frombuffer(raw, dtype=_DTYPES[dtype])
+    else:
+        array = np.asarray(floats if floats else int64s, dtype=_DTYPES[dtype])
+    if array.size != int(np.prod(dims)):
+        raise BundleError(f"{path}: {array.size} values do not fill shape {dims}")
+    return array.reshape(dims)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise BundleError("truncated protobuf")
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _packed_varints(chunk: bytes) -> list[int]:
+    values, pos = [], 0
+    while pos < len(chunk):
+        value, pos = _varint(chunk, pos)
+        values.append(value)
+    return values
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a .tar.gz bundle, refusing absolute paths, '..', links and special files (zip-slip)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or PurePosixPath(member.name).is_absolute():
+                    raise BundleError(f"unsafe archive member {member.name!r}: absolute path")
+                if ".." in parts:
+                    raise BundleError(f"unsafe archive member {member.name!r}: '..' in path")
+                if member.issym() or member.islnk():
+                    raise BundleError(f"unsafe archive member {member.name!r}: links are not allowed")
+                if not (member.isfile() or member.isdir()):
+                    raise BundleError(f"unsafe archive member {member.name!r}: not a regular file")
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BundleError(f"cannot read bundle {archive}: {exc}") from None
+    roots = {PurePosixPath(m.name).parts[0] for m in members}
+    single_root = dest / next(iter(roots)) if len(roots) == 1 else dest
+    return single_root if single_root.is_dir() else dest
+
+
+def load_manifest(bundle: Path) -> dict:
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST} in {bundle}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON: {exc}") from None
+    check_schema(manifest)
+    return manifest
+
+
+def check_schema(manifest: dict) -> None:
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} must be a JSON object")
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise BundleError(f"{MANIFEST}: `{key}` missing or not a {kind.__name__}")
+    if manifest["schema"] != SCHEMA or manifest["schema_version"] not in SCHEMA_VERSIONS:
+        raise BundleError(f"{MANIFEST}: unsupported schema {manifest['schema']} v{manifest['schema_version']}")
+    for key in ("file", "providers", "session"):
+        if key not in manifest["model"] and key not in manifest["target"]:
+            raise BundleError(f"{MANIFEST}: `{key}` missing from model/target")
+    tolerance = manifest["golden"].get("tolerance", {})
+    if not isinstance(tolerance.get("atol"), int | float) or not isinstance(manifest["golden"].get("sets"), list):
+        raise BundleError(f"{MANIFEST}: golden.sets and golden.tolerance.atol are required")
+
+
+def check_files(bundle: Path, manifest: dict) -> int:
+    """Every listed file matches its sha256; every file present is listed. Returns files checked."""
+    listed = manifest["files"]
+    for name, expected in sorted(listed.items()):
+        path = bundle / name
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise BundleError(f"manifest lists an unsafe path {name!r}")
+        if not path.is_file():
+            raise BundleError(f"missing file {name} (listed in {MANIFEST})")
+        if sha256(path) != expected:
+            raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink()}
+    unlisted = sorted(present - set(listed) - {MANIFEST})
+    if unlisted:
+        raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
+    return len(listed)
+
+
+def providers_for(manifest: dict) -> tuple[list, list[str]]:
+    """The target's providers that this onnxruntime build has, in the target's order; CPU last."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    names = manifest["target"]["providers"]
+    options = manifest["target"].get("provider_options") or [{} for _ in names]
+    chosen = [(n, o) for n, o in zip(names, options, strict=False) if n in available]
+    if not any(n == "CPUExecutionProvider" for n, _ in chosen):
+        chosen.append(("CPUExecutionProvider", {}))
+    return chosen, [n for n, _ in chosen]
+
+
+def open_session(bundle: Path, manifest: dict, providers: list):
+    import onnxruntime as ort
+
+    session_cfg = manifest["target"].get("session", {})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(session_cfg.get("intra_op_num_threads", 0))
+    level = session_cfg.get("graph_optimization_level", "ORT_ENABLE_EXTENDED")
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    for key, value in session_cfg.get("config_entries", {}).items():
+        options.add_session_config_entry(key, str(value))
+    try:
+        return ort.InferenceSession(str(bundle / manifest["model"]["file"]), options, providers=providers)
+    except Exception as exc:  # ORT's pybind errors
+        raise BundleError(f"onnxruntime cannot load {manifest['model']['file']}: {str(exc).splitlines()[0]}") from None
+
+
+def check_golden(bundle: Path, manifest: dict, session) -> dict:
+    tolerance = manifest["golden"]["tolerance"]
+    worst, compared = 0.0, 0
+    for name in manifest["golden"]["sets"]:
+        x = read_tensor(bundle / name / "input_0.pb")
+        expected = read_tensor(bundle / name / "output_0.pb")
+        check_input(session, x, f"{name}/input_0.pb")
+        actual = session.run(None, {session.get_inputs()[0].name: x})[0]
+        if actual.shape != expected.shape:
+            raise GoldenMismatch(f"{name}: output shape {actual.shape} != golden {expected.shape}")
+        delta = float(np.abs(actual.astype(np.float64) - expected).max())
+        if not delta <= tolerance["atol"]:
+            raise GoldenMismatch(f"{name}: max |Δ| {delta:.3g} exceeds atol {tolerance['atol']:g}")
+        if tolerance.get("top1_must_match", True) and not (actual.argmax(1) == expected.argmax(1)).all():
+            raise GoldenMismatch(f"{name}: top-1 labels differ from the golden outputs")
+        worst, compared = max(worst, delta), compared + len(x)
+    return {"golden_sets": len(manifest["golden"]["sets"]), "golden_samples": compared, "max_abs_delta": worst}
+
+
+def check_input(session, x: np.ndarray, what: str) -> None:
+    """Name-independent checks a model input must pass: dtype, rank, fixed dims, non-empty, finite."""
+    spec = session.get_inputs()[0]
+    expected_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(spec.type)
+    if expected_dtype is not None and x.dtype != expected_dtype:
+        raise BundleError(f"{what}: dtype {x.dtype} but the model takes {spec.type}")
+    if x.ndim != len(spec.shape):
+        raise BundleError(f"{what}: rank {x.ndim} {tuple(x.shape)} but the model takes rank {len(spec.shape)}")
+    if x.shape[0] == 0:
+        raise BundleError(f"{what}: batch of 0")
+    for axis, (got, want) in enumerate(zip(x.shape, spec.shape, strict=True)):
+        if isinstance(want, int) and want > 0 and got != want:
+            raise BundleError(f"{what}: dimension {axis} is {got} but the model takes {want}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise BundleError(f"{what}: {int((~np.isfinite(x)).sum())} NaN/Inf values in the input")
+
+
+def verify(path: Path) -> dict:
+    """Verify a bundle directory or .tar.gz; returns a report, raises BundleError / GoldenMismatch."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"bundle not found: {path}")
+    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+        bundle = safe_extract(path, Path(scratch)) if path.is_file() else path
+        manifest = load_manifest(bundle)
+        files = check_files(bundle, manifest)
+        providers, names = providers_for(manifest)
+        session = open_session(bundle, manifest, providers)
+        golden = check_golden(bundle, manifest, session)
+        return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
+                "providers": session.get_providers(), "requested_providers": names, **golden}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python verify.py BUNDLE_DIR_OR_TAR_GZ", file=sys.stderr)
+        return 2
+    try:
+        report = verify(Path(args[0]))
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GoldenMismatch as exc:
+        print(f"verification failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden samples "
+          f"on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The bundle's README.md: a short model card a deployment team reads first."""
+
+from __future__ import annotations
+
+
+def render(m: dict) -> str:
+    model, target, parity, golden = m["model"], m["target"], m["parity"], m["golden"]
+    latency = m["benchmark"]["latency_ms_batch1"]
+    quant = m.get("quantization")
+    lines = [
+        f"# {model['name']} {model['version']} — {target['name']}",
+        "",
+        f"Handwritten digit classifier (MNIST, 10 classes), variant **{model['variant']}** ({model['kind']}), "
+        f"file `{model['file']}` ({model['bytes'] / 1024:.1f} KB, opset {model['opset']}).",
+        "",
+        "## Run it",
+        "```bash",
+        "pip install onnxruntime numpy pillow",
+        "python verify.py .            # sha256 of every file, manifest schema, golden outputs",
+        "python infer.py digit.png     # label and probability",
+        "```",
+        f"Execution providers, in order: {', '.join(target['providers'])}. "
+        f"Session: {target['session']['graph_optimization_level']}, "
+        f"{target['session']['intra_op_num_threads']} intra-op threads.",
+        "",
+        "## Input and output",
+        f"- input `{m['io']['inputs'][0]['name']}`: {m['io']['inputs'][0]['dtype']} "
+        f"{m['io']['inputs'][0]['shape']} ({m['preprocessing']['layout']})",
+        f"- preprocessing: `{m['preprocessing']['formula']}` with scale {m['preprocessing']['scale']:.6g}, "
+        f"mean {m['preprocessing']['mean'][0]}, std {m['preprocessing']['std'][0]}; "
+        f"{m['preprocessing']['color']}",
+        f"- output `{m['io']['outputs'][0]['name']}`: {m['io']['outputs'][0]['dtype']} "
+        f"{m['io']['outputs'][0]['shape']}, logits for labels {', '.join(m['class_labels'])}",
+        "",
+        "## Quality (vs PyTorch on the MNIST test set)",
+        f"- accuracy {parity['accuracy']:.2%} (Δ {parity['accuracy_delta_pt']:+.2f} pt), "
+        f"top-1 agreement {parity['agreement']:.2%}, max |Δlogit| {parity['max_abs_logit']:.3g}, "
+        f"min cosine {parity['cosine_min']:.4f}",
+        f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']}, top-1 must match",
+        f"- verified on: {', '.join(m['verified_on'])} only"
+        + ("" if set(m["verified_on"]) >= {target["providers"][0]} else
+           f" ({target['providers'][0]} was not available where this was packaged: run `python verify.py .` "
+           "on the target hardware before trusting it)"),
+        "",
+        "## Speed (where it was packaged)",
+        f"- batch-1 latency p50 {latency['p50']:.3f} ms, p90 {latency['p90']:.3f} ms on "
+        f"{m['benchmark']['measured_on']} with {m['benchmark']['threads']} threads",
+        f"- why this variant: {m['selection']['reason']}",
+    ]
+    if quant:
+        lines += ["", "## Quantization",
+                  f"- {quant['mode']} {quant['format']}, activations {quant['activation_type']}, weights "
+                  f"{quant['weight_type']}, per-channel {quant['per_channel']}, reduce_range {quant['reduce_range']}"]
+        lines += [f"- kept fp32: {e['node']} ({e['reason']})" for e in quant.get("excluded_nodes", [])]
+    if "mobile" in m:
+        verdicts = ", ".join(f"{ep}: {v}" for ep, v in m["mobile"]["usability"]["verdicts"].items())
+        lines += ["", "## Mobile",
+                  f"- batch fixed to {m['mobile']['fixed_batch']} (NNAPI/CoreML need static shapes)",
+                  f"- ORT mobile usability: {verdicts} (details: mobile_usability.txt)",
+                  f"- minimal ORT build: `--include_ops_by_config {m['mobile']['reduced_build_config']}`"]
+    lines += ["", "## Provenance",
+              f"- source commit {m['provenance'].get('source_commit')}, config sha256 "
+              f"{str(m['provenance'].get('config_sha256'))[:16]}…, dataset digest "
+              f"{str(m['provenance'].get('dataset_digest'))[:16]}…", ""]
+    return "\n".join(lines)

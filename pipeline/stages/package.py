@@ -1,0 +1,232 @@
+"""Package one deployment target: pick the variant, write the hand-off bundle, prove it verifies.
+
+Inputs:  the target's candidate variants, validate's parity report, data_dir (golden inputs)
+Outputs: out_dir/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py[,
+         required_operators.config, mobile_usability.txt]) and out_dir.tar.gz;
+         metrics: the chosen variant, why, and every candidate's gates and timings
+Selection: among candidates that passed their parity gates, the lowest batch-1 latency when the target's
+         first provider is present here; otherwise (a GPU target on this CPU) the first passing candidate
+         in the target's order, because CPU timings say nothing about that hardware. `verified_on` names
+         only providers that actually ran the golden check.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import preprocessing
+from pipeline.errors import GateFailure, PipelineError
+from pipeline.stages import StageResult
+
+DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
+SCHEMA_VERSION = 1
+PARITY_KEYS = ("accuracy", "accuracy_delta_pt", "agreement", "max_abs_logit", "mean_abs_logit", "max_rel_error",
+               "cosine_min", "cosine_mean", "prob_max_abs")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    graph_optimization_level: str = "ORT_ENABLE_EXTENDED"
+    intra_op_num_threads: int = 2
+    config_entries: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    providers: list = field(default_factory=lambda: ["CPUExecutionProvider"])
+    provider_options: list = field(default_factory=lambda: [{}])
+    session: SessionConfig = field(default_factory=SessionConfig)
+    candidates: list = field(default_factory=list)
+    format: str = "onnx"
+    fixed_batch: int | None = None
+    golden_atol: float = 0.25
+    golden_samples: int = 16
+    latency_tie_margin: float = 0.25
+
+
+def run(cfg: TargetConfig, target: str, variants_dir: Path, parity: dict, data_dir: Path, out_dir: Path,
+        *, provenance: dict) -> StageResult:
+    import onnxruntime as ort
+
+    from pipeline import bundle as bundle_io
+    from pipeline.deploy import verify
+    from pipeline.io import atomic_dir, write_json
+
+    if cfg.format not in ("onnx", "ort"):
+        raise PipelineError(f"target {target}: format must be onnx or ort, not {cfg.format!r}")
+    candidates = _candidates(cfg, Path(variants_dir), parity)
+    chosen, reason = select(cfg, candidates, set(ort.get_available_providers()))
+    with atomic_dir(Path(out_dir)) as staging:
+        model_file, extras = _write_model(cfg, chosen["path"], staging)
+        session = verify.open_session(staging, {"model": {"file": model_file}, "target": _target_block(cfg)},
+                                      [("CPUExecutionProvider", {})])
+        golden = _write_golden(cfg, session, Path(data_dir), staging)
+        for script in ("infer.py", "verify.py"):
+            shutil.copy(DEPLOY_CODE / script, staging / script)
+        shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
+        manifest = _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, provenance)
+        manifest["parity"]["samples"] = parity.get("samples")
+        (staging / "README.md").write_text(model_card(manifest))
+        manifest["files"] = bundle_io.file_hashes(staging)
+        write_json(staging / bundle_io.MANIFEST, manifest)
+        report = verify.verify(staging)  # the bundle must verify before it gets its final name
+    archive = bundle_io.write_tarball(Path(out_dir), Path(out_dir).with_suffix(".tar.gz"))
+    return StageResult(
+        outputs={"bundle": Path(out_dir), "archive": archive},
+        metrics={"target": target, "chosen": chosen["name"], "reason": reason, "verified": report,
+                 "candidates": [{k: v for k, v in c.items() if k != "path"} for c in candidates]},
+    )
+
+
+def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict) -> list[dict]:
+    """Each candidate's gate verdicts (from validate) and batch-1 CPU latency, measured interleaved."""
+    from pipeline import onnx_utils
+    from pipeline.timing import interleaved_latency_ms, percentiles
+
+    paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
+    missing = [{"name": name, "built": False, "validated": False, "passed_gates": False, "failed_gates": []}
+               for name, path in paths.items() if not path.is_file()]
+    paths = {name: path for name, path in paths.items() if path.is_file()}
+    x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
+    runs = {}
+    for name, path in paths.items():
+        sess = onnx_utils.session(path, threads=cfg.session.intra_op_num_threads)
+        runs[name] = functools.partial(sess.run, None, {sess.get_inputs()[0].name: x})
+    times = interleaved_latency_ms(runs, rounds=10, per_round=50, warmup=30)
+    candidates = []
+    for name, path in paths.items():
+        entry = parity.get("variants", {}).get(name)
+        candidates.append({
+            "name": name, "path": path, "built": True, "kind": entry["kind"] if entry else None,
+            "parity": {k: entry[k] for k in PARITY_KEYS} if entry else None,
+            "passed_gates": bool(entry and entry["passed"]),
+            "failed_gates": [] if entry is None else [g for g, v in entry["gates"].items() if not v["passed"]],
+            "validated": entry is not None,
+            "latency_ms_cpu": percentiles(times[name]),
+            "bytes": onnx_utils.model_bytes(path),
+        })
+    order = {name: i for i, name in enumerate(cfg.candidates)}
+    return sorted(candidates + missing, key=lambda c: order[c["name"]])
+
+
+def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tuple[dict, str]:
+    eligible = [c for c in candidates if c["passed_gates"]]
+    if not eligible:
+        detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
+        raise GateFailure(f"no candidate passes its parity gates ({detail})")
+    primary = cfg.providers[0]
+    if primary in available:
+        fastest = min(c["latency_ms_cpu"]["p50"] for c in eligible)
+        # Within the margin, timings are noise: the target's candidate order (its stated preference)
+        # decides, so two runs on the same machine ship the same variant.
+        tied = [c for c in eligible if c["latency_ms_cpu"]["p50"] <= fastest * (1 + cfg.latency_tie_margin)]
+        best = tied[0]
+        timings = ", ".join(f"{c['name']} {c['latency_ms_cpu']['p50']:.3f} ms" for c in eligible)
+        skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
+        return best, (f"batch-1 p50 latency on {primary} ({timings}) among the {len(eligible)} of "
+                      f"{len(candidates)} candidates that pass their parity gates; {len(tied)} within "
+                      f"{cfg.latency_tie_margin:.0%} of the fastest, and of those the first in the target's order"
+                      + (f" (skipped: {skipped})" if skipped else ""))
+    first = eligible[0]
+    return first, (f"{primary} is not available here, so latency could not be measured on it; chose the first "
+                   f"candidate in the target's order that passes its parity gates (CPU timings recorded for reference)")
+
+
+def _why_not(candidate: dict) -> str:
+    if not candidate.get("built", True):
+        return "not built (not in the quantize/optimize config)"
+    return "not validated" if not candidate["validated"] else f"failed {', '.join(candidate['failed_gates'])}"
+
+
+def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, dict]:
+    """Copy (or fix the batch of, or convert to .ort) the chosen model; return its file name and extras."""
+    from pipeline import mobile, onnx_utils
+
+    model = onnx_utils.load(source)
+    if cfg.fixed_batch:
+        model = mobile.fix_batch(model, cfg.fixed_batch)
+    if cfg.format == "onnx":
+        onnx_utils.save(model, staging / "model.onnx", external_threshold_bytes=1 << 30)
+        return "model.onnx", {}
+    with tempfile.TemporaryDirectory(prefix="mobile-") as scratch:
+        fixed = Path(scratch) / "model.onnx"
+        onnx_utils.save(model, fixed)
+        verdict = mobile.usability(fixed)
+        (staging / "mobile_usability.txt").write_text(verdict.pop("report"))
+        mobile.to_ort_format(fixed, staging)
+    return "model.ort", {"mobile": {"fixed_batch": cfg.fixed_batch, "usability": verdict,
+                                    "reduced_build_config": "required_operators.config"}}
+
+
+def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> dict:
+    """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout."""
+    from pipeline import bundle as bundle_io
+    from pipeline.stages.export import test_inputs
+
+    x, _ = test_inputs(data_dir, cfg.golden_samples)
+    step = cfg.fixed_batch or len(x)
+    inputs = [x[i : i + step] for i in range(0, len(x), step)]
+    outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]
+    sets = bundle_io.write_golden(staging, inputs, outputs)
+    return {"sets": sets, "samples": len(x), "tolerance": {"atol": cfg.golden_atol, "top1_must_match": True},
+            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+
+
+def _target_block(cfg: TargetConfig) -> dict:
+    return {"providers": list(cfg.providers), "provider_options": [dict(o) for o in cfg.provider_options],
+            "session": {"graph_optimization_level": cfg.session.graph_optimization_level,
+                        "intra_op_num_threads": cfg.session.intra_op_num_threads,
+                        "config_entries": dict(cfg.session.config_entries)},
+            "format": cfg.format, "fixed_batch": cfg.fixed_batch}
+
+
+def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, provenance) -> dict:
+    import json
+
+    import onnxruntime as ort
+
+    from pipeline import __version__, onnx_utils
+
+    source = onnx_utils.load(chosen["path"], check=False)
+    meta = onnx_utils.metadata(source)
+    extras = {k: v for k, v in shipped.items() if k not in ("file", "bytes")}
+    opset = max(o.version for o in source.opset_import if o.domain in ("", "ai.onnx"))
+    return {
+        "schema": "onnx-deploy-manifest",
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": "mnist-digits", "version": f"{__version__}+{provenance.get('source_commit', 'unknown')[:12]}",
+                  "architecture": meta.get("model_target"), "variant": chosen["name"], "kind": chosen["kind"],
+                  "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset},
+        "target": {"name": target, **_target_block(cfg)},
+        "provenance": {**provenance, "packaged_with": f"pipeline {__version__}, onnxruntime {ort.__version__}"},
+        "io": {"inputs": [_io(i) for i in session.get_inputs()], "outputs": [_io(o) for o in session.get_outputs()]},
+        "preprocessing": preprocessing.as_manifest(),
+        "class_labels": preprocessing.CLASS_LABELS,
+        "quantization": json.loads(meta["quantization"]) if "quantization" in meta else None,
+        "parity": {"reference": "PyTorch eval mode, MNIST test set", **chosen["parity"]},
+        "selection": {"chosen": chosen["name"], "reason": reason,
+                      "candidates": [{k: v for k, v in c.items() if k != "path"} for c in candidates]},
+        "benchmark": {"latency_ms_batch1": chosen["latency_ms_cpu"], "measured_on": "CPUExecutionProvider",
+                      "threads": cfg.session.intra_op_num_threads},
+        "verified_on": [session.get_providers()[0]],
+        "golden": golden,
+        **extras,
+        "files": {},
+    }
+
+
+def _io(arg) -> dict:
+    return {"name": arg.name, "shape": [d if isinstance(d, int) else str(d) for d in arg.shape],
+            "dtype": arg.type.removeprefix("tensor(").removesuffix(")")}
+
+
+def model_card(manifest: dict) -> str:
+    from pipeline.model_card import render
+
+    return render(manifest)

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import mnist
+from pipeline.deploy.infer import Classifier, InputError, classify
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def digit_images(tmp_path_factory, mnist_dir):
+    """Real test digits as PNGs: as MNIST stores them, and inverted + enlarged like a scanned drawing."""
+    data = mnist.load(mnist_dir)
+    folder = tmp_path_factory.mktemp("digits")
+    files = {}
+    for i in range(6):
+        label = int(data.test_labels[i])
+        Image.fromarray(data.test_images[i]).save(folder / f"mnist_{i}.png")
+        Image.fromarray(255 - data.test_images[i]).resize((112, 112)).save(folder / f"paper_{i}.jpg", quality=95)
+        files[f"mnist_{i}.png"] = files[f"paper_{i}.jpg"] = str(label)
+    return folder, files
+
+
+@pytest.mark.parametrize("target", ["cpu_x86", "arm64_mobile"])
+def test_images_are_classified_whatever_their_polarity_and_size(bundles, digit_images, target):
+    folder, expected = digit_images
+    results = classify(bundles[target], [folder])
+    assert len(results) == 12
+    correct = sum(label == expected[path.name] for path, label, _ in results)
+    assert correct >= 11 and all(0.0 < p <= 1.0 for _, _, p in results)
+
+
+def test_cli_predict_single_image_and_directory(bundles, digit_images):
+    folder, expected = digit_images
+    one = run_cli("predict", str(folder / "mnist_0.png"), "--bundle", str(bundles["cpu_x86"]))
+    assert one.returncode == 0 and one.stdout.startswith(f"{folder / 'mnist_0.png'}: {expected['mnist_0.png']} (")
+    table = run_cli("predict", str(folder), "--bundle", str(bundles["cpu_x86"]))
+    assert table.returncode == 0 and "12 images" in table.stdout
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty file"), (b"%PDF-1.4 not an image", "not a readable image")])
+def test_bad_image_files_are_one_line_exit_2(bundles, tmp_path, content, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    result = run_cli("predict", str(bad), "--bundle", str(bundles["cpu_x86"]))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.full((1, 1, 28, 28), np.nan, np.float32), "NaN/Inf values"),
+    (np.zeros((0, 1, 28, 28), np.float32), "batch of 0"),
+    (np.zeros((2, 28, 28), np.float32), "does not match the model's"),
+    (np.zeros((2, 1, 28, 28), np.float64), "must be a float32 array"),
+])
+def test_bad_arrays_are_refused_not_silently_labelled(bundles, array, message):
+    with pytest.raises(InputError, match=message):
+        Classifier(bundles["cpu_x86"]).predict(array)
+
+
+def test_fixed_batch_models_take_any_number_of_images(bundles, mnist_dir):
+    from pipeline.preprocessing import normalize
+
+    data = mnist.load(mnist_dir)
+    labels, _ = Classifier(bundles["arm64_mobile"]).predict(normalize(data.test_images[:5]))
+    assert (labels == data.test_labels[:5]).mean() >= 0.8

@@ -1,0 +1,148 @@
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from pipeline.bundle import file_hashes
+from pipeline.deploy import verify
+from tests.conftest import REPO, run_cli
+
+
+@pytest.fixture
+def bundle_copy(bundles, tmp_path):
+    return shutil.copytree(bundles["cpu_x86"], tmp_path / "cpu_x86")
+
+
+def _rehash(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = file_hashes(bundle)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_tensor_reader_matches_onnx_for_raw_and_typed_fields(tmp_path):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7
+    (tmp_path / "raw.pb").write_bytes(numpy_helper.from_array(x).SerializeToString())
+    np.testing.assert_array_equal(verify.read_tensor(tmp_path / "raw.pb"), x)
+    typed = numpy_helper.from_array(x)
+    typed.ClearField("raw_data")
+    typed.float_data.extend(x.ravel().tolist())
+    (tmp_path / "typed.pb").write_bytes(typed.SerializeToString())
+    np.testing.assert_array_equal(verify.read_tensor(tmp_path / "typed.pb"), x)
+
+
+def test_a_tampered_model_fails_naming_the_file(bundle_copy):
+    model = bundle_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(verify.BundleError, match=r"sha256 mismatch for model\.onnx"):
+        verify.verify(bundle_copy)
+
+
+def test_an_unlisted_file_fails(bundle_copy):
+    (bundle_copy / "test_data_set_0" / "extra.py").write_text("print('hi')")
+    with pytest.raises(verify.BundleError, match=r"unlisted file test_data_set_0/extra\.py"):
+        verify.verify(bundle_copy)
+
+
+def test_a_missing_file_fails(bundle_copy):
+    (bundle_copy / "infer.py").unlink()
+    with pytest.raises(verify.BundleError, match=r"missing file infer\.py"):
+        verify.verify(bundle_copy)
+
+
+def test_an_invalid_manifest_fails(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["golden"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(verify.BundleError, match="`golden` missing"):
+        verify.verify(bundle_copy)
+
+
+def test_drifted_golden_outputs_are_exit_1_not_2(bundle_copy):
+    """Hashes re-signed, outputs changed: the bundle is intact but the model no longer reproduces them."""
+    golden = bundle_copy / "test_data_set_0" / "output_0.pb"
+    y = verify.read_tensor(golden) + 1.0
+    golden.write_bytes(numpy_helper.from_array(y.astype(np.float32), "logits").SerializeToString())
+    _rehash(bundle_copy)
+    with pytest.raises(verify.GoldenMismatch, match=re.escape("test_data_set_0: max |Δ| 1 exceeds atol")):
+        verify.verify(bundle_copy)
+    result = run_cli("verify", str(bundle_copy))
+    assert result.returncode == 1 and "verification failed: test_data_set_0" in result.stderr
+
+
+@pytest.mark.parametrize("member, message", [
+    ("../escape.txt", "'..' in path"),
+    ("/tmp/absolute.txt", "absolute path"),
+    ("link", "links are not allowed"),
+])
+def test_unsafe_archive_members_are_refused(tmp_path, member, message):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(verify.BundleError, match=message):
+        verify.verify(archive)
+    assert not (tmp_path.parent / "escape.txt").exists()
+    result = run_cli("verify", str(archive))
+    assert result.returncode == 2 and result.stderr.startswith("error: unsafe archive member")
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((0, 1, 28, 28), np.float32, "batch of 0"),
+    ((2, 28, 28), np.float32, "rank 3"),
+    ((2, 1, 28, 28), np.float64, "dtype float64"),
+    ((2, 1, 14, 14), np.float32, "dimension 2 is 14"),
+])
+def test_golden_inputs_of_the_wrong_form_are_refused(bundle_copy, shape, dtype, message):
+    (bundle_copy / "test_data_set_0" / "input_0.pb").write_bytes(
+        numpy_helper.from_array(np.zeros(shape, dtype)).SerializeToString())
+    _rehash(bundle_copy)
+    with pytest.raises(verify.BundleError, match=message):
+        verify.verify(bundle_copy)
+
+
+def test_nan_in_golden_inputs_is_reported(bundle_copy):
+    x = verify.read_tensor(bundle_copy / "test_data_set_0" / "input_0.pb").copy()
+    x[0, 0, 0, 0] = np.nan
+    (bundle_copy / "test_data_set_0" / "input_0.pb").write_bytes(numpy_helper.from_array(x).SerializeToString())
+    _rehash(bundle_copy)
+    with pytest.raises(verify.BundleError, match="1 NaN/Inf values in the input"):
+        verify.verify(bundle_copy)
+
+
+@pytest.mark.slow
+def test_bundle_verifies_in_a_clean_venv_with_only_onnxruntime_and_numpy(bundles, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
+                    "onnxruntime", "numpy"], check=True, timeout=600)
+    archive = bundles["cpu_x86"].with_suffix(".tar.gz")
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    script = extracted / "cpu_x86" / "verify.py"
+    probe = "import importlib.util as u; print([m for m in ('torch', 'onnx', 'pipeline') if u.find_spec(m)])"
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path).stdout
+    assert found.strip() == "[]"
+    ok = subprocess.run([str(python), str(script), str(archive)], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "verified cpu_x86" in ok.stdout and "on CPUExecutionProvider" in ok.stdout
+    tampered = extracted / "cpu_x86"
+    (tampered / "README.md").write_text("changed")
+    bad = subprocess.run([str(python), str(script), str(tampered)], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "sha256 mismatch for README.md" in bad.stderr

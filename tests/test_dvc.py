@@ -1,0 +1,51 @@
+"""End to end under real DVC, in a scratch copy of the repository, on a tiny config."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CACHE, REPO, run_cli
+
+TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000"]
+
+
+def _copy_repo(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout
+    with open(dest / "repo.tar", "wb") as archive:
+        subprocess.run(["tar", "-cf", "-", "--null", "-T", "-"], cwd=REPO, input=files, check=True, stdout=archive)
+    repo = dest / "repo"
+    repo.mkdir()
+    subprocess.run(["tar", "-xf", str(dest / "repo.tar"), "-C", str(repo)], check=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches(tmp_path):
+    repo = _copy_repo(tmp_path)
+    assert run_cli("params", *TINY_PIPELINE, cwd=repo).returncode == 0
+
+    first = _dvc(repo, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    parity = json.loads((repo / "metrics" / "parity.json").read_text())
+    assert parity["passed"] and set(parity["variants"]) >= {"exported", "optimized", "int8_static"}
+    assert (repo / "artifacts" / "model" / "model.pt").is_file()
+    assert (repo / "dvc.lock").is_file()
+
+    noop = _dvc(repo, "repro")
+    assert noop.returncode == 0 and "Running stage" not in noop.stdout
+
+    assert run_cli("params", *TINY_PIPELINE, "train.epochs=1", cwd=repo).returncode == 0
+    status = json.loads(_dvc(repo, "status", "--json").stdout)
+    assert "train" in status and "prepare" not in status
+    rerun = _dvc(repo, "repro")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Running stage 'train'" in rerun.stdout and "Running stage 'prepare'" not in rerun.stdout
+    assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 1
