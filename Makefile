@@ -25,7 +25,7 @@ test: $(STAMP)
 
 ## The CI parity gate: the CI-sized pipeline in a scratch copy, ending in `pipeline validate`.
 gate: $(STAMP)
-	pipeline gate
+	.ci/gate
 
 ## One-run speed comparisons (ORT vs torch eager, INT8 vs fp32) on this machine.
 bench: $(STAMP)

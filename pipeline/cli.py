@@ -116,6 +116,9 @@ def train(overrides: Overrides = None, params: Params = None) -> None:
         seed=int(cfg.seed),
     )
     _finish(cfg, "train", result, started)
+    from pipeline.io import write_json
+
+    write_json(Path(cfg.paths.metrics) / "plots" / "train.json", result.metrics["history"])
 
 
 class QuantizeChoice(StrEnum):
@@ -376,6 +379,57 @@ def predict(
         typer.echo(f"{path}: {label} ({prob:.2%})")
     else:
         prediction_table(results)
+
+
+@app.command()
+@guarded
+def bench(overrides: Overrides = None, params: Params = None) -> None:
+    """Latency, throughput, size and memory of torch eager and every variant; ratios from one run."""
+    import json
+
+    from pipeline import onnx_utils
+    from pipeline.config import build
+    from pipeline.io import write_json
+    from pipeline.report_table import bench_table
+    from pipeline.stages import bench as stage
+    from pipeline.stages import quantize as quantize_stage
+
+    started = time.perf_counter()
+    cfg = _config(params, overrides)
+    bench_cfg = build(stage.BenchConfig, cfg.bench)
+    variants = {n: onnx_utils.variant_path(Path(cfg.paths.variants), n) for n in variant_kinds(cfg)}
+    variants = {n: p for n, p in variants.items() if p.is_file()}
+    if "optimized" not in variants:
+        raise_missing(onnx_utils.variant_path(Path(cfg.paths.variants), "optimized"), "run the pipeline first")
+    parity_path = Path(cfg.paths.metrics) / "parity.json"
+    parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {"variants": {}}
+    accuracies = {n: v["accuracy"] for n, v in parity["variants"].items()}
+    accuracies[stage.EAGER] = parity.get("torch_accuracy")
+    crossover = None
+    if bench_cfg.crossover and bench_cfg.crossover.quantize in cfg.quantize:
+        crossover = {"quantize_cfg": build(quantize_stage.QuantizeConfig, cfg.quantize[bench_cfg.crossover.quantize]),
+                     "data_dir": Path(cfg.paths.data), "seed": int(cfg.seed)}
+    result = stage.run(bench_cfg, Path(cfg.paths.model), variants, accuracies, baseline="optimized",
+                       int8_artifact="int8_static", crossover_inputs=crossover)
+    _finish(cfg, "bench", result, started)
+    rows = [{"variant": n, "latency_ms": r["latency_ms"]["p50"], "throughput": r["throughput"],
+             "accuracy": r["accuracy"]} for n, r in result.metrics["variants"].items()]
+    write_json(Path(cfg.paths.metrics) / "plots" / "bench.json", rows)
+    bench_table(result.metrics)
+
+
+@app.command()
+@guarded
+def report(overrides: Overrides = None, params: Params = None) -> None:
+    """Write artifacts/report/index.html from the metrics, and the confusion matrix for DVC plots."""
+    from pipeline.io import write_json
+    from pipeline.stages import report as stage
+
+    started = time.perf_counter()
+    cfg = _config(params, overrides)
+    result = stage.run(Path(cfg.paths.metrics), Path(cfg.paths.deploy), Path(cfg.paths.data), Path(cfg.paths.report))
+    write_json(Path(cfg.paths.metrics) / "plots" / "confusion.json", result.metrics.pop("confusion_rows"))
+    _finish(cfg, "report", result, started)
 
 
 def main() -> None:

@@ -96,3 +96,34 @@ def prediction_table(results: list[tuple[Path, str, float]]) -> None:
     for path, label, prob in results:
         table.add_row(str(path), label, f"{prob:.2%}")
     Console().print(table)
+
+
+def bench_table(m: dict) -> None:
+    peak = m["machine_peak"]
+    table = Table(title=f"benchmark: {m['threads']} threads, batch 1 latency and batch {m['batch']} throughput "
+                        f"({m['flops_per_image'] / 1e6:.2f} MFLOP/image; peak ≈ {peak['gflops']:.0f} GFLOP/s on "
+                        f"{peak['cpu']}, {', '.join(peak['isa'])})", title_justify="left")
+    columns = ("variant", "p50 ms", "p99 ms", "img/s", "vs torch", "vs ORT fp32", "size", "size vs fp32",
+               "peak RSS", "GFLOP/s", "% peak", "accuracy")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, r in m["variants"].items():
+        rss = f"{r['peak_rss_mib']:.0f} MiB" if r["peak_rss_mib"] else "?"
+        accuracy = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "—"
+        table.add_row(
+            name, f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p99']:.3f}", f"{r['throughput']:,.0f}",
+            f"{r['throughput_vs_torch']:.2f}×", f"{r['throughput_vs_ort_fp32']:.2f}×", human_size(r["bytes"]),
+            f"{r['size_vs_ort_fp32']:.0%}", rss, f"{r['effective_gflops']:.1f}",
+            f"{r['effective_gflops'] / peak['gflops']:.1%}", accuracy,
+        )
+    console.print(table)
+    verdict = m["int8_targets"]
+    if verdict.get("measured"):
+        parts = [f"{k} {v['value']:.3g} {'✓' if v['met'] else '✗'}" for k, v in verdict.items()
+                 if isinstance(v, dict) and "met" in v]
+        console.print(f"INT8 artifact {verdict['artifact']} vs targets (throughput ≥ 1.3× fp32, accuracy drop "
+                      f"≤ 0.2 pt, size ≤ 30 %): " + ", ".join(parts))
+    for row in m.get("crossover", []):
+        console.print(f"  crossover {row['model']:>24} {row['parameters']:>9,} params: INT8/fp32 throughput "
+                      f"{row['throughput_ratio']:.2f}×, batch-1 latency {row['latency_ratio']:.2f}×, "
+                      f"size {row['size_ratio']:.0%}")

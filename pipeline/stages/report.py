@@ -1,0 +1,145 @@
+"""The page a person opens to pick a deployment variant: variants, gates, chosen artifact per target and
+why, speed, the shipped CPU model's confusion matrix, training curves, and what the pipeline cost.
+
+Inputs:  metrics/*.json (train, parity, bench, package_*), the cpu_x86 bundle, data_dir
+Outputs: out_dir/index.html (self-contained); metrics: the confusion matrix rows for `dvc plots show`
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import svg
+from pipeline.stages import StageResult
+
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
+       "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}"
+       "td:first-child,th:first-child{text-align:left}.ok{color:#2a7}.bad{color:#c00;font-weight:bold}")
+
+
+def run(metrics_dir: Path, deploy_dir: Path, data_dir: Path, out_dir: Path, *, cpu_target: str = "cpu_x86"
+        ) -> StageResult:
+    from pipeline.io import atomic_dir
+
+    metrics = _load_metrics(Path(metrics_dir))
+    confusion = confusion_matrix(Path(deploy_dir) / cpu_target, Path(data_dir)) \
+        if (Path(deploy_dir) / cpu_target / "manifest.json").is_file() else None
+    page = render(metrics, confusion, cpu_target)
+    with atomic_dir(Path(out_dir)) as staging:
+        (staging / "index.html").write_text(page)
+    rows = [] if confusion is None else [
+        {"actual": str(a), "predicted": str(p)} for a in range(10) for p in range(10) for _ in range(confusion[a, p])]
+    return StageResult(outputs={"report": Path(out_dir) / "index.html"}, metrics={"confusion_rows": rows})
+
+
+def _load_metrics(metrics_dir: Path) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+
+
+def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
+    """The shipped CPU model (as bundled) on the whole test set."""
+    from pipeline import mnist
+    from pipeline.deploy.infer import Classifier
+    from pipeline.preprocessing import normalize
+
+    data = mnist.load(data_dir)
+    predicted, _ = Classifier(bundle).predict(normalize(data.test_images))
+    matrix = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(matrix, (data.test_labels.astype(int), predicted.astype(int)), 1)
+    return matrix
+
+
+def render(m: dict, confusion: np.ndarray | None, cpu_target: str) -> str:
+    sections = [f"<h1>MNIST → ONNX deployment report</h1>{_summary(m)}", _variants(m), _targets(m),
+                _speed(m), _confusion(confusion, cpu_target), _training(m), _cost(m)]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deployment report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+def _summary(m: dict) -> str:
+    parity, train = m.get("parity", {}), m.get("train", {})
+    status = ("<span class='ok'>all parity gates pass</span>" if parity.get("passed")
+              else "<span class='bad'>parity gates FAIL</span>" if parity else "not validated")
+    accuracy = f"{train['test_accuracy']:.2%}" if train.get("test_accuracy") is not None else "?"
+    return (f"<p>PyTorch test accuracy <b>{accuracy}</b> after {train.get('epochs', '?')} epochs "
+            f"({train.get('seconds', '?')} s); {status} over {parity.get('samples', '?')} test images.</p>"
+            + "".join(f"<p class='bad'>✗ {escape(f)}</p>" for f in parity.get("failures", [])))
+
+
+def _variants(m: dict) -> str:
+    parity, bench = m.get("parity", {}).get("variants", {}), m.get("bench", {}).get("variants", {})
+    head = ("variant", "kind", "accuracy", "Δacc (pt)", "agreement", "max |Δlogit|", "cos min", "gates",
+            "p50 ms", "img/s", "vs torch", "size")
+    rows = []
+    for name, p in parity.items():
+        b = bench.get(name, {})
+        gates = "<span class='ok'>✓</span>" if p["passed"] else "<span class='bad'>✗ " + escape(
+            ", ".join(g for g, v in p["gates"].items() if not v["passed"])) + "</span>"
+        rows.append([escape(name), p["kind"], f"{p['accuracy']:.2%}", f"{p['accuracy_delta_pt']:+.2f}",
+                     f"{p['agreement']:.2%}", f"{p['max_abs_logit']:.2e}", f"{p['cosine_min']:.4f}", gates,
+                     _num(b.get("latency_ms", {}).get("p50"), "{:.3f}"), _num(b.get("throughput"), "{:,.0f}"),
+                     _num(b.get("throughput_vs_torch"), "{:.2f}×"), _num(b.get("bytes"), "{:,} B")])
+    return "<h2>Variants (parity vs PyTorch, speed on this CPU)</h2>" + _table(head, rows)
+
+
+def _targets(m: dict) -> str:
+    rows = []
+    for key, p in sorted(m.items()):
+        if key.startswith("package_"):
+            rows.append([escape(p["target"]), f"<b>{escape(p['chosen'])}</b>", escape(p["reason"]),
+                         escape(", ".join(p.get("verified", {}).get("providers", [])[:1]))])
+    return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why", "verified on"), rows)
+
+
+def _speed(m: dict) -> str:
+    bench = m.get("bench")
+    if not bench:
+        return "<h2>Speed</h2><p>not benchmarked (run <code>pipeline bench</code>)</p>"
+    rows = bench["variants"]
+    scatter = svg.scatter({n: (r["latency_ms"]["p50"], r["accuracy"]) for n, r in rows.items() if r["accuracy"]},
+                          "accuracy vs batch-1 latency", "batch-1 p50 latency (ms)", "test accuracy")
+    bar = svg.bars({n: r["throughput"] for n, r in rows.items()}, "throughput",
+                   f"images/s at batch {bench['batch']}, {bench['threads']} threads")
+    cross = [[escape(c["model"]), f"{c['parameters']:,}", f"{c['throughput_ratio']:.2f}×",
+              f"{c['latency_ratio']:.2f}×", f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
+    return ("<h2>Speed</h2>" + scatter + bar + "<h3>Where INT8 pays off (INT8 / fp32, random-init models)</h3>"
+            + _table(("model", "parameters", "throughput", "batch-1 speedup", "size"), cross))
+
+
+def _confusion(matrix: np.ndarray | None, target: str) -> str:
+    if matrix is None:
+        return ""
+    peak = matrix.max()
+    cells = [[str(a)] + [f"<span style='background:rgba(52,101,164,{matrix[a, p] / peak:.2f});"
+                         f"padding:0 4px'>{matrix[a, p]}</span>" for p in range(10)] for a in range(10)]
+    accuracy = np.trace(matrix) / matrix.sum()
+    return (f"<h2>Confusion matrix of the shipped {escape(target)} model ({accuracy:.2%})</h2>"
+            + _table(("actual \\ predicted", *map(str, range(10))), cells))
+
+
+def _training(m: dict) -> str:
+    history = m.get("train", {}).get("history", [])
+    series = {key: [(h["epoch"], h[key]) for h in history] for key in ("train_loss", "test_loss")}
+    accuracy = {"test_accuracy": [(h["epoch"], h["test_accuracy"]) for h in history]}
+    return ("<h2>Training</h2>" + svg.lines(series, "loss per epoch", "epoch", "loss")
+            + svg.lines(accuracy, "test accuracy per epoch", "epoch", "accuracy"))
+
+
+def _cost(m: dict) -> str:
+    timed = {k: v["wall_seconds"] for k, v in m.items() if isinstance(v.get("wall_seconds"), int | float)}
+    rows = [[escape(k), f"{s:.1f}"] for k, s in timed.items()] + [["total", f"{sum(timed.values()):.1f}"]]
+    return "<h2>Pipeline cost (last run of each stage)</h2>" + _table(("stage", "seconds"), rows)
+
+
+def _table(head, rows) -> str:
+    header = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{header}</tr>{body}</table>"
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
