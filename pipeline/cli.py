@@ -365,7 +365,7 @@ def verify(bundle: Annotated[Path, typer.Argument(help="A bundle directory or .t
 @app.command()
 @_consumer_errors
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG/JPEG/...) or directories of images")],
+    images: Annotated[list[Path], typer.Argument(help="Images (PNG/JPEG/...), .npy batches, or directories")],
     target: Annotated[str, typer.Option(help="Use artifacts/deploy/<target>.")] = "cpu_x86",
     bundle: Annotated[Path | None, typer.Option(help="Use this bundle directory instead of --target.")] = None,
 ) -> None:
@@ -375,8 +375,8 @@ def predict(
 
     results = classify(bundle or Path("artifacts/deploy") / target, images)
     if len(results) == 1:
-        path, label, prob = results[0]
-        typer.echo(f"{path}: {label} ({prob:.2%})")
+        name, label, prob = results[0]
+        typer.echo(f"{name}: {label} ({prob:.2%})")
     else:
         prediction_table(results)
 

@@ -43,6 +43,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.name}.", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -59,6 +60,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty staging directory; it replaces `final` as a whole only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
     staging.chmod(0o777 & ~_umask())
     try:
@@ -73,6 +75,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_leftovers(final: Path) -> None:
+    """Staging siblings of `final` left by a killed run (one writer per output, so any found is dead)."""
+    for pattern in (f".tmp-{final.name}.*", f".old-{final.name}.*"):
+        for leftover in final.parent.glob(pattern):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -89,12 +89,12 @@ def timing_table(rows: dict[str, tuple[float, float]]) -> None:
     console.print(table)
 
 
-def prediction_table(results: list[tuple[Path, str, float]]) -> None:
+def prediction_table(results: list[tuple[str, str, float]]) -> None:
     table = Table(title=f"{len(results)} images", title_justify="left")
     for column in ("image", "label", "probability"):
         table.add_column(column, justify="right" if column == "probability" else "left")
     for path, label, prob in results:
-        table.add_row(str(path), label, f"{prob:.2%}")
+        table.add_row(path, label, f"{prob:.2%}")
     Console().print(table)
 
 

@@ -1,6 +1,7 @@
 """Classify digit images with a deployment bundle. Needs only onnxruntime, numpy and Pillow.
 
     python infer.py IMAGE_OR_DIR [...]        (run from inside the bundle, or pass --bundle DIR)
+    python infer.py batch.npy                 (a normalized float32 (N, 1, H, W) array)
 
 Images are read as grayscale, resized to the model's input size, inverted when the background is light
 (MNIST digits are white on black), then scaled and standardized exactly as the manifest says.
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+ARRAY_SUFFIX = ".npy"  # an already-normalized float32 batch (N, 1, H, W)
 
 
 class InputError(Exception):
@@ -96,28 +98,46 @@ class Classifier:
             raise InputError(f"input has {int(bad.sum())} NaN/Inf values (rows {rows[:5]}): refusing to classify")
 
 
+def load_array(path: Path) -> np.ndarray:
+    """A .npy batch, loaded without pickle (allow_pickle=False), checked like any model input."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+
+
 def image_files(target: Path) -> list[Path]:
     target = Path(target)
     if not target.exists():
         raise InputError(f"{target}: no such file or directory")
     if target.is_dir():
-        files = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX})
         if not files:
             raise InputError(f"{target}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
     return [target]
 
 
-def classify(bundle: Path, targets: list[Path]) -> list[tuple[Path, str, float]]:
+def classify(bundle: Path, targets: list[Path]) -> list[tuple[str, str, float]]:
+    """Label every image (or every row of a .npy batch); one (name, label, probability) per input."""
     model = Classifier(bundle)
-    files = [f for t in targets for f in image_files(t)]
-    labels, probs = model.predict(np.concatenate([model.preprocess(f) for f in files]))
-    return [(f, model.labels[int(label)], float(p)) for f, label, p in zip(files, labels, probs, strict=True)]
+    names, batches = [], []
+    for path in (f for t in targets for f in image_files(t)):
+        if path.suffix.lower() == ARRAY_SUFFIX:
+            batch = load_array(path)
+            names += [f"{path}[{i}]" for i in range(len(batch))] if batch.ndim else [str(path)]
+        else:
+            batch = model.preprocess(path)
+            names.append(str(path))
+        batches.append(batch)
+    x = batches[0] if len(batches) == 1 else np.concatenate(batches)
+    labels, probs = model.predict(x)
+    return [(n, model.labels[int(label)], float(p)) for n, label, p in zip(names, labels, probs, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files or directories of images")
+    parser.add_argument("images", nargs="+", type=Path, help="image files, .npy batches, or directories of them")
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args(argv)
     try:

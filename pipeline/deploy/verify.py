@@ -209,6 +209,14 @@ def open_session(bundle: Path, manifest: dict, providers: list):
         raise BundleError(f"onnxruntime cannot load {manifest['model']['file']}: {str(exc).splitlines()[0]}") from None
 
 
+def check_io(manifest: dict, session) -> None:
+    """The manifest's declared input/output names are what the model really takes and returns."""
+    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        declared = [entry.get("name") for entry in manifest["io"].get(kind, [])]
+        if declared != [a.name for a in actual]:
+            raise BundleError(f"manifest io.{kind} {declared} but the model has {[a.name for a in actual]}")
+
+
 def check_golden(bundle: Path, manifest: dict, session) -> dict:
     tolerance = manifest["golden"]["tolerance"]
     worst, compared = 0.0, 0
@@ -256,6 +264,7 @@ def verify(path: Path) -> dict:
         files = check_files(bundle, manifest)
         providers, names = providers_for(manifest)
         session = open_session(bundle, manifest, providers)
+        check_io(manifest, session)
         golden = check_golden(bundle, manifest, session)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
                 "providers": session.get_providers(), "requested_providers": names, **golden}
