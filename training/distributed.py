@@ -58,12 +58,18 @@ def _run_torchrun(dist: DistributedConfig, job: Path) -> None:
 
 
 def _failure_summary(output: str) -> str:
-    """The line of torchrun's report that says which rank died and how."""
+    """torchrun's root cause as one line: which rank died, on which host, with which exit code."""
+    import re
+
+    root = output.split("Root Cause", 1)[-1] if "Root Cause" in output else output
+    rank = re.search(r"rank\s*:\s*(\d+)", root)
+    host = re.search(r"host\s*:\s*(\S+)", root)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    if rank and code:
+        where = f" on {host.group(1)}" if host else ""
+        return (f"rank {rank.group(1)}{where} exited with exit code {code.group(1)} (root cause); "
+                f"torchrun stopped the other workers")
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for marker in ("exitcode", "Error", "error"):
-        hits = [line for line in lines if marker in line]
-        if hits:
-            return " | ".join(hits[-2:])[:300]
     return (lines[-1] if lines else "torchrun exited non-zero")[:300]
 
 

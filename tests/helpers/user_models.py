@@ -39,3 +39,20 @@ class UnsupportedOp(nn.Module):
     def forward(self, x):
         y = self.linear(x.flatten(1))
         return torch.linalg.eigvals(y.T @ y).real.expand(x.shape[0], 10)
+
+
+class DiesOnRank1(nn.Module):
+    """A worker that crashes: rank 1 exits abruptly on its 5th training step (a lost machine)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+        self.steps = 0
+
+    def forward(self, x):
+        import os
+
+        self.steps += self.training
+        if self.training and os.environ.get("RANK") == "1" and self.steps == 5:
+            os._exit(17)
+        return self.linear(x.flatten(1))
