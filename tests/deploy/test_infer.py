@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,7 +28,7 @@ def test_images_are_classified_whatever_their_polarity_and_size(bundles, digit_i
     folder, expected = digit_images
     results = classify(bundles[target], [folder])
     assert len(results) == 12
-    correct = sum(label == expected[path.name] for path, label, _ in results)
+    correct = sum(label == expected[Path(name).name] for name, label, _ in results)
     assert correct >= 11 and all(0.0 < p <= 1.0 for _, _, p in results)
 
 
@@ -55,6 +57,16 @@ def test_bad_image_files_are_one_line_exit_2(bundles, tmp_path, content, message
 def test_bad_arrays_are_refused_not_silently_labelled(bundles, array, message):
     with pytest.raises(InputError, match=message):
         Classifier(bundles["cpu_x86"]).predict(array)
+
+
+def test_npy_batches_are_labelled_per_row(bundles, mnist_dir, tmp_path):
+    from pipeline.preprocessing import normalize
+
+    data = mnist.load(mnist_dir)
+    np.save(tmp_path / "batch.npy", normalize(data.test_images[:3]))
+    results = classify(bundles["cpu_x86"], [tmp_path / "batch.npy"])
+    assert [name for name, _, _ in results] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
+    assert [label for _, label, _ in results] == [str(int(y)) for y in data.test_labels[:3]]
 
 
 def test_fixed_batch_models_take_any_number_of_images(bundles, mnist_dir):
