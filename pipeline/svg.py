@@ -31,12 +31,14 @@ def scatter(points: dict[str, tuple[float, float]], title: str, x_label: str, y_
         return ""
     sx, xr = _scale([p[0] for p in points.values()], PAD, W - 10)
     sy, yr = _scale([p[1] for p in points.values()], H - PAD, 10)
+    # Points are numbered and named in a legend: variants often sit on top of each other.
     body = "".join(
         f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="#3465a4"/>'
-        f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 6:.1f}" font-size="10">{escape(name)}</text>'
-        for name, (x, y) in points.items()
+        f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5 - 9 * (i % 3):.1f}" font-size="10">{i + 1}</text>'
+        for i, (x, y) in enumerate(points.values())
     )
-    return _frame(title, x_label, y_label, body, xr, yr)
+    legend = " · ".join(f"{i + 1} {escape(name)}" for i, name in enumerate(points))
+    return _frame(title, x_label, y_label, body, xr, yr) + f"<p style='font-size:11px;max-width:{W}px'>{legend}</p>"
 
 
 def bars(values: dict[str, float], title: str, x_label: str) -> str:

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import CACHE, REPO, run_cli
 
-TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000"]
+TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000",
+                 "bench.crossover.models=[]"]
 
 
 def _copy_repo(dest: Path) -> Path:
@@ -49,3 +50,23 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Running stage 'train'" in rerun.stdout and "Running stage 'prepare'" not in rerun.stdout
     assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 1
+
+    _hand_off_through_a_dvc_remote(repo, tmp_path)
+
+
+def _hand_off_through_a_dvc_remote(repo: Path, tmp_path: Path) -> None:
+    """`dvc push` to a directory remote; the deployment side clones, pulls only the bundle, verifies it."""
+    remote = tmp_path / "dvc-store"
+    assert _dvc(repo, "remote", "add", "-d", "handoff", str(remote)).returncode == 0
+    pushed = _dvc(repo, "push")
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline run"], cwd=repo, check=True, capture_output=True)
+    receiver = tmp_path / "receiver"
+    subprocess.run(["git", "clone", "-q", str(repo), str(receiver)], check=True)
+    pulled = _dvc(receiver, "pull", "artifacts/deploy/cpu_x86.tar.gz")
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    assert not (receiver / "artifacts" / "model").exists()  # only what was asked for
+    verified = run_cli("verify", str(receiver / "artifacts" / "deploy" / "cpu_x86.tar.gz"), cwd=receiver)
+    assert verified.returncode == 0 and "verified cpu_x86" in verified.stdout

@@ -17,8 +17,12 @@ from pipeline import svg
 from pipeline.stages import StageResult
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-       "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}"
-       "td:first-child,th:first-child{text-align:left}.ok{color:#2a7}.bad{color:#c00;font-weight:bold}")
+       "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+       "th{background:#eee}td.n{text-align:right;white-space:nowrap}.ok{color:#2a7}"
+       ".bad{color:#c00;font-weight:bold}")
+# Pipeline order, for variants and for stages; anything unlisted follows alphabetically.
+VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
+STAGE_ORDER = ("prepare", "train", "export", "optimize", "quantize", "parity", "package", "bench", "report")
 
 
 def run(metrics_dir: Path, deploy_dir: Path, data_dir: Path, out_dir: Path, *, cpu_target: str = "cpu_x86"
@@ -75,14 +79,14 @@ def _variants(m: dict) -> str:
     head = ("variant", "kind", "accuracy", "Δacc (pt)", "agreement", "max |Δlogit|", "cos min", "gates",
             "p50 ms", "img/s", "vs torch", "size")
     rows = []
-    for name, p in parity.items():
+    for name, p in sorted(parity.items(), key=lambda item: _rank(item[0], VARIANT_ORDER)):
         b = bench.get(name, {})
         gates = "<span class='ok'>✓</span>" if p["passed"] else "<span class='bad'>✗ " + escape(
             ", ".join(g for g, v in p["gates"].items() if not v["passed"])) + "</span>"
         rows.append([escape(name), p["kind"], f"{p['accuracy']:.2%}", f"{p['accuracy_delta_pt']:+.2f}",
                      f"{p['agreement']:.2%}", f"{p['max_abs_logit']:.2e}", f"{p['cosine_min']:.4f}", gates,
                      _num(b.get("latency_ms", {}).get("p50"), "{:.3f}"), _num(b.get("throughput"), "{:,.0f}"),
-                     _num(b.get("throughput_vs_torch"), "{:.2f}×"), _num(b.get("bytes"), "{:,} B")])
+                     _num(b.get("throughput_vs_torch"), "{:.2f}×"), _size(b.get("bytes"))])
     return "<h2>Variants (parity vs PyTorch, speed on this CPU)</h2>" + _table(head, rows)
 
 
@@ -130,15 +134,31 @@ def _training(m: dict) -> str:
 
 
 def _cost(m: dict) -> str:
-    timed = {k: v["wall_seconds"] for k, v in m.items() if isinstance(v.get("wall_seconds"), int | float)}
+    timed = {k: v["wall_seconds"] for k, v in sorted(m.items(), key=lambda item: _rank(item[0], STAGE_ORDER))
+             if isinstance(v.get("wall_seconds"), int | float)}
     rows = [[escape(k), f"{s:.1f}"] for k, s in timed.items()] + [["total", f"{sum(timed.values()):.1f}"]]
     return "<h2>Pipeline cost (last run of each stage)</h2>" + _table(("stage", "seconds"), rows)
 
 
 def _table(head, rows) -> str:
     header = "".join(f"<th>{h}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{header}</tr>{body}</table>"
+
+
+def _cell(content: str) -> str:
+    """Numbers right-aligned, words left-aligned."""
+    numeric = content[:1].isdigit() or content[:1] in "+-−" or content.startswith("<span style")
+    return f"<td class='n'>{content}</td>" if numeric else f"<td>{content}</td>"
+
+
+def _rank(name: str, order: tuple[str, ...]) -> tuple[int, str]:
+    prefix = next((i for i, p in enumerate(order) if name == p or name.startswith(f"{p}_")), len(order))
+    return prefix, name
+
+
+def _size(num_bytes: int | None) -> str:
+    return "—" if num_bytes is None else f"{num_bytes / 1024:.1f} KB"
 
 
 def _num(value, fmt: str) -> str:
