@@ -28,4 +28,4 @@ def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, 
     assert len(rows) == 10000
     correct = sum(r["actual"] == r["predicted"] for r in rows) / len(rows)
     assert f"({correct:.2%})" in page and correct > 0.95
-    assert "<td>total</td><td>7.5</td>" in page
+    assert "<td>total</td><td class='n'>7.5</td>" in page
