@@ -62,13 +62,13 @@ def _truncated(variants_dir: Path) -> bytes:
     return (variants_dir / "exported" / "model.onnx").read_bytes()[:2000]
 
 
-def _checkpoint_case(tmp: Path, tiny_model_dir: Path, weights) -> list[str]:
+def _checkpoint_case(tmp: Path, tiny_model_dir: Path, mnist_dir: Path, weights) -> list[str]:
     model = tmp / "model"
     model.mkdir()
     shutil.copy(tiny_model_dir / "model.json", model / "model.json")
     torch.save(weights, model / "model.pt")
-    return ["export", "--stage-only", *TINY, f"paths.model={model}", f"paths.variants={tmp / 'out'}",
-            f"paths.metrics={tmp / 'metrics'}"]
+    return ["export", "--stage-only", *TINY, f"paths.model={model}", f"paths.data={mnist_dir}",
+            f"paths.variants={tmp / 'out'}", f"paths.metrics={tmp / 'metrics'}"]
 
 
 def _bundle_case(tmp: Path, bundles: dict, member: str | None = None, edit: str | None = None) -> list[str]:
@@ -128,17 +128,20 @@ CASES = {
     "bundle-symlink": (lambda t, **f: _bundle_case(t, f["bundles"], "model.onnx.link"), "links are not allowed"),
     "bundle-sha256-mismatch": (lambda t, **f: _bundle_case(t, f["bundles"], edit="model.onnx"),
                                "sha256 mismatch for model.onnx"),
-    "checkpoint-pickled-module": (lambda t, **f: _checkpoint_case(t, f["tiny_model_dir"], torch.nn.Linear(2, 2)),
+    "checkpoint-pickled-module": (lambda t, **f: _checkpoint_case(t, f["tiny_model_dir"], f["mnist_dir"],
+                                                                  torch.nn.Linear(2, 2)),
                                   "is not a loadable state_dict checkpoint"),
-    "checkpoint-not-tensors": (lambda t, **f: _checkpoint_case(t, f["tiny_model_dir"], {"epoch": 3}),
+    "checkpoint-not-tensors": (lambda t, **f: _checkpoint_case(t, f["tiny_model_dir"], f["mnist_dir"], {"epoch": 3}),
                                "is not a state_dict"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, variants_dir, bundles, tiny_model_dir):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, variants_dir, bundles, tiny_model_dir,
+                                                         mnist_dir):
     build, message = CASES[case]
-    args = build(tmp_path, variants_dir=variants_dir, bundles=bundles, tiny_model_dir=tiny_model_dir)
+    args = build(tmp_path, variants_dir=variants_dir, bundles=bundles, tiny_model_dir=tiny_model_dir,
+                 mnist_dir=mnist_dir)
     before = set(tmp_path.rglob("*"))
     result = run_cli(*args)
     assert result.returncode == 2, result.stderr[-2000:]
