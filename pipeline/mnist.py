@@ -119,3 +119,12 @@ def digest(directory: Path) -> str:
     for stem in FILES.values():
         combined.update(find_idx(Path(directory), stem).read_bytes())
     return combined.hexdigest()
+
+
+def test_batch(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` real test images, normalized exactly as in training, and their labels: what every
+    parity check, calibration evaluation and golden file uses."""
+    from pipeline.preprocessing import normalize
+
+    data = load(data_dir)
+    return normalize(data.test_images[:count]), data.test_labels[:count].astype(np.int64)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import preprocessing
+from pipeline import mnist, preprocessing
 from pipeline.errors import GateFailure, PipelineError
 from pipeline.stages import StageResult
 
@@ -38,7 +38,7 @@ def run(cfg: ExportConfig, model_dir: Path, data_dir: Path, out_dir: Path, *, pr
         "preprocessing": preprocessing.as_manifest(),
         "class_labels": preprocessing.CLASS_LABELS,
     })
-    images = test_inputs(Path(data_dir), cfg.parity_samples)
+    images = mnist.test_batch(Path(data_dir), cfg.parity_samples)
     with atomic_dir(Path(out_dir)) as staging:
         path = onnx_utils.save(proto, staging / onnx_utils.MODEL_FILE,
                                external_threshold_bytes=cfg.external_data_threshold_mb << 20)
@@ -87,14 +87,6 @@ def _forward_params(model) -> list[str]:
     return [name for name in inspect.signature(model.forward).parameters if name != "self"]
 
 
-def test_inputs(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` test images, normalized exactly as in training, and their labels."""
-    from pipeline import mnist
-
-    data = mnist.load(data_dir)
-    return preprocessing.normalize(data.test_images[:count]), data.test_labels[:count].astype(np.int64)
-
-
 def torch_vs_ort(model, onnx_path: Path, images: tuple[np.ndarray, np.ndarray]) -> dict:
     import torch
 
@@ -127,7 +119,7 @@ def summarize_variants(written: dict[str, Path], model_dir: Path, data_dir: Path
     from pipeline.report_table import variant_table
 
     model, _ = checkpoint.load(model_dir)
-    x, labels = test_inputs(data_dir, samples)
+    x, labels = mnist.test_batch(data_dir, samples)
     import torch
 
     with torch.no_grad():

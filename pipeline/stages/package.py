@@ -167,9 +167,9 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
 def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> dict:
     """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout."""
     from pipeline import bundle as bundle_io
-    from pipeline.stages.export import test_inputs
+    from pipeline.mnist import test_batch
 
-    x, _ = test_inputs(data_dir, cfg.golden_samples)
+    x, _ = test_batch(data_dir, cfg.golden_samples)
     step = cfg.fixed_batch or len(x)
     inputs = [x[i : i + step] for i in range(0, len(x), step)]
     outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]

@@ -92,7 +92,7 @@ class _Quantizer:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from pipeline import onnx_utils
-        from pipeline.stages.export import test_inputs
+        from pipeline.mnist import test_batch
 
         self.cfg, self.data_dir, self.scratch, self.seed = cfg, data_dir, scratch, seed
         self.prepared = scratch / "prepared.onnx"
@@ -102,7 +102,7 @@ class _Quantizer:
             raise PipelineError(f"quant_pre_process failed on {model_in}: {str(exc).splitlines()[0]}") from None
         self.graph = onnx_utils.load(self.prepared, check=False).graph
         eval_samples = cfg.fallback.eval_samples if cfg.fallback else 2000
-        self.eval_x, self.eval_y = test_inputs(data_dir, eval_samples)
+        self.eval_x, self.eval_y = test_batch(data_dir, eval_samples)
         self.fp32_logits = onnx_utils.run_batched(onnx_utils.session(model_in), self.eval_x)
         self.fp32_accuracy = _accuracy(self.fp32_logits, self.eval_y)
         self._runs = 0

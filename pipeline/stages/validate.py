@@ -52,11 +52,11 @@ class ValidateConfig:
 def run(cfg: ValidateConfig, model_dir: Path, data_dir: Path, variants: dict[str, tuple[Path, str]],
         reference_onnx: Path, *, explain: bool = False) -> StageResult:
     from pipeline import onnx_utils
+    from pipeline.mnist import test_batch
     from pipeline.parity import compare
     from pipeline.progress import progress_bar
-    from pipeline.stages.export import test_inputs
 
-    x, labels = test_inputs(Path(data_dir), cfg.samples or 10000)
+    x, labels = test_batch(Path(data_dir), cfg.samples or 10000)
     reference = torch_logits(Path(model_dir), x, cfg.batch_size)
     report, failures = {}, []
     with progress_bar() as progress:

@@ -4,8 +4,8 @@ import pytest
 
 from pipeline import onnx_utils
 from pipeline.errors import PipelineError
+from pipeline.mnist import test_batch as real_test_images
 from pipeline.stages import optimize
-from pipeline.stages.export import test_inputs as real_test_images
 
 
 @pytest.mark.parametrize("level", optimize.LEVELS)

@@ -7,8 +7,8 @@ import pytest
 from pipeline import onnx_utils
 from pipeline.calibration import MnistCalibrationReader, calibration_images
 from pipeline.config import build, compose
+from pipeline.mnist import test_batch as real_test_images
 from pipeline.stages import quantize
-from pipeline.stages.export import test_inputs as real_test_images
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (REPO / "conf" / "quantize").glob("*.yaml"))

@@ -7,9 +7,9 @@ from onnx import numpy_helper
 from pipeline import onnx_utils
 from pipeline.config import build, compose
 from pipeline.localize import localize
+from pipeline.mnist import test_batch as real_test_images
 from pipeline.parity import compare
 from pipeline.stages import validate
-from pipeline.stages.export import test_inputs as real_test_images
 from tests.conftest import TINY, run_cli
 
 FP32 = ("exported", "simplified", "optimized")
