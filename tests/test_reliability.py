@@ -163,15 +163,32 @@ def _kill_when(proc: subprocess.Popen, seen, timeout: float = 120) -> None:
     pytest.fail("the stage finished before it could be killed")
 
 
+# Runs `pipeline ARGS` with checkpoint.save wrapped to SIGKILL the process right after the weights are written
+# into the staging folder and before the rename: the worst moment to die, hit every time (polling for a
+# folder that exists for a few milliseconds is a race).
+_DIE_MID_WRITE = """
+import os, signal, sys
+from pipeline import checkpoint
+from pipeline.cli import main
+_save = checkpoint.save
+def save_then_die(*args, **kwargs):
+    _save(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save = save_then_die
+sys.argv = ["pipeline", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.slow
 def test_training_killed_while_writing_leaves_no_truncated_checkpoint(tmp_path, mnist_dir):
     out = tmp_path / "model"
     args = ["train", "model=tiny", "train.epochs=1", "train.subset=4000", "train.eval_subset=500",
             f"paths.data={mnist_dir}", f"paths.model={out}", f"paths.metrics={tmp_path / 'metrics'}"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: any(tmp_path.glob(".tmp-model.*")))  # killed mid-write of the checkpoint
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    killed = subprocess.run([sys.executable, "-c", _DIE_MID_WRITE, *args], cwd=REPO, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    (staging,) = tmp_path.glob(".tmp-model.*")  # the dead run's half-finished folder, never under the final name
+    assert (staging / "model.pt").is_file()
     assert run_cli(*args).returncode == 0
     assert not list(tmp_path.glob(".tmp-model.*"))  # the next run cleared the dead run's staging folder
     from pipeline import checkpoint
