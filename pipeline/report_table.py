@@ -25,6 +25,14 @@ def _size(path: Path) -> int:
 
 
 def print_outputs(stage: str, outputs: dict[str, Path], metrics: dict) -> None:
+    if outputs:
+        _outputs_table(stage, outputs)
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
+    if scalars:
+        console.print("  ".join(f"[bold]{k}[/]={_fmt(v)}" for k, v in scalars.items()))
+
+
+def _outputs_table(stage: str, outputs: dict[str, Path]) -> None:
     table = Table(title=f"{stage}: outputs", title_justify="left")
     table.add_column("output")
     table.add_column("path")
@@ -32,9 +40,6 @@ def print_outputs(stage: str, outputs: dict[str, Path], metrics: dict) -> None:
     for name, path in outputs.items():
         table.add_row(name, str(path), human_size(_size(Path(path))))
     console.print(table)
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
-    if scalars:
-        console.print("  ".join(f"[bold]{k}[/]={_fmt(v)}" for k, v in scalars.items()))
 
 
 def _fmt(value) -> str:

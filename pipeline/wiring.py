@@ -180,10 +180,19 @@ def run_report(cfg):
 
 
 def write_plot(cfg, name: str, rows: list[dict]) -> None:
-    """Data for `dvc plots show` (top-level `plots:` in dvc.yaml)."""
-    from pipeline.io import write_json
+    """Data for `dvc plots show` (top-level `plots:` in dvc.yaml), as CSV: one row per line keeps the
+    10k-row confusion data small and its git diffs readable."""
+    import csv
+    import io
 
-    write_json(metrics_dir(cfg) / "plots" / f"{name}.json", rows)
+    from pipeline.io import write_text
+
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text(metrics_dir(cfg) / "plots" / f"{name}.csv", buffer.getvalue())
 
 
 def stage_timings(cfg) -> dict[str, tuple[float, float]]:
