@@ -20,19 +20,56 @@ SPEC = "model.json"
 
 
 def build(spec: dict) -> nn.Module:
-    """Instantiate the module a `_target_` spec names (the config's `model` subtree)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    """Instantiate the module a `_target_` spec names (the config's `model` subtree).
 
-    if "_target_" not in spec:
+    The arguments are checked against the class's signature first, so a key left over from another model
+    (the default model's `width` after `model._target_=my.Net` through `dvc exp run -S`) is one line that
+    says what to change, not a TypeError from inside Hydra.
+    """
+    from hydra.utils import get_class
+
+    target = spec.get("_target_")
+    if not isinstance(target, str):
         raise PipelineError("model spec has no `_target_` naming the nn.Module class")
     try:
-        module = instantiate(spec)
-    except InstantiationException as exc:
-        raise PipelineError(f"cannot build model {spec['_target_']}: {str(exc).splitlines()[0]}") from None
+        cls = get_class(target)
+    except Exception as exc:  # Hydra wraps ImportError/AttributeError in its own types
+        raise PipelineError(f"model._target_={target}: cannot import it ({_root_cause(exc)})") from None
+    _check_arguments(cls, target, {k: v for k, v in spec.items() if not k.startswith("_")})
+    try:
+        module = cls(**{k: v for k, v in spec.items() if not k.startswith("_")})
+    except Exception as exc:  # a user's constructor can raise anything; name the class, args and cause
+        args = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k != "_target_")
+        raise PipelineError(f"cannot build model {target}({args}): {_root_cause(exc)}") from None
     if not isinstance(module, nn.Module):
-        raise PipelineError(f"{spec['_target_']} built a {type(module).__name__}, not an nn.Module")
+        raise PipelineError(f"{target} built a {type(module).__name__}, not an nn.Module")
     return module
+
+
+def _check_arguments(cls, target: str, kwargs: dict) -> None:
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # builtins without a signature: let the constructor decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        accepted = ", ".join(params) or "no arguments"
+        key = unknown[0]
+        raise PipelineError(
+            f"model.{key}={kwargs[key]!r} is not an argument of {target} (it takes: {accepted}): start from an "
+            f"empty spec with `model=custom model._target_={target}`, or drop the key with `~model.{key}`"
+        )
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]
 
 
 def save(model: nn.Module, spec: dict, out_dir: Path, extra: dict | None = None) -> dict[str, Path]:

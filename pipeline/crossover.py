@@ -7,7 +7,6 @@ quantization ranges are realistic. Accuracy is not measured here: see validate f
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -22,8 +21,8 @@ def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
     from pipeline.stages import export, quantize
     from pipeline.timing import interleaved_latency_ms, percentiles, throughput
 
-    qcfg = dataclasses.replace(quantize_cfg, fallback=None, calibration=dataclasses.replace(
-        quantize_cfg.calibration, samples=cfg.crossover.calibration_samples))
+    qcfg = quantize_cfg.model_copy(update={"calibration": quantize_cfg.calibration.model_copy(
+        update={"samples": cfg.crossover.calibration_samples})})
     many = np.random.default_rng(1).standard_normal((cfg.throughput_batch, 1, 28, 28)).astype(np.float32)
     one = many[:1]
     results = []
@@ -33,7 +32,7 @@ def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
             module = checkpoint.build(dict(spec)).eval()
             fp32 = Path(scratch) / f"m{i}.onnx"
             onnx_utils.save(export.export_module(module, opset=18, dynamic_batch=True), fp32)
-            int8 = quantize.run(qcfg, fp32, data_dir, Path(scratch) / f"q{i}", seed=seed).outputs[f"q{i}"]
+            int8 = quantize.quantize_for_timing(qcfg, fp32, data_dir, Path(scratch) / f"q{i}.onnx", seed)
             sessions = {"fp32": onnx_utils.session(fp32, threads=cfg.threads),
                         "int8": onnx_utils.session(int8, threads=cfg.threads)}
             runs = {k: functools.partial(s.run, None, {"input": one}) for k, s in sessions.items()}

@@ -45,7 +45,8 @@ def usability(model_path: Path) -> dict:
             analyze_model(Path(model_path), logger=logger)
     finally:
         logger.removeHandler(handler)
-    report = stream.getvalue()
+    # The checker names the file it read, a scratch path that differs every run: keep the bundle reproducible.
+    report = stream.getvalue().replace(str(Path(model_path).parent), ".")
     verdicts = dict(re.findall(r"Model should perform well with (.+?) as is: (YES|NO)", report))
     partitions = re.findall(
         r"(\d+) partitions with a total of (\d+)/(\d+) nodes can be handled by the (.+?) EP", report)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 def render(m: dict) -> str:
     model, target, parity, golden = m["model"], m["target"], m["parity"], m["golden"]
-    latency = m["benchmark"]["latency_ms_batch1"]
     quant = m.get("quantization")
     lines = [
         f"# {model['name']} {model['version']} — {target['name']}",
@@ -42,10 +41,8 @@ def render(m: dict) -> str:
            f" ({target['providers'][0]} was not available where this was packaged: run `python verify.py .` "
            "on the target hardware before trusting it)"),
         "",
-        "## Speed (where it was packaged)",
-        f"- batch-1 latency p50 {latency['p50']:.3f} ms, p90 {latency['p90']:.3f} ms on "
-        f"{m['benchmark']['measured_on']} with {m['benchmark']['threads']} threads",
-        f"- why this variant: {m['selection']['reason']}",
+        "## Why this variant",
+        f"- {m['selection']['reason']}",
     ]
     if quant:
         lines += ["", "## Quantization",
@@ -59,7 +56,6 @@ def render(m: dict) -> str:
                   f"- ORT mobile usability: {verdicts} (details: mobile_usability.txt)",
                   f"- minimal ORT build: `--include_ops_by_config {m['mobile']['reduced_build_config']}`"]
     lines += ["", "## Provenance",
-              f"- source commit {m['provenance'].get('source_commit')}, config sha256 "
-              f"{str(m['provenance'].get('config_sha256'))[:16]}…, dataset digest "
-              f"{str(m['provenance'].get('dataset_digest'))[:16]}…", ""]
+              f"- checkpoint sha256 {str(m['provenance'].get('checkpoint_sha256'))[:16]}…, dataset sha256 "
+              f"{str(m['provenance'].get('dataset_sha256'))[:16]}…", ""]
     return "\n".join(lines)

@@ -1,9 +1,8 @@
-"""Where an artifact came from: source commit, config hash, dataset digest."""
+"""The source commit a run came from: an observation (metrics/timings/), never part of an artifact, so a
+fresh clone of any commit rebuilds the same bytes (artifacts carry content digests: pipeline.lineage)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from pathlib import Path
 
@@ -19,8 +18,3 @@ def source_commit(repo: Path = Path(".")) -> str:
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-def config_hash(*subtrees: dict) -> str:
-    """sha256 of the config subtrees that shaped an artifact, canonically JSON-encoded."""
-    return hashlib.sha256(json.dumps(subtrees, sort_keys=True).encode()).hexdigest()

@@ -81,16 +81,16 @@ def parity_table(report: dict) -> None:
         console.print(f"[red]✗ {message}[/]")
 
 
-def timing_table(rows: dict[str, tuple[float, float]]) -> None:
-    """Stage wall times, in the order the stages last ran."""
+def timing_table(rows: list[tuple[str, float, float]]) -> None:
+    """Stage wall times, in pipeline order."""
     import datetime
 
     table = Table(title="pipeline cost: wall time of each stage's last run", title_justify="left")
     for column in ("stage", "seconds", "last run"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
-    for stage, (seconds, mtime) in sorted(rows.items(), key=lambda item: item[1][1]):
+    for stage, seconds, mtime in rows:
         table.add_row(stage, f"{seconds:.1f}", datetime.datetime.fromtimestamp(mtime).strftime("%H:%M:%S"))
-    table.add_row("[bold]total[/]", f"[bold]{sum(s for s, _ in rows.values()):.1f}[/]", "")
+    table.add_row("[bold]total[/]", f"[bold]{sum(s for _, s, _ in rows):.1f}[/]", "")
     console.print(table)
 
 

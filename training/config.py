@@ -1,34 +1,34 @@
-"""The training stage's config (conf/train/*.yaml), as the loop receives it."""
+"""The training stage's config schema (values in conf/train/*.yaml), as the loop receives it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from pipeline.stages import Schema
 
 
-@dataclass(frozen=True)
-class DistributedConfig:
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-    timeout_s: int = 600
+class DistributedConfig(Schema):
+    nproc_per_node: PositiveInt
+    nnodes: PositiveInt
+    node_rank: int = Field(ge=0)
+    master_addr: str
+    master_port: int = Field(ge=1, le=65535)
+    timeout_s: PositiveInt
 
     @property
     def world_size(self) -> int:
         return self.nproc_per_node * self.nnodes
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 4
-    batch_size: int = 128
-    max_lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.05
-    augment_shift: int = 2
-    threads: int = 2
-    subset: int | None = None
-    eval_subset: int | None = None
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+class TrainConfig(Schema):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    max_lr: PositiveFloat
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    augment_shift: int = Field(ge=0, le=13)
+    threads: PositiveInt
+    subset: PositiveInt | None
+    eval_subset: PositiveInt | None
+    distributed: DistributedConfig

@@ -7,7 +7,6 @@ checkpoint, atomically, in the same format as single-process training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -31,7 +30,7 @@ def launch(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, se
         job = Path(scratch) / "job.json"
         result = Path(scratch) / "result.json"
         job.write_text(json.dumps({
-            "train": dataclasses.asdict(cfg), "model": model_spec, "data_dir": str(data_dir),
+            "train": cfg.model_dump(), "model": model_spec, "data_dir": str(data_dir),
             "out_dir": str(out_dir), "seed": seed, "result": str(result),
         }))
         _run_torchrun(dist, job)
@@ -84,7 +83,7 @@ def main(job_path: str) -> None:
     from training.loop import fit, seed_everything
 
     job = json.loads(Path(job_path).read_text())
-    cfg = TrainConfig(**{**job["train"], "distributed": DistributedConfig(**job["train"]["distributed"])})
+    cfg = TrainConfig.model_validate(job["train"])
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     torch_dist.init_process_group(backend, timeout=timedelta(seconds=cfg.distributed.timeout_s))

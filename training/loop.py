@@ -23,10 +23,6 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def final(self) -> dict:
-        return self.epochs[-1] if self.epochs else {}
-
 
 def seed_everything(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
@@ -97,7 +93,6 @@ def fit(
             "train_accuracy": correct / seen,
             "test_loss": test_loss,
             "test_accuracy": test_acc,
-            "seconds": time.perf_counter() - start,
         })
     history.seconds = time.perf_counter() - start
     return history

@@ -21,6 +21,8 @@ class CompactCNN(nn.Module):
 
     def __init__(self, width: int = 16, num_classes: int = 10):
         super().__init__()
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
         self.features = nn.Sequential(
             *_conv_block(1, width, 5), nn.MaxPool2d(2),
             *_conv_block(width, 2 * width, 3), nn.MaxPool2d(2),

@@ -11,49 +11,66 @@ ratios are the figures to quote, not the absolute times.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import PositiveFloat, PositiveInt
 
-from pipeline.stages import StageResult
+from pipeline.stages import Schema, Stage, StageResult
 
 EAGER = "torch_eager"
-# The CPU x86 INT8 artifact should beat these on a VNNI machine (issue targets; reported, not enforced).
-INT8_TARGETS = {"min_throughput_ratio": 1.3, "max_accuracy_drop_pt": 0.2, "max_size_ratio": 0.3}
 
 
-@dataclass(frozen=True)
-class CrossoverConfig:
-    models: list = field(default_factory=list)
-    quantize: str = "int8_static"
-    calibration_samples: int = 128
+class CrossoverConfig(Schema):
+    models: list[dict[str, Any]]
+    quantize: str
+    calibration_samples: PositiveInt
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    threads: int = 2
-    warmup: int = 50
-    latency_runs: int = 1000
-    rounds: int = 10
-    throughput_batch: int = 256
-    throughput_runs: int = 20
-    crossover: CrossoverConfig | None = None
+class Int8Targets(Schema):
+    """What the CPU x86 INT8 artifact should reach against ORT fp32 (reported, not enforced)."""
+
+    min_throughput_ratio: PositiveFloat
+    max_accuracy_drop_pt: float
+    max_size_ratio: PositiveFloat
 
 
-def run(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], accuracies: dict[str, float], *,
-        baseline: str, int8_artifact: str, crossover_inputs: dict | None = None) -> StageResult:
+class BenchConfig(Schema):
+    threads: PositiveInt
+    warmup: PositiveInt
+    latency_runs: PositiveInt
+    rounds: PositiveInt
+    throughput_batch: PositiveInt
+    throughput_runs: PositiveInt
+    baseline: str
+    int8_artifact: str
+    int8_targets: Int8Targets
+    crossover: CrossoverConfig | None
+
+
+def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path, variants_dir: Path,
+        parity_file: Path, data_dir: Path) -> StageResult:
     import torch
 
-    from pipeline import onnx_utils
+    from pipeline import lineage, onnx_utils
+    from pipeline.errors import PipelineError
     from pipeline.flops import flops_per_image, peak_gflops
+    from pipeline.stages.validate import variant_kinds
 
+    variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in variant_kinds(quantize, fp16)}
+    variants = {name: path for name, path in variants.items() if path.is_file()}
+    if cfg.baseline not in variants:
+        raise PipelineError(f"bench.baseline {cfg.baseline!r} is not built: run the pipeline up to optimize first")
+    lineage.require_current(variants, Path(model_dir), stage="bench")
+    accuracies = _accuracies(Path(parity_file))
     torch.set_num_threads(cfg.threads)
     runners = {EAGER: _torch_runner(model_dir), **{n: _onnx_runner(p, cfg.threads) for n, p in variants.items()}}
     latency, throughput = measure(cfg, runners)
-    flops = flops_per_image(variants[baseline])
+    flops = flops_per_image(variants[cfg.baseline])
     peak = peak_gflops(cfg.threads)
     rows = {}
     for name in runners:
@@ -66,17 +83,28 @@ def run(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], accuracies
             "effective_gflops": throughput[name] * flops / 1e9,
             "accuracy": accuracies.get(name),
         }
-    _add_ratios(rows, baseline)
+    _add_ratios(rows, cfg.baseline)
     metrics = {
-        "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": baseline,
+        "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline,
         "flops_per_image": flops, "machine_peak": peak, "variants": rows,
-        "int8_targets": int8_verdict(rows, baseline, int8_artifact),
+        "int8_targets": int8_verdict(rows, cfg),
     }
-    if cfg.crossover and cfg.crossover.models and crossover_inputs:
+    crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
+    if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
         from pipeline.crossover import sweep
 
-        metrics["crossover"] = sweep(cfg, **crossover_inputs)
-    return StageResult(outputs={}, metrics=metrics)
+        metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
+    plot = [{"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
+             "accuracy": row["accuracy"]} for name, row in rows.items()]
+    return StageResult(metrics=metrics, plots={"bench": plot})
+
+
+def _accuracies(parity_file: Path) -> dict[str, float | None]:
+    """Each variant's test accuracy from validate (and PyTorch's), or none when validate has not run."""
+    if not parity_file.is_file():
+        return {}
+    report = json.loads(parity_file.read_text())
+    return {**{n: e["accuracy"] for n, e in report.get("variants", {}).items()}, EAGER: report.get("torch_accuracy")}
 
 
 def _torch_runner(model_dir: Path):
@@ -134,17 +162,30 @@ def _add_ratios(rows: dict, baseline: str) -> None:
         row["size_vs_ort_fp32"] = row["bytes"] / ort["bytes"]
 
 
-def int8_verdict(rows: dict, baseline: str, artifact: str) -> dict:
-    """The CPU x86 INT8 artifact against its targets, with the numbers, met or not."""
+def int8_verdict(rows: dict, cfg: BenchConfig) -> dict:
+    """The CPU x86 INT8 artifact against its targets (bench.int8_targets), with the numbers, met or not."""
+    artifact, targets = cfg.int8_artifact, cfg.int8_targets
     if artifact not in rows:
         return {"artifact": artifact, "measured": False}
-    row, base = rows[artifact], rows[baseline]
+    row, base = rows[artifact], rows[cfg.baseline]
     drop = None if row["accuracy"] is None or base["accuracy"] is None else (base["accuracy"] - row["accuracy"]) * 100
     checks = {
-        "throughput_ratio": (row["throughput_vs_ort_fp32"], row["throughput_vs_ort_fp32"] >= 1.3),
-        "accuracy_drop_pt": (drop, drop is not None and drop <= 0.2),
-        "size_ratio": (row["size_vs_ort_fp32"], row["size_vs_ort_fp32"] <= 0.3),
+        "throughput_ratio": (row["throughput_vs_ort_fp32"],
+                             row["throughput_vs_ort_fp32"] >= targets.min_throughput_ratio),
+        "accuracy_drop_pt": (drop, drop is not None and drop <= targets.max_accuracy_drop_pt),
+        "size_ratio": (row["size_vs_ort_fp32"], row["size_vs_ort_fp32"] <= targets.max_size_ratio),
     }
-    return {"artifact": artifact, "targets": INT8_TARGETS, "measured": True,
+    return {"artifact": artifact, "targets": targets.model_dump(), "measured": True,
             **{k: {"value": v, "met": bool(ok)} for k, (v, ok) in checks.items()},
             "all_met": all(ok for _, ok in checks.values())}
+
+
+STAGE = Stage(
+    name="bench", run=run,
+    help="Latency, throughput, size and memory of torch eager and every variant; ratios from one run.",
+    owns={"bench": BenchConfig},
+    config={"cfg": "bench", "quantize": "quantize", "fp16": "optimize.fp16.enabled", "seed": "seed"},
+    inputs={"model_dir": "${paths.model}", "variants_dir": "${paths.variants}",
+            "parity_file": "${paths.metrics}/validate.json", "data_dir": "${paths.data}"},
+    plots=("bench",), code=("pipeline/rss_probe.py",), deterministic=False,
+)

