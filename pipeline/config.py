@@ -195,5 +195,5 @@ def to_plain(cfg) -> dict:
 def one_line(exc: BaseException) -> str:
     """A library's whole message on one line: the first line alone often cuts off the cause (Hydra lists
     the valid options on the lines after "Could not find")."""
-    text = str(exc).strip() or type(exc).__name__
+    text = (str(exc).strip() or type(exc).__name__).split("Config search path")[0].strip()
     return re.sub(r"\s*\n\s*", " ", text)[:500]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import compose, to_yaml
+from pipeline.config import compose, to_plain, to_yaml, validate
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP_OPTIONS = sorted(
@@ -31,11 +31,15 @@ def test_params_yaml_is_what_dvc_hydra_composition_writes(tmp_path):
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes(group, option):
     override = f"{group}=[{option}]" if group in MULTI_SELECT else f"{group}={option}"
-    cfg = compose([override])
+    if option == "custom":  # the bring-your-own-model spec: empty until `_target_` is set
+        override = f"{override} model._target_=tests.helpers.user_models.UserMLP"
+    composed = to_plain(compose(override.split()))
+    cfg = validate(composed)  # every option passes its group's schema
+    file = yaml.safe_load((REPO / "conf" / group / f"{option}.yaml").read_text())
     if group in MULTI_SELECT:
-        assert list(cfg[group]) == [option]
-    else:
-        assert cfg[group] is not None
+        assert list(getattr(cfg, group)) == [option] and composed[group][option] == file
+    elif option != "custom":
+        assert composed[group] == file
 
 
 @pytest.mark.parametrize("group", sorted(MULTI_SELECT))

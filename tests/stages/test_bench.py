@@ -1,26 +1,22 @@
 import pytest
 
-from pipeline.config import build
-from pipeline.stages import bench, quantize
+from pipeline.io import write_json
+from pipeline.stages import bench
+from tests.conftest import config
 
 
 @pytest.fixture(scope="module")
-def bench_result(tiny_cfg, tiny_model_dir, variants_dir, bundles, mnist_dir):
-    cfg = bench.BenchConfig(latency_runs=40, rounds=4, warmup=5, throughput_batch=64, throughput_runs=3,
-                            crossover=bench.CrossoverConfig(models=[{"_target_": "training.models.CompactCNN",
-                                                                     "width": 4}], calibration_samples=64))
-    names = ("exported", "optimized", "fp16", "int8_static")
-    variants = {n: variants_dir / n / "model.onnx" for n in names}
-    accuracies = {n: v["accuracy"] for n, v in bundles["parity"]["variants"].items()}
-    crossover = {"quantize_cfg": build(quantize.QuantizeConfig, tiny_cfg.quantize.int8_static),
-                 "data_dir": mnist_dir, "seed": 0}
-    return bench.run(cfg, tiny_model_dir, variants, accuracies, baseline="optimized", int8_artifact="int8_static",
-                     crossover_inputs=crossover).metrics
+def bench_result(tmp_path_factory, tiny_model_dir, variants_dir, bundles, mnist_dir):
+    cfg = config("bench.latency_runs=40", "bench.rounds=4", "bench.warmup=5", "bench.throughput_batch=64",
+                 "bench.throughput_runs=3", "bench.crossover.calibration_samples=64", "quantize=[int8_static]",
+                 "bench.crossover.models=[{_target_: training.models.CompactCNN, width: 4}]")
+    parity_file = write_json(tmp_path_factory.mktemp("bench") / "validate.json", bundles["parity"])
+    return bench.run(cfg.bench, cfg.quantize, True, 0, tiny_model_dir, variants_dir, parity_file, mnist_dir).metrics
 
 
 def test_every_variant_and_torch_eager_is_measured_in_one_run(bench_result):
     rows = bench_result["variants"]
-    assert set(rows) == {"torch_eager", "exported", "optimized", "fp16", "int8_static"}
+    assert set(rows) == {"torch_eager", "exported", "simplified", "optimized", "fp16", "int8_static"}
     for row in rows.values():
         assert row["latency_ms"]["runs"] == 40 and 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
         assert row["throughput"] > 0 and row["bytes"] > 0 and row["peak_rss_mib"] > 10

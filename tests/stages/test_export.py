@@ -3,11 +3,13 @@ import onnx
 import pytest
 import torch
 
-from pipeline import checkpoint, onnx_utils
+from pipeline import checkpoint, lineage, onnx_utils
 from pipeline.errors import PipelineError
 from pipeline.stages import export
+from tests.conftest import config
 
-CFG = export.ExportConfig(parity_samples=64)
+CFG = config("export.parity_samples=64")
+GATES = CFG.validate.gates["fp32"]
 
 
 def _checkpoint(tmp_path, spec: dict):
@@ -25,10 +27,10 @@ def _checkpoint(tmp_path, spec: dict):
 ], ids=["compact", "large", "user-module"])
 def test_export_matches_pytorch_with_a_dynamic_batch(tmp_path, mnist_dir, spec):
     model_dir = _checkpoint(tmp_path, spec)
-    result = export.run(CFG, model_dir, mnist_dir, tmp_path / "exported", provenance={"source_commit": "abc"})
+    result = export.run(CFG.export, GATES, model_dir, mnist_dir, tmp_path / "exported")
     path = result.outputs["exported"]
     assert result.metrics["parity"]["agreement"] == 1.0
-    assert result.metrics["parity"]["max_abs_logit"] <= CFG.parity_max_abs_logit
+    assert result.metrics["parity"]["max_abs_logit"] <= GATES["max_abs_logit"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # self-contained, no .data
     model, _ = checkpoint.load(model_dir)
     sess = onnx_utils.session(path)
@@ -40,17 +42,19 @@ def test_export_matches_pytorch_with_a_dynamic_batch(tmp_path, mnist_dir, spec):
         np.testing.assert_allclose(sess.run(None, {"input": x})[0], expected, atol=1e-4)
 
 
-def test_metadata_records_provenance_and_preprocessing(variants_dir):
+def test_metadata_records_lineage_and_preprocessing(variants_dir, tiny_model_dir):
     meta = onnx_utils.metadata(onnx.load(variants_dir / "exported" / "model.onnx"))
-    assert meta["source_commit"] == "test"
+    assert "source_commit" not in meta  # a commit would make the same inputs give different bytes
+    assert lineage.read(variants_dir / "exported" / "model.onnx") == {
+        "checkpoint_sha256": lineage.checkpoint_digest(tiny_model_dir)}
     assert '"mean": [0.1307]' in meta["preprocessing"] and '"std": [0.3081]' in meta["preprocessing"]
     assert meta["class_labels"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
 
 
 def test_large_weights_go_to_external_data(tmp_path, mnist_dir):
     model_dir = _checkpoint(tmp_path, {"_target_": "training.models.LargeCNN"})
-    cfg = export.ExportConfig(external_data_threshold_mb=1, parity_samples=32)
-    path = export.run(cfg, model_dir, mnist_dir, tmp_path / "exported", provenance={}).outputs["exported"]
+    cfg = config("export.external_data_threshold_mb=1", "export.parity_samples=32").export
+    path = export.run(cfg, GATES, model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
     assert (path.parent / "model.onnx.data").stat().st_size > 4_000_000
     assert path.stat().st_size < 100_000
     assert onnx_utils.session(path).run(None, {"input": np.zeros((2, 1, 28, 28), np.float32)})[0].shape == (2, 10)
@@ -63,7 +67,7 @@ def test_large_weights_go_to_external_data(tmp_path, mnist_dir):
 def test_a_module_that_cannot_be_exported_is_one_clear_error(tmp_path, mnist_dir, module, cause):
     model_dir = _checkpoint(tmp_path, {"_target_": f"tests.helpers.user_models.{module}"})
     with pytest.raises(PipelineError, match=f"torch.onnx.export failed for {module}: ") as raised:
-        export.run(CFG, model_dir, mnist_dir, tmp_path / "exported", provenance={})
+        export.run(CFG.export, GATES, model_dir, mnist_dir, tmp_path / "exported")
     assert cause in str(raised.value) and "\x1b" not in str(raised.value)
     assert not (tmp_path / "exported").exists()
 
@@ -74,5 +78,12 @@ def test_a_corrupt_checkpoint_is_one_clear_error(tmp_path, mnist_dir, tiny_model
     (broken / "model.json").write_text((tiny_model_dir / "model.json").read_text())
     (broken / "model.pt").write_bytes((tiny_model_dir / "model.pt").read_bytes()[:500])
     with pytest.raises(PipelineError, match="is not a loadable state_dict checkpoint"):
-        export.run(CFG, broken, mnist_dir, tmp_path / "exported", provenance={})
+        export.run(CFG.export, GATES, broken, mnist_dir, tmp_path / "exported")
     assert not (tmp_path / "exported").exists()
+
+
+@pytest.mark.parametrize("opset", [18, 21])
+def test_the_requested_opset_is_the_one_built(tmp_path, mnist_dir, tiny_model_dir, opset):
+    cfg = config(f"export.opset={opset}", "export.parity_samples=32").export
+    path = export.run(cfg, GATES, tiny_model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
+    assert max(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")) == opset

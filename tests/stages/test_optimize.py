@@ -2,19 +2,26 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline import onnx_utils
-from pipeline.errors import PipelineError
+from pipeline import lineage, onnx_utils
+from pipeline.errors import GateFailure, PipelineError
 from pipeline.mnist import test_batch as real_test_images
 from pipeline.stages import optimize
+from tests.conftest import config
+
+GATES = config().validate.gates
 
 
-@pytest.mark.parametrize("level", optimize.LEVELS)
-def test_each_level_keeps_outputs_equal(tmp_path, variants_dir, level):
-    cfg = optimize.OptimizeConfig(level=level, fp16=optimize.Fp16Config(enabled=False))
-    result = optimize.run(cfg, variants_dir / "exported" / "model.onnx", tmp_path)
+def _run(cfg, model_in, data_dir, out):
+    return optimize.run(cfg, GATES, model_in, data_dir, out / "simplified", out / "optimized", out / "fp16")
+
+
+@pytest.mark.parametrize("level", ["basic", "extended", "all"])
+def test_each_level_keeps_outputs_equal(tmp_path, variants_dir, mnist_dir, level):
+    cfg = config(f"optimize={level}", "optimize.fp16.enabled=false").optimize
+    result = _run(cfg, variants_dir / "exported" / "model.onnx", mnist_dir, tmp_path)
     steps = result.metrics["steps"]
-    assert steps["simplified"]["max_abs_delta_vs_input"] <= optimize.REWRITE_TOLERANCE
-    assert steps["optimized"]["max_abs_delta_vs_input"] <= optimize.REWRITE_TOLERANCE
+    assert steps["simplified"]["max_abs_delta_vs_input"] <= GATES["fp32"]["max_abs_logit"]
+    assert steps["optimized"]["max_abs_delta_vs_input"] <= GATES["fp32"]["max_abs_logit"]
     assert steps["optimized"]["portable"] is (level != "all")
     assert steps["exported"]["nodes"] >= steps["optimized"]["nodes"]
     meta = onnx_utils.metadata(onnx.load(result.outputs["optimized"]))
@@ -29,7 +36,7 @@ def test_fp16_runs_on_cpu_close_to_fp32_with_float32_io(variants_dir, mnist_dir)
     fp32 = onnx_utils.session(variants_dir / "simplified" / "model.onnx")
     assert fp16.get_inputs()[0].type == "tensor(float)" and fp16.get_outputs()[0].type == "tensor(float)"
     a, b = onnx_utils.run_batched(fp16, x), onnx_utils.run_batched(fp32, x)
-    assert np.abs(a - b).max() < optimize.FP16_TOLERANCE
+    assert np.abs(a - b).max() < GATES["fp16"]["max_abs_logit"]
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.998
     weights = onnx.load(variants_dir / "fp16" / "model.onnx").graph.initializer
     assert {w.data_type for w in weights if len(w.dims) > 1} == {onnx.TensorProto.FLOAT16}
@@ -40,16 +47,34 @@ def test_fp16_runs_on_cpu_close_to_fp32_with_float32_io(variants_dir, mnist_dir)
     (b"\x08\x07garbage-not-protobuf\xff\xff", "not a valid ONNX file"),
     (b"\x08\x07", "holds no ONNX graph"),
 ], ids=["empty", "garbage", "protobuf-without-graph"])
-def test_a_corrupt_model_is_one_clear_error_and_writes_nothing(tmp_path, content, message):
+def test_a_corrupt_model_is_one_clear_error_and_writes_nothing(tmp_path, mnist_dir, content, message):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(content)
     with pytest.raises(PipelineError, match=message):
-        optimize.run(optimize.OptimizeConfig(), bad, tmp_path / "variants")
+        _run(config().optimize, bad, mnist_dir, tmp_path / "variants")
     assert not (tmp_path / "variants").exists()
 
 
-def test_a_truncated_model_is_one_clear_error(tmp_path, variants_dir):
+def test_a_truncated_model_is_one_clear_error(tmp_path, variants_dir, mnist_dir):
     bad = tmp_path / "truncated.onnx"
     bad.write_bytes((variants_dir / "exported" / "model.onnx").read_bytes()[:3000])
     with pytest.raises(PipelineError, match=r"not a valid ONNX file|fails the ONNX checker|holds no ONNX graph"):
-        optimize.run(optimize.OptimizeConfig(), bad, tmp_path / "variants")
+        _run(config().optimize, bad, mnist_dir, tmp_path / "variants")
+
+
+def test_each_variant_records_its_parent_and_checkpoint(variants_dir, tiny_model_dir):
+    from pipeline.io import sha256_file
+
+    checkpoint = lineage.checkpoint_digest(tiny_model_dir)
+    for name, parent in (("simplified", "exported"), ("optimized", "simplified"), ("fp16", "simplified")):
+        assert lineage.read(variants_dir / name / "model.onnx") == {
+            "checkpoint_sha256": checkpoint, "parent_sha256": sha256_file(variants_dir / parent / "model.onnx")}
+    assert lineage.stale({n: variants_dir / n / "model.onnx" for n in ("simplified", "fp16")}, checkpoint) == {}
+
+
+def test_a_rewrite_that_drifts_fails_the_fp32_gate_with_exit_1_semantics(tmp_path, variants_dir, mnist_dir):
+    """optimize holds each rewrite to validate's gates: a drift is a GateFailure (exit 1), not bad input."""
+    strict = {**GATES, "fp16": {"max_abs_logit": 1e-9}}
+    with pytest.raises(GateFailure, match=r"fp16 \(fp16\): max_abs_logit = .*, needs <= 1e-09"):
+        optimize.run(config().optimize, strict, variants_dir / "exported" / "model.onnx", mnist_dir,
+                     tmp_path / "simplified", tmp_path / "optimized", tmp_path / "fp16")

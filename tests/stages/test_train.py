@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from pipeline.config import build, compose, to_plain
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
 from pipeline.stages import train
-from training.config import TrainConfig
+from tests.conftest import config
 
 
 def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
@@ -19,17 +18,17 @@ def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
 
 
 def test_train_metrics_report_accuracy(tmp_path, mnist_dir):
-    cfg = compose(["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000"])
-    result = train.run(build(TrainConfig, cfg.train), to_plain(cfg.model), mnist_dir, tmp_path / "m", seed=0)
+    cfg = config()
+    result = train.run(cfg.train, cfg.model, mnist_dir, tmp_path / "m", seed=0)
     assert result.metrics["test_accuracy"] > 0.96
-    assert len(result.metrics["history"]) == 2
+    assert len(result.plots["train"]) == 2 and "training_seconds" in result.observations
     assert (tmp_path / "m" / "model.pt").is_file()
 
 
 def test_same_config_gives_byte_identical_weights(tmp_path, mnist_dir):
-    cfg = compose(["model=tiny", "train.epochs=1", "train.subset=2000", "train.eval_subset=500"])
+    cfg = config("train.epochs=1", "train.subset=2000", "train.eval_subset=500")
     for run in ("a", "b"):
-        train.run(build(TrainConfig, cfg.train), to_plain(cfg.model), mnist_dir, tmp_path / run, seed=0)
+        train.run(cfg.train, cfg.model, mnist_dir, tmp_path / run, seed=0)
     assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
 
 
@@ -49,5 +48,11 @@ def test_a_dict_of_non_tensors_is_not_a_state_dict(tmp_path, tiny_model_dir):
 
 
 def test_unknown_model_target_is_a_clear_error():
-    with pytest.raises(PipelineError, match=r"cannot build model training\.models\.NoSuchNet"):
+    with pytest.raises(PipelineError, match=r"model._target_=training\.models\.NoSuchNet: cannot import it"):
         checkpoint.build({"_target_": "training.models.NoSuchNet"})
+
+
+def test_an_argument_left_from_another_model_says_what_to_change():
+    with pytest.raises(PipelineError, match=r"model.width=16 is not an argument of tests.helpers.user_models.UserMLP "
+                                            r"\(it takes: hidden\): start from an empty spec with `model=custom"):
+        checkpoint.build({"_target_": "tests.helpers.user_models.UserMLP", "width": 16})

@@ -2,31 +2,28 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from pipeline import onnx_utils
-from pipeline.config import build, compose
+from pipeline.errors import PipelineError
 from pipeline.localize import localize
 from pipeline.mnist import test_batch as real_test_images
-from pipeline.parity import compare
+from pipeline.parity import IMPLICIT_GATES, compare, judge
 from pipeline.stages import validate
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, config, run_cli
 
 FP32 = ("exported", "simplified", "optimized")
 
 
-def _variants(variants_dir, names=(*FP32, "fp16")):
-    return {n: (variants_dir / n / "model.onnx", "fp16" if n == "fp16" else "fp32") for n in names}
-
-
-def _cfg(*overrides):
-    return build(validate.ValidateConfig, compose([*TINY, "validate.samples=2000", *overrides]).validate)
+def _run(variants_dir, tiny_model_dir, mnist_dir, *overrides):
+    cfg = config("validate.samples=2000", "quantize=[]", *overrides)
+    return validate.run(cfg.validate, cfg.quantize, cfg.optimize.fp16.enabled, tiny_model_dir, mnist_dir,
+                        variants_dir)
 
 
 def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, mnist_dir):
-    result = validate.run(_cfg(), tiny_model_dir, mnist_dir, _variants(variants_dir),
-                          variants_dir / "simplified" / "model.onnx")
-    report = result.metrics
+    report = _run(variants_dir, tiny_model_dir, mnist_dir).metrics
     assert report["passed"] and report["failures"] == []
     for name in FP32:
         assert report["variants"][name]["agreement"] == 1.0
@@ -36,11 +33,9 @@ def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, m
 
 
 def test_a_forced_gate_fails_and_names_variant_metric_value_threshold(variants_dir, tiny_model_dir, mnist_dir):
-    cfg = _cfg("validate.gates.fp32.max_abs_logit=0.0")
-    result = validate.run(cfg, tiny_model_dir, mnist_dir, _variants(variants_dir, ("optimized",)),
-                          variants_dir / "simplified" / "model.onnx")
-    assert not result.metrics["passed"]
-    (message,) = result.metrics["failures"]
+    result = _run(variants_dir, tiny_model_dir, mnist_dir, "validate.gates.fp32.max_abs_logit=0.0")
+    assert not result.metrics["passed"] and result.gate_failures == result.metrics["failures"]
+    message = next(m for m in result.metrics["failures"] if m.startswith("optimized"))
     assert message.startswith("optimized (fp32): max_abs_logit = ") and message.endswith("needs <= 0")
     assert result.metrics["variants"]["optimized"]["divergence"]["compared_tensors"] > 0
 
@@ -53,7 +48,7 @@ def test_cli_exit_codes_and_the_report_is_written_even_when_failing(tmp_path, va
     failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.min_agreement=1.01")
     assert failing.returncode == 1
     assert "parity gate failed: fp16 (fp16): agreement = 1, needs >= 1.01" in failing.stderr
-    report = json.loads((tmp_path / "parity.json").read_text())
+    report = json.loads((tmp_path / "validate.json").read_text())
     assert report["passed"] is False and report["variants"]["fp16"]["gates"]["min_agreement"]["passed"] is False
     assert report["variants"]["exported"]["passed"] is True
 
@@ -88,8 +83,7 @@ def test_nan_outputs_fail_every_gate_rather_than_pass(tmp_path, variants_dir, mn
     x, labels = real_test_images(mnist_dir, 200)
     reference = onnx_utils.run_batched(onnx_utils.session(variants_dir / "simplified" / "model.onnx"), x)
     metrics = compare(reference, onnx_utils.run_batched(onnx_utils.session(faulty), x), labels)
-    verdicts = validate.judge("faulty", "fp32", metrics, {**validate.IMPLICIT_GATES, "max_abs_logit": 1e9,
-                                                          "min_cosine": -1.0})
+    verdicts = judge("faulty", "fp32", metrics, {**IMPLICIT_GATES, "max_abs_logit": 1e9, "min_cosine": -1.0})
     assert metrics["finite_fraction"] == 0.0 and metrics["agreement"] == 0.0
     assert not any(v["passed"] for v in verdicts.values())
 
@@ -103,3 +97,14 @@ def test_parity_metrics_on_known_values():
     assert np.isclose(metrics["max_rel_error"], 0.25)
     assert np.isclose(metrics["cosine_min"], 4 / (2 * np.sqrt(4.25)))
     assert metrics["cosine_mean"] > metrics["cosine_min"]
+
+
+def test_variants_from_another_checkpoint_are_refused_by_name(tmp_path, variants_dir, mnist_dir, tiny_model_dir):
+    """The stale-artifact scenario: a retrained model, variants left from the previous one."""
+    import shutil
+
+    other = shutil.copytree(tiny_model_dir, tmp_path / "retrained")
+    spec = other / "model.json"
+    spec.write_text(spec.read_text().replace('"world_size"', '"retrained": 1, "world_size"'))
+    with pytest.raises(PipelineError, match=r"validate refuses stale variant\(s\): exported \(built from checkpoint "):
+        _run(variants_dir, other, mnist_dir)

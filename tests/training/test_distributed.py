@@ -7,10 +7,9 @@ import socket
 import pytest
 
 from pipeline import checkpoint
-from pipeline.config import build, compose, to_plain
 from pipeline.errors import PipelineError
 from pipeline.stages import export, train
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, config
 from training.config import TrainConfig
 
 
@@ -21,9 +20,8 @@ def _free_port() -> int:
 
 
 def _ddp_cfg(*overrides: str) -> tuple[TrainConfig, dict]:
-    cfg = compose([*TINY, "train.distributed.nproc_per_node=2", f"train.distributed.master_port={_free_port()}",
-                   *overrides])
-    return build(TrainConfig, cfg.train), to_plain(cfg.model)
+    cfg = config("train.distributed.nproc_per_node=2", f"train.distributed.master_port={_free_port()}", *overrides)
+    return cfg.train, cfg.model
 
 
 @pytest.fixture
@@ -36,14 +34,14 @@ def importable_tests(monkeypatch):
 def test_two_processes_train_a_checkpoint_that_exports_like_a_single_process_one(tmp_path, mnist_dir, tiny_model_dir):
     cfg, spec = _ddp_cfg()
     result = train.run(cfg, spec, mnist_dir, tmp_path / "model", seed=0)
-    assert result.metrics["world_size"] == 2 and len(result.metrics["history"]) == 2
+    assert result.metrics["world_size"] == 2 and len(result.plots["train"]) == 2
     single = json.loads((tiny_model_dir / "model.json").read_text())
     assert json.loads((tmp_path / "model" / "model.json").read_text())["parameters"] == single["parameters"]
     assert result.metrics["test_accuracy"] > 0.95  # single-process on this config reaches ~0.98
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]  # rank 0 only
     model, _ = checkpoint.load(tmp_path / "model")
-    exported = export.run(export.ExportConfig(parity_samples=64), tmp_path / "model", mnist_dir, tmp_path / "onnx",
-                          provenance={})
+    small = config("export.parity_samples=64")
+    exported = export.run(small.export, small.validate.gates["fp32"], tmp_path / "model", mnist_dir, tmp_path / "onnx")
     assert exported.metrics["parity"]["agreement"] == 1.0 and model.training is False
 
 
