@@ -49,9 +49,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | None = None) 
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides or [])
-    if any(_TARGET_OVERRIDE.match(o) for o in overrides) and not any(_GROUP_OVERRIDE.match(o) for o in overrides):
-        overrides.insert(0, "model=custom")
+    overrides = _custom_model(list(overrides or []))
     directory = config_dir or conf_dir()
     if not (directory / f"{CONFIG_NAME}.yaml").is_file():
         raise PipelineError(f"no Hydra config at {directory}/{CONFIG_NAME}.yaml (run from the repository root)")
@@ -63,6 +61,17 @@ def compose(overrides: list[str] | None = None, config_dir: Path | None = None) 
         raise PipelineError(f"bad config override: {one_line(exc)}") from None
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _custom_model(overrides: list[str]) -> list[str]:
+    """`model._target_=my.Net model.channels=32` starts from the empty `custom` spec, whose keys the user adds:
+    the default model's arguments do not leak into another class, and no `+` is needed to add arguments."""
+    if any(_GROUP_OVERRIDE.match(o) for o in overrides) and "model=custom" not in overrides:
+        return overrides
+    if not any(_TARGET_OVERRIDE.match(o) for o in overrides) and "model=custom" not in overrides:
+        return overrides
+    rewritten = [f"+{o}" if o.startswith("model.") and not _TARGET_OVERRIDE.match(o) else o for o in overrides]
+    return rewritten if "model=custom" in rewritten else ["model=custom", *rewritten]
 
 
 def load_params(path: Path) -> DictConfig:

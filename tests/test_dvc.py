@@ -5,7 +5,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipeline.stages import all_stages
 from tests.conftest import CACHE, REPO, run_cli
 
 TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000",
@@ -35,7 +37,7 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
 
     first = _dvc(repo, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    parity = json.loads((repo / "metrics" / "parity.json").read_text())
+    parity = json.loads((repo / "metrics" / "validate.json").read_text())
     assert parity["passed"] and set(parity["variants"]) >= {"exported", "optimized", "int8_static"}
     assert (repo / "artifacts" / "model" / "model.pt").is_file()
     assert (repo / "dvc.lock").is_file()
@@ -51,7 +53,62 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     assert "Running stage 'train'" in rerun.stdout and "Running stage 'prepare'" not in rerun.stdout
     assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 1
 
+    _every_written_file_is_a_declared_output(repo)
+    _editing_a_module_marks_the_stages_that_import_it(repo)
     _hand_off_through_a_dvc_remote(repo, tmp_path)
+
+
+def _outs(stage_entry: dict) -> set[str]:
+    return {next(iter(o)) if isinstance(o, dict) else o
+            for key in ("outs", "metrics", "plots") for o in stage_entry.get(key, [])}
+
+
+def _every_written_file_is_a_declared_output(repo: Path) -> None:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    declared = [repo / path for entry in lock.values() for path in _outs(entry)]
+    written = [p for root in ("artifacts", "metrics") for p in (repo / root).rglob("*") if p.is_file()]
+    undeclared = [p for p in written if p.name != "README.md" and not any(p == d or d in p.parents for d in declared)]
+    assert undeclared == [], f"files no dvc.yaml stage declares: {undeclared}"
+
+
+def _editing_a_module_marks_the_stages_that_import_it(repo: Path) -> None:
+    """pipeline/preprocessing.py was in no stage's deps once: appending a line changed nothing."""
+    module = repo / "pipeline" / "preprocessing.py"
+    original = module.read_text()
+    module.write_text(original + "# touched\n")
+    status = json.loads(_dvc(repo, "status", "--json").stdout)
+    module.write_text(original)
+    changed = {name.split("@")[0] for name in status}
+    assert {"train", "export", "optimize", "quantize", "validate", "package"} <= changed
+
+
+def _artifact_hashes(repo: Path) -> dict[str, str]:
+    """Every output's md5 in dvc.lock, except the observations (timings, and the stages that render them)."""
+    observational = {s.name for s in all_stages() if not s.deterministic}
+    hashes = {}
+    for name, entry in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items():
+        if name.split("@")[0] in observational:
+            continue
+        for out in entry.get("outs", []):
+            if "/timings/" not in out["path"]:
+                hashes[f"{name}:{out['path']}"] = out["md5"]
+    return hashes
+
+
+@pytest.mark.slow
+def test_two_clean_runs_give_identical_dvc_lock_hashes(tmp_path):
+    """The same commit gives the same bytes: model, every variant, every bundle and tarball, every metric."""
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        repo = _copy_repo(tmp_path / name)
+        assert run_cli("params", *TINY_PIPELINE, cwd=repo).returncode == 0
+        result = _dvc(repo, "repro")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        runs.append(_artifact_hashes(repo))
+    assert len(runs[0]) > 15 and any("deploy/cpu_x86.tar.gz" in key for key in runs[0])
+    differing = sorted(k for k in runs[0] if runs[0][k] != runs[1].get(k))
+    assert differing == [], f"outputs that differ between two clean runs: {differing}"
 
 
 def _hand_off_through_a_dvc_remote(repo: Path, tmp_path: Path) -> None:

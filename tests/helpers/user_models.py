@@ -56,3 +56,25 @@ class DiesOnRank1(nn.Module):
         if self.training and os.environ.get("RANK") == "1" and self.steps == 5:
             os._exit(17)
         return self.linear(x.flatten(1))
+
+
+class ResidualGeluNet(nn.Module):
+    """The README's bring-your-own-model example: nothing like our CNNs. A stem, one residual block of
+    depthwise-separable convolutions, GELU (exported as Erf, which INT8 leaves in float) and a global-pool
+    head. Any (N, 1, 28, 28) -> (N, 10) module works the same way."""
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.GELU())
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),  # depthwise
+            nn.BatchNorm2d(channels), nn.GELU(),
+            nn.Conv2d(channels, channels, 1, bias=False),  # pointwise
+            nn.BatchNorm2d(channels),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(nn.functional.gelu(x + self.block(x)))
