@@ -1,4 +1,5 @@
-"""Latency and throughput measurement shared by package (variant selection) and bench."""
+"""Timing statistics, owned here for package (selection) and bench: interleaved rounds, per-round medians,
+and ratios with bootstrap confidence intervals, so a choice flips only on a significant difference."""
 
 from __future__ import annotations
 
@@ -49,3 +50,48 @@ def interleaved_latency_ms(runs: dict[str, Callable[[], object]], *, rounds: int
         for name in names[shift:] + names[:shift]:
             times[name] += latency_ms(runs[name], runs=per_round, warmup=3)
     return times
+
+
+def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, per_round: int,
+                       warmup: int) -> dict[str, list[float]]:
+    """Each callable's median latency (ms) per round, rounds rotating the order (A B C, B C A, …). Per-round
+    medians are the unit of the statistics: a round's outliers (a preempted call) do not leak into them."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    names = list(runs)
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            medians[name].append(float(np.median(latency_ms(runs[name], runs=per_round, warmup=2))))
+    return medians
+
+
+def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int, rounds: int,
+                           per_round: int) -> dict[str, list[float]]:
+    """Images per second of each batch callable, one figure per round, rounds rotating the order."""
+    names = list(runs)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            rates[name].append(throughput(runs[name], batch=batch, runs=per_round, warmup=1))
+    return rates
+
+
+def ratio_interval(numerator: list[float], denominator: list[float], *, confidence: float = 0.95,
+                   seed: int = 0) -> dict[str, float]:
+    """numerator/denominator from paired rounds: the geometric mean of the per-round ratios, with a
+    bootstrap confidence interval (scipy.stats.bootstrap, seeded so the same timings give the same CI)."""
+    from scipy.stats import bootstrap
+
+    logs = np.log(np.asarray(numerator, dtype=np.float64) / np.asarray(denominator, dtype=np.float64))
+    centre = float(np.exp(logs.mean()))
+    if len(logs) < 3 or np.ptp(logs) == 0:
+        low = high = centre
+    else:
+        result = bootstrap((logs,), np.mean, confidence_level=confidence, n_resamples=2000, method="percentile",
+                           random_state=np.random.default_rng(seed))
+        low, high = float(np.exp(result.confidence_interval.low)), float(np.exp(result.confidence_interval.high))
+    return {"ratio": centre, "low": low, "high": high, "confidence": confidence, "rounds": len(logs)}

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__:
+    from .session import open_session, providers_for
+else:  # run as a script inside an extracted bundle, where session.py sits beside it
+    from session import open_session, providers_for
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIX = ".npy"  # an already-normalized float32 batch (N, 1, H, W)
 
@@ -26,8 +31,6 @@ class InputError(Exception):
 
 class Classifier:
     def __init__(self, bundle: Path):
-        import onnxruntime as ort
-
         self.bundle = Path(bundle)
         manifest_path = self.bundle / "manifest.json"
         if not manifest_path.is_file():
@@ -35,15 +38,9 @@ class Classifier:
         self.manifest = json.loads(manifest_path.read_text())
         self.pre = self.manifest["preprocessing"]
         self.labels = self.manifest["class_labels"]
-        available = set(ort.get_available_providers())
-        providers = [p for p in self.manifest["target"]["providers"] if p in available] or ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        session_cfg = self.manifest["target"]["session"]
-        options.intra_op_num_threads = int(session_cfg.get("intra_op_num_threads", 0))
-        for key, value in session_cfg.get("config_entries", {}).items():
-            options.add_session_config_entry(key, str(value))
-        self.session = ort.InferenceSession(str(self.bundle / self.manifest["model"]["file"]), options,
-                                            providers=providers)
+        # The same providers and session options verify.py checks: those chosen when the bundle was packaged.
+        self.session = open_session(self.bundle / self.manifest["model"]["file"], self.manifest["target"]["session"],
+                                    providers_for(self.manifest))
         self.input = self.session.get_inputs()[0]
         fixed = self.input.shape[0]
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None

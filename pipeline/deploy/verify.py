@@ -19,6 +19,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+if __package__:
+    from .session import open_session as open_model_session
+    from .session import providers_for
+else:  # run as a script inside an extracted bundle, where session.py sits beside it
+    from session import open_session as open_model_session
+    from session import providers_for
+
 SCHEMA = "onnx-deploy-manifest"
 SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
@@ -180,31 +187,10 @@ def check_files(bundle: Path, manifest: dict) -> int:
     return len(listed)
 
 
-def providers_for(manifest: dict) -> tuple[list, list[str]]:
-    """The target's providers that this onnxruntime build has, in the target's order; CPU last."""
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    names = manifest["target"]["providers"]
-    options = manifest["target"].get("provider_options") or [{} for _ in names]
-    chosen = [(n, o) for n, o in zip(names, options, strict=False) if n in available]
-    if not any(n == "CPUExecutionProvider" for n, _ in chosen):
-        chosen.append(("CPUExecutionProvider", {}))
-    return chosen, [n for n, _ in chosen]
-
-
 def open_session(bundle: Path, manifest: dict, providers: list):
-    import onnxruntime as ort
-
-    session_cfg = manifest["target"].get("session", {})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(session_cfg.get("intra_op_num_threads", 0))
-    level = session_cfg.get("graph_optimization_level", "ORT_ENABLE_EXTENDED")
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    for key, value in session_cfg.get("config_entries", {}).items():
-        options.add_session_config_entry(key, str(value))
     try:
-        return ort.InferenceSession(str(bundle / manifest["model"]["file"]), options, providers=providers)
+        return open_model_session(bundle / manifest["model"]["file"], manifest["target"].get("session", {}),
+                                  providers)
     except Exception as exc:  # ORT's pybind errors
         raise BundleError(f"onnxruntime cannot load {manifest['model']['file']}: {str(exc).splitlines()[0]}") from None
 
@@ -262,12 +248,13 @@ def verify(path: Path) -> dict:
         bundle = safe_extract(path, Path(scratch)) if path.is_file() else path
         manifest = load_manifest(bundle)
         files = check_files(bundle, manifest)
-        providers, names = providers_for(manifest)
-        session = open_session(bundle, manifest, providers)
-        check_io(manifest, session)
-        golden = check_golden(bundle, manifest, session)
+        providers = providers_for(manifest)
+        names = [name for name, _ in providers]
+        opened = open_session(bundle, manifest, providers)
+        check_io(manifest, opened)
+        golden = check_golden(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
-                "providers": session.get_providers(), "requested_providers": names, **golden}
+                "providers": opened.get_providers(), "requested_providers": names, **golden}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,14 +15,12 @@ Selection: among candidates that passed their parity gates, the lowest batch-1 l
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, PositiveInt
 
 from pipeline import preprocessing
@@ -33,22 +31,44 @@ DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
 
 
+GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
+
+
 class SessionConfig(Schema):
-    graph_optimization_level: Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
+    """The target's own (preferred) session options; the graph level is applied at load, on the consumer's CPU."""
+
+    graph_optimization_level: GraphLevel
     intra_op_num_threads: int = Field(ge=0)
+    execution_mode: Literal["ORT_SEQUENTIAL", "ORT_PARALLEL"]
     config_entries: dict[str, str]
+
+
+class SearchConfig(Schema):
+    """Alternatives to the session options, tried on the target's provider when this machine has it."""
+
+    graph_optimization_level: list[GraphLevel]
+    intra_op_num_threads: list[int]
+    allow_spinning: list[Literal["0", "1"]]
+
+
+class SelectionConfig(Schema):
+    rounds: int = Field(ge=3)
+    per_round: PositiveInt
+    min_effect: float = Field(ge=0, lt=1)
+    confidence: float = Field(gt=0.5, lt=1)
 
 
 class TargetConfig(Schema):
     providers: list[str] = Field(min_length=1)
     provider_options: list[dict]
     session: SessionConfig
+    search: SearchConfig
+    selection: SelectionConfig
     candidates: list[str] = Field(min_length=1)
     format: Literal["onnx", "ort"]
     fixed_batch: PositiveInt | None
     golden_atol: float = Field(gt=0)
     golden_samples: PositiveInt
-    latency_tie_margin: float = Field(ge=0)
 
 
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path, out_dir: Path,
@@ -62,17 +82,18 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
 
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
-    chosen, reason = select(cfg, candidates, set(ort.get_available_providers()))
+    chosen, options, reason, evidence = select(cfg, candidates, set(ort.get_available_providers()))
+    block = _target_block(cfg, options)
     with atomic_dir(Path(out_dir)) as staging:
         model_file, extras = _write_model(cfg, chosen["path"], staging)
-        session = verify.open_session(staging, {"model": {"file": model_file}, "target": _target_block(cfg)},
+        session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = _write_golden(cfg, session, Path(data_dir), staging)
-        for script in ("infer.py", "verify.py"):
+        for script in ("infer.py", "verify.py", "session.py"):
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
         checkpoint = lineage.checkpoint_digest(Path(model_dir))
-        manifest = _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
+        manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
         manifest["parity"]["samples"] = parity.get("samples")
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
@@ -81,11 +102,10 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
     bundle_io.write_tarball(Path(out_dir), Path(archive))
     return StageResult(
         outputs={"bundle": Path(out_dir), "archive": Path(archive)},
-        metrics={"target": target, "chosen": chosen["name"], "reason": reason,
+        metrics={"target": target, "chosen": chosen["name"], "session": options, "reason": reason,
                  "verified": {k: v for k, v in report.items() if k != "bundle"},
                  "candidates": [_public(c) for c in candidates]},
-        observations={"latency_ms_batch1_cpu": {c["name"]: c["latency_ms_cpu"] for c in candidates
-                                                if "latency_ms_cpu" in c}},
+        observations={"selection": evidence},
     )
 
 
@@ -96,65 +116,61 @@ def _parity_report(path: Path) -> dict:
 
 
 def _public(candidate: dict) -> dict:
-    """A candidate as the manifest and metrics show it: no paths, no timings (they differ run to run)."""
-    return {k: v for k, v in candidate.items() if k not in ("path", "latency_ms_cpu")}
+    """A candidate as the manifest and metrics show it: no paths (timings live in metrics/timings/)."""
+    return {k: v for k, v in candidate.items() if k != "path"}
 
 
 def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
-    """Each candidate's gate verdicts (from validate) and batch-1 CPU latency, measured interleaved."""
+    """Each candidate variant in the target's order, with its gate verdicts from validate."""
     from pipeline import lineage, onnx_utils
     from pipeline.parity import SUMMARY
-    from pipeline.timing import interleaved_latency_ms, percentiles
 
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
-    missing = [{"name": name, "built": False, "validated": False, "passed_gates": False, "failed_gates": []}
-               for name, path in paths.items() if not path.is_file()]
-    paths = {name: path for name, path in paths.items() if path.is_file()}
-    lineage.require_current(paths, model_dir, stage="package")
-    x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
-    runs = {}
-    for name, path in paths.items():
-        sess = onnx_utils.session(path, threads=cfg.session.intra_op_num_threads)
-        runs[name] = functools.partial(sess.run, None, {sess.get_inputs()[0].name: x})
-    times = interleaved_latency_ms(runs, rounds=10, per_round=50, warmup=30)
+    lineage.require_current({n: p for n, p in paths.items() if p.is_file()}, model_dir, stage="package")
     candidates = []
     for name, path in paths.items():
         entry = parity.get("variants", {}).get(name)
         candidates.append({
-            "name": name, "path": path, "built": True, "kind": entry["kind"] if entry else None,
+            "name": name, "path": path, "built": path.is_file(), "kind": entry["kind"] if entry else None,
             "parity": {k: entry[k] for k in SUMMARY} if entry else None,
-            "passed_gates": bool(entry and entry["passed"]),
+            "passed_gates": bool(path.is_file() and entry and entry["passed"]),
             "failed_gates": [] if entry is None else [g for g, v in entry["gates"].items() if not v["passed"]],
             "validated": entry is not None,
-            "latency_ms_cpu": percentiles(times[name]),
-            "bytes": onnx_utils.model_bytes(path),
         })
-    order = {name: i for i, name in enumerate(cfg.candidates)}
-    return sorted(candidates + missing, key=lambda c: order[c["name"]])
+    return candidates
 
 
-def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tuple[dict, str]:
+def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tuple[dict, dict, str, dict]:
+    """(variant, session options, reason, evidence). Timed on the target's first provider when present; the
+    reason holds no number, since it ships in the bundle (the evidence goes to metrics/timings/)."""
+    from pipeline import selection
+
     eligible = [c for c in candidates if c["passed_gates"]]
     if not eligible:
         detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
         raise GateFailure(f"no candidate passes its parity gates ({detail})")
+    skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
+    skipped = f" (skipped: {skipped})" if skipped else ""
     primary = cfg.providers[0]
-    if primary in available:
-        fastest = min(c["latency_ms_cpu"]["p50"] for c in eligible)
-        # Within the margin, timings are noise: the target's candidate order (its stated preference)
-        # decides, so two runs on the same machine ship the same variant.
-        tied = [c for c in eligible if c["latency_ms_cpu"]["p50"] <= fastest * (1 + cfg.latency_tie_margin)]
-        best = tied[0]
-        skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
-        # No timing in the reason: it goes into the bundle, which must be the same bytes on every run.
-        return best, (f"batch-1 p50 latency on {primary} among the {len(eligible)} of {len(candidates)} "
-                      f"candidates that pass their parity gates; candidates within {cfg.latency_tie_margin:.0%} of "
-                      f"the fastest count as tied, and of those the first in the target's order wins "
-                      f"(timings: metrics/timings/package_<target>.json)"
-                      + (f" (skipped: {skipped})" if skipped else ""))
-    first = eligible[0]
-    return first, (f"{primary} is not available here, so latency could not be measured on it; chose the first "
-                   f"candidate in the target's order that passes its parity gates (CPU timings recorded for reference)")
+    if primary not in available:
+        return eligible[0], selection.session_block(cfg.session), (
+            f"{primary} is not available here, so nothing could be timed on it: shipped the first candidate in "
+            f"the target's order that passes its parity gates, with the target's own session options{skipped}"), {}
+    options = selection.grid(cfg)
+    grid = [(c["name"], c["path"], o) for c in eligible for o in options]
+    chosen_label, evidence = selection.decide(selection.measure(grid, primary, cfg.selection),
+                                              min_effect=cfg.selection.min_effect, confidence=cfg.selection.confidence)
+    variant, _, session = next(g for g in grid if selection.label(g[0], g[2]) == chosen_label)
+    chosen = next(c for c in eligible if c["name"] == variant)
+    confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
+    if chosen_label == evidence["preferred"]:
+        why = (f"no other of the {len(grid)} candidates (variant × session options) was faster at batch 1 on "
+               f"{primary} with {confidence} confidence by more than {effect}, so the target's preference decides")
+    else:
+        why = (f"faster at batch 1 on {primary} than the preferred {evidence['preferred']} with {confidence} "
+               f"confidence by more than {effect} (bootstrap over interleaved rounds); of the candidates that are, "
+               f"the first in preference order not significantly slower than the fastest")
+    return chosen, session, f"{chosen_label}: {why}{skipped}", evidence
 
 
 def _why_not(candidate: dict) -> str:
@@ -197,15 +213,13 @@ def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> 
             "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
 
 
-def _target_block(cfg: TargetConfig) -> dict:
+def _target_block(cfg: TargetConfig, session: dict) -> dict:
+    """The manifest's `target`: providers and the chosen session options, which verify.py and infer.py apply."""
     return {"providers": list(cfg.providers), "provider_options": [dict(o) for o in cfg.provider_options],
-            "session": {"graph_optimization_level": cfg.session.graph_optimization_level,
-                        "intra_op_num_threads": cfg.session.intra_op_num_threads,
-                        "config_entries": dict(cfg.session.config_entries)},
-            "format": cfg.format, "fixed_batch": cfg.fixed_batch}
+            "session": session, "format": cfg.format, "fixed_batch": cfg.fixed_batch}
 
 
-def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
+def _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
     import onnxruntime as ort
 
     from pipeline import __version__, onnx_utils
@@ -220,7 +234,7 @@ def _manifest(cfg, target, chosen, reason, candidates, shipped, session, golden,
         "model": {"name": "mnist-digits", "version": f"{__version__}+{checkpoint[:12]}",
                   "architecture": meta.get("model_target"), "variant": chosen["name"], "kind": chosen["kind"],
                   "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset},
-        "target": {"name": target, **_target_block(cfg)},
+        "target": {"name": target, **block},
         "provenance": {"checkpoint_sha256": checkpoint, "dataset_sha256": meta.get("dataset_sha256"),
                        "lineage": json.loads(meta.get("lineage", "{}")),
                        "packaged_with": f"pipeline {__version__}, onnxruntime {ort.__version__}"},

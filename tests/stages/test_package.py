@@ -1,41 +1,65 @@
 import json
 
+import numpy as np
 import pytest
 
+from pipeline import selection
 from pipeline.deploy import verify
 from pipeline.errors import GateFailure
 from pipeline.stages import package
 from tests.conftest import config
 
 
-def _candidate(name, p50, passed=True, validated=True):
-    return {"name": name, "passed_gates": passed, "validated": validated, "failed_gates": [] if passed else ["x"],
-            "latency_ms_cpu": {"p50": p50}, "bytes": 100}
+def _candidate(name, passed=True, validated=True):
+    return {"name": name, "path": None, "passed_gates": passed, "validated": validated,
+            "failed_gates": [] if passed else ["x"], "bytes": 100}
 
 
-def test_selection_takes_the_fastest_gate_passing_candidate_outside_the_tie_margin():
-    cfg = config("target.cpu_x86.latency_tie_margin=0.1").target["cpu_x86"]
-    candidates = [_candidate("a", 1.0), _candidate("b", 0.5), _candidate("c", 0.1, passed=False)]
-    chosen, reason = package.select(cfg, candidates, {"CPUExecutionProvider"})
-    assert chosen["name"] == "b" and "2 of 3 candidates that pass" in reason
+def _rounds(median_ms: float, spread: float = 0.02, n: int = 15, seed: int = 0) -> list[float]:
+    noise = np.random.default_rng(seed).uniform(-spread, spread, n)
+    return list(median_ms * (1 + noise))
 
 
-def test_selection_prefers_the_targets_order_within_the_tie_margin():
-    cfg = config().target["cpu_x86"]
-    chosen, _ = package.select(cfg, [_candidate("a", 1.1), _candidate("b", 1.0)], {"CPUExecutionProvider"})
-    assert chosen["name"] == "a"
+def test_a_clearly_faster_candidate_replaces_the_preferred_one():
+    rounds = {"a": _rounds(1.0), "b": _rounds(0.5, seed=1), "c": _rounds(0.95, seed=2)}
+    chosen, evidence = selection.decide(rounds, min_effect=0.1, confidence=0.95)
+    assert chosen == "b" and evidence["significantly_faster"] == ["b"]
+    assert evidence["candidates"]["b"]["vs_preferred"]["high"] < 0.9
+
+
+def test_noise_within_the_minimum_effect_never_flips_the_choice():
+    """5 % faster on average, ±12 % noise: not significant, so the preference order decides, every time."""
+    for seed in range(5):
+        rounds = {"a": _rounds(1.0, 0.12, seed=seed), "b": _rounds(0.95, 0.12, seed=seed + 10)}
+        assert selection.decide(rounds, min_effect=0.1, confidence=0.95)[0] == "a"
+
+
+def test_among_significantly_faster_candidates_the_preferred_order_breaks_ties():
+    rounds = {"a": _rounds(1.0), "b": _rounds(0.52, seed=1), "c": _rounds(0.50, seed=2), "d": _rounds(0.2, seed=3)}
+    assert selection.decide(rounds, min_effect=0.1, confidence=0.95)[0] == "d"
+    rounds.pop("d")
+    assert selection.decide(rounds, min_effect=0.1, confidence=0.95)[0] == "b"  # b ≈ c: b comes first
+
+
+def test_the_session_grid_starts_with_the_targets_own_options():
+    grid = selection.grid(config().target["cpu_x86"])
+    assert grid[0]["graph_optimization_level"] == "ORT_ENABLE_EXTENDED" and len(grid) == 4
+    assert {g["graph_optimization_level"] for g in grid} == {"ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"}
+    assert grid[-1]["config_entries"] == {"session.intra_op.allow_spinning": "0"}
 
 
 def test_selection_does_not_pretend_to_time_an_absent_provider():
     cfg = config().target["cuda"]
-    chosen, reason = package.select(cfg, [_candidate("fp16", 9.0), _candidate("fp32", 1.0)], {"CPUExecutionProvider"})
-    assert chosen["name"] == "fp16" and "CUDAExecutionProvider is not available here" in reason
+    chosen, options, reason, evidence = package.select(cfg, [_candidate("fp16"), _candidate("optimized")],
+                                                       {"CPUExecutionProvider"})
+    assert chosen["name"] == "fp16" and "CUDAExecutionProvider is not available here" in reason and evidence == {}
+    assert options["graph_optimization_level"] == "ORT_ENABLE_EXTENDED"
 
 
 def test_no_passing_candidate_is_a_gate_failure():
     cfg = config().target["cpu_x86"]
     with pytest.raises(GateFailure, match="no candidate passes its parity gates"):
-        package.select(cfg, [_candidate("a", 1.0, passed=False), _candidate("b", 1.0, False, validated=False)], set())
+        package.select(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], set())
 
 
 def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
@@ -52,7 +76,9 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     assert [c["name"] for c in manifest["selection"]["candidates"]] == [
         "int8_static", "optimized", "int8_static_reduce_range"]
     assert manifest["parity"]["agreement"] >= 0.995
-    assert {"model.onnx", "README.md", "infer.py", "verify.py", "test_data_set_0/input_0.pb"} <= set(manifest["files"])
+    assert {"model.onnx", "README.md", "infer.py", "verify.py", "session.py", "test_data_set_0/input_0.pb"} <= set(
+        manifest["files"])
+    assert manifest["target"]["session"]["graph_optimization_level"] in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
     assert "verified on: CPUExecutionProvider only" in (bundle / "README.md").read_text()
     report = verify.verify(bundle)
     assert report["golden_samples"] == 16 and report["files_checked"] == len(manifest["files"])
