@@ -4,7 +4,6 @@ for these models)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +29,3 @@ def flops_per_image(model_path: Path) -> int:
             k, n = weights[node.input[1]][-2:]
             total += 2 * k * n
     return int(total)
-
-
-def peak_gflops(threads: int) -> dict:
-    """Theoretical fp32 peak for `threads` cores: GHz × fp32 lanes per FMA × 2 FMA units × 2 FLOPs. An
-    estimate: the FMA-unit count, datapath width and sustained clock are assumptions, not readings."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)]
-    ghz = (max(mhz) / 1000) if mhz else 2.0
-    flags = set(re.findall(r"flags\s*:\s*(.*)", text)[0].split()) if "flags" in text else set()
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    if "AuthenticAMD" in text and lanes == 16:
-        lanes = 8  # Zen 4 executes AVX-512 on 256-bit datapaths: AVX2-width throughput
-    model = re.findall(r"model name\s*:\s*(.*)", text)
-    return {
-        "gflops": threads * ghz * lanes * 2 * 2,
-        "assumed": f"{threads} cores × {ghz:.2f} GHz × {lanes} fp32 lanes × 2 FMA units × 2 FLOPs",
-        "cpu": model[0].strip() if model else "unknown",
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "amx_int8", "amx_tile"}),
-    }

@@ -103,25 +103,33 @@ def prediction_table(results: list[tuple[str, str, float]]) -> None:
     Console().print(table)
 
 
+def _ratio(row: dict, key: str) -> str:
+    if key not in row:
+        return "—"
+    low, high = row[f"{key}_ci"]
+    return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
+
+
 def bench_table(m: dict) -> None:
-    peak = m["machine_peak"]
-    table = Table(title=f"benchmark: {m['threads']} threads, batch 1 latency and batch {m['batch']} throughput "
-                        f"({m['flops_per_image'] / 1e6:.2f} MFLOP/image; peak ≈ {peak['gflops']:.0f} GFLOP/s on "
-                        f"{peak['cpu']}, {', '.join(peak['isa'])})", title_justify="left")
-    columns = ("variant", "p50 ms", "p99 ms", "img/s", "vs torch", "vs ORT fp32", "size", "size vs fp32",
-               "peak RSS", "GFLOP/s", "% peak", "accuracy")
+    peak = m["measured_peak"]
+    table = Table(title=f"benchmark: {m['threads']} threads, batch-1 latency and batch-{m['batch']} throughput, "
+                        f"ratios with 95 % intervals ({m['flops_per_image'] / 1e6:.2f} MFLOP/image; measured peak "
+                        f"{peak['gflops']:.0f} GFLOP/s: {peak['probe']})", title_justify="left")
+    columns = ("runner", "runtime", "p50 ms", "img/s", "b1 vs torch", "img/s vs torch", "img/s vs compile",
+               "img/s vs shipped", "% peak", "peak RSS", "accuracy")
     for column in columns:
-        table.add_column(column, justify="left" if column == "variant" else "right")
+        table.add_column(column, justify="left" if column in ("runner", "runtime") else "right")
     for name, r in m["variants"].items():
-        rss = f"{r['peak_rss_mib']:.0f} MiB" if r["peak_rss_mib"] else "?"
-        accuracy = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "—"
-        table.add_row(
-            name, f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p99']:.3f}", f"{r['throughput']:,.0f}",
-            f"{r['throughput_vs_torch']:.2f}×", f"{r['throughput_vs_ort_fp32']:.2f}×", human_size(r["bytes"]),
-            f"{r['size_vs_ort_fp32']:.0%}", rss, f"{r['effective_gflops']:.1f}",
-            f"{r['effective_gflops'] / peak['gflops']:.1%}", accuracy,
-        )
+        rss = f"{r['peak_rss_mib']:.0f} MiB" if r.get("peak_rss_mib") else "—"
+        accuracy = f"{r['accuracy']:.2%}" if r.get("accuracy") is not None else "—"
+        table.add_row(name, r["runtime"], f"{r['latency_ms']['p50']:.3f}", f"{r['throughput']:,.0f}",
+                      _ratio(r, "speedup_vs_torch"), _ratio(r, "throughput_vs_torch"),
+                      _ratio(r, "throughput_vs_compile"), _ratio(r, "throughput_vs_shipped"),
+                      f"{r['share_of_measured_peak']:.0%}", rss, accuracy)
     console.print(table)
+    for runtime, ratio in m.get("int8_vs_fp32", {}).items():
+        console.print(f"INT8/fp32 throughput on {runtime}: {ratio['ratio']:.2f}× [{ratio['low']:.2f}, "
+                      f"{ratio['high']:.2f}] ({'INT8 pays' if ratio['int8_pays'] else 'INT8 does not pay'})")
     verdict = m["int8_targets"]
     if verdict.get("measured"):
         parts = [f"{k} {v['value']:.3g} {'✓' if v['met'] else '✗'}" for k, v in verdict.items()
@@ -129,6 +137,7 @@ def bench_table(m: dict) -> None:
         console.print(f"INT8 artifact {verdict['artifact']} vs targets (throughput ≥ 1.3× fp32, accuracy drop "
                       f"≤ 0.2 pt, size ≤ 30 %): " + ", ".join(parts))
     for row in m.get("crossover", []):
+        (t_low, t_high), (l_low, l_high) = row["throughput_ratio_ci"], row["latency_ratio_ci"]
         console.print(f"  crossover {row['model']:>24} {row['parameters']:>9,} params: INT8/fp32 throughput "
-                      f"{row['throughput_ratio']:.2f}×, batch-1 latency {row['latency_ratio']:.2f}×, "
-                      f"size {row['size_ratio']:.0%}")
+                      f"{row['throughput_ratio']:.2f}× [{t_low:.2f}, {t_high:.2f}], batch-1 speed-up "
+                      f"{row['latency_ratio']:.2f}× [{l_low:.2f}, {l_high:.2f}], size {row['size_ratio']:.0%}")

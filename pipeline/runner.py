@@ -60,9 +60,11 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
                     "source_commit": source_commit()}
     write_files(stage, cfg, item, result, observations)
     if not quiet:
-        from pipeline.report_table import print_outputs
+        from pipeline import report_table
 
-        print_outputs(instance, result.outputs, result.metrics)
+        report_table.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
+        if stage.table:
+            getattr(report_table, stage.table)(result.metrics)
     if result.gate_failures:
         from pipeline.errors import GateFailure
 

@@ -1,11 +1,13 @@
-"""Benchmark torch eager and every ONNX variant on the CPU EP, in one process and one run.
+"""Benchmark the shipped CPU bundle against what a user would run instead, in one process and one run.
 
-Inputs:  model_dir (torch eager), the variants, their parity accuracies (from validate)
-Outputs: metrics (metrics/bench.json): batch-1 latency p50/p90/p99, batch-N throughput, size, peak RSS,
-         effective GFLOP/s vs the machine's peak, ratios vs torch eager and vs ORT fp32, the INT8 targets,
-         and the INT8-vs-fp32 crossover by model size; plot data for `dvc plots show`
-Measurement: latencies interleaved in rounds (A B C, B C A, …) so drift hits every variant alike; the
-ratios are the figures to quote, not the absolute times.
+Inputs:  model_dir (torch eager, torch.compile), the variants, validate's accuracies, the shipped cpu_x86 bundle
+Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the shipped bundle with its
+         manifest's session options; every variant on the ORT CPU EP (bench.session: graph level applied at
+         load); the OpenVINO runtime on the fp32 and INT8 QDQ models
+Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, effective
+         GFLOP/s as a share of a measured GEMM peak, every ratio vs torch eager, torch.compile, the shipped
+         bundle and ORT fp32 with a bootstrap interval, what won, the INT8 targets, the INT8 crossover.
+Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from pipeline.stages import Schema, Stage, StageResult
 
 EAGER = "torch_eager"
+COMPILED = "torch_compile"
+SHIPPED = "shipped_cpu_x86"
 
 
 class CrossoverConfig(Schema):
@@ -39,26 +43,37 @@ class Int8Targets(Schema):
     max_size_ratio: PositiveFloat
 
 
+class Peers(Schema):
+    """The alternatives a user would pick instead of our bundle, measured in the same run."""
+
+    torch_compile: bool
+    openvino: bool
+
+
 class BenchConfig(Schema):
     threads: PositiveInt
     warmup: PositiveInt
     latency_runs: PositiveInt
-    rounds: PositiveInt
+    rounds: int = Field(ge=3)
     throughput_batch: PositiveInt
     throughput_runs: PositiveInt
     baseline: str
     int8_artifact: str
+    shipped_target: str
+    session: dict[str, Any]
+    peers: Peers
+    confidence: float = Field(gt=0.5, lt=1)
     int8_targets: Int8Targets
     crossover: CrossoverConfig | None
 
 
 def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path, variants_dir: Path,
-        parity_file: Path, data_dir: Path) -> StageResult:
+        parity_file: Path, deploy_dir: Path, data_dir: Path) -> StageResult:
     import torch
 
-    from pipeline import lineage, onnx_utils
+    from pipeline import lineage, onnx_utils, runners
     from pipeline.errors import PipelineError
-    from pipeline.flops import flops_per_image, peak_gflops
+    from pipeline.flops import flops_per_image
     from pipeline.stages.validate import variant_kinds
 
     variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in variant_kinds(quantize, fp16)}
@@ -68,26 +83,31 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     lineage.require_current(variants, Path(model_dir), stage="bench")
     accuracies = _accuracies(Path(parity_file))
     torch.set_num_threads(cfg.threads)
-    runners = {EAGER: _torch_runner(model_dir), **{n: _onnx_runner(p, cfg.threads) for n, p in variants.items()}}
-    latency, throughput = measure(cfg, runners)
+    fns, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir) / cfg.shipped_target)
+    latency, rates = measure(cfg, fns)
     flops = flops_per_image(variants[cfg.baseline])
-    peak = peak_gflops(cfg.threads)
+    peak = runners.gemm_peak_gflops(cfg.threads)
     rows = {}
-    for name in runners:
-        path = Path(model_dir) / "model.pt" if name == EAGER else variants[name]
+    for name, meta in info.items():
+        path = meta.get("path")
+        throughput = float(np.median(rates[name]))
         rows[name] = {
-            "latency_ms": latency[name],
-            "throughput": throughput[name],
-            "bytes": path.stat().st_size if name == EAGER else onnx_utils.model_bytes(path),
-            "peak_rss_mib": peak_rss(name, Path(model_dir) if name == EAGER else path, cfg),
-            "effective_gflops": throughput[name] * flops / 1e9,
-            "accuracy": accuracies.get(name),
+            **{k: v for k, v in meta.items() if k != "path"},
+            "latency_ms": {"p50": float(np.median(latency[name])), "rounds": len(latency[name]),
+                           "per_round": max(1, cfg.latency_runs // cfg.rounds)},
+            "throughput": throughput,
+            "bytes": onnx_utils.model_bytes(path) if path and path.suffix in (".onnx", ".ort") else None,
+            "peak_rss_mib": peak_rss(meta["rss"], path, cfg) if meta.get("rss") else None,
+            "effective_gflops": throughput * flops / 1e9,
+            "share_of_measured_peak": throughput * flops / 1e9 / peak["gflops"],
+            "accuracy": accuracies.get(meta.get("variant", name)),
         }
-    _add_ratios(rows, cfg.baseline)
+    _add_ratios(rows, latency, rates, cfg)
     metrics = {
-        "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline,
-        "flops_per_image": flops, "machine_peak": peak, "variants": rows,
-        "int8_targets": int8_verdict(rows, cfg),
+        "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline, "flops_per_image": flops,
+        "measured_peak": peak, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
+        "winner": winner(rows), "int8_vs_fp32": int8_vs_fp32(rates, cfg),
+        "targets": shipped_targets(rows, Path(deploy_dir), cfg),
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
@@ -99,6 +119,33 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     return StageResult(metrics=metrics, plots={"bench": plot})
 
 
+def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], bundle: Path) -> tuple[dict, dict]:
+    """Every runner to time, and what each is: runtime, variant, options (and how to probe its memory)."""
+    from pipeline import runners
+
+    shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
+    fns = {EAGER: runners.torch_eager(model_dir)}
+    info = {EAGER: {"runtime": "PyTorch eager", "variant": EAGER, "path": model_dir / "model.pt", "rss": "torch"}}
+    if cfg.peers.torch_compile:
+        fns[COMPILED], warmup = runners.torch_compiled(model_dir, shapes)
+        info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
+    if (bundle / "manifest.json").is_file():
+        fns[SHIPPED], manifest = runners.shipped_bundle(bundle)
+        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP, the shipped bundle", "variant": manifest["model"]["variant"],
+                         "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
+    for name, path in variants.items():
+        fns[name] = runners.onnxruntime(path, cfg.session)
+        info[name] = {"runtime": "ONNX Runtime CPU EP", "variant": name, "session": cfg.session, "path": path,
+                      "rss": "onnx"}
+    if cfg.peers.openvino:
+        for name in (cfg.baseline, cfg.int8_artifact):
+            if name in variants:
+                fns[f"openvino_{name}"] = runners.openvino(variants[name], cfg.threads)
+                info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,
+                                            "path": variants[name]}
+    return fns, info
+
+
 def _accuracies(parity_file: Path) -> dict[str, float | None]:
     """Each variant's test accuracy from validate (and PyTorch's), or none when validate has not run."""
     if not parity_file.is_file():
@@ -107,59 +154,89 @@ def _accuracies(parity_file: Path) -> dict[str, float | None]:
     return {**{n: e["accuracy"] for n, e in report.get("variants", {}).items()}, EAGER: report.get("torch_accuracy")}
 
 
-def _torch_runner(model_dir: Path):
-    import torch
-
-    from pipeline import checkpoint
-
-    model, _ = checkpoint.load(model_dir)
-
-    def run(x: np.ndarray):
-        with torch.no_grad():
-            return model(torch.from_numpy(x))
-
-    return run
-
-
-def _onnx_runner(path: Path, threads: int):
-    from pipeline import onnx_utils
-
-    sess = onnx_utils.session(path, threads=threads)
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
-
-
 def measure(cfg: BenchConfig, runners: dict) -> tuple[dict, dict]:
-    """Batch-1 latency percentiles and batch-N throughput for every runner, both interleaved."""
-    from pipeline.timing import interleaved_latency_ms, percentiles, throughput
+    """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved."""
+    from pipeline.timing import interleaved_rounds, interleaved_throughput
 
     one = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
     many = np.random.default_rng(1).standard_normal((cfg.throughput_batch, 1, 28, 28)).astype(np.float32)
-    times = interleaved_latency_ms({n: functools.partial(r, one) for n, r in runners.items()}, rounds=cfg.rounds,
-                                   per_round=max(1, cfg.latency_runs // cfg.rounds), warmup=cfg.warmup)
-    rates: dict[str, list[float]] = {n: [] for n in runners}
-    for _ in range(3):
-        for name, runner in runners.items():
-            rates[name].append(throughput(functools.partial(runner, many), batch=cfg.throughput_batch,
-                                          runs=max(1, cfg.throughput_runs // 3), warmup=1))
-    return {n: percentiles(t) for n, t in times.items()}, {n: float(np.median(r)) for n, r in rates.items()}
+    latency = interleaved_rounds({n: functools.partial(r, one) for n, r in runners.items()}, rounds=cfg.rounds,
+                                 per_round=max(1, cfg.latency_runs // cfg.rounds), warmup=cfg.warmup)
+    rates = interleaved_throughput({n: functools.partial(r, many) for n, r in runners.items()},
+                                   batch=cfg.throughput_batch, rounds=cfg.rounds,
+                                   per_round=max(1, cfg.throughput_runs // cfg.rounds))
+    return latency, rates
 
 
-def peak_rss(name: str, path: Path, cfg: BenchConfig) -> float | None:
-    kind = "torch" if name == EAGER else "onnx"
-    cmd = [sys.executable, "-m", "pipeline.rss_probe", kind, str(path), str(cfg.threads), str(cfg.throughput_batch)]
+def peak_rss(kind: str, path: Path, cfg: BenchConfig) -> float | None:
+    target = path.parent if kind == "torch" else path
+    cmd = [sys.executable, "-m", "pipeline.rss_probe", kind, str(target), str(cfg.threads), str(cfg.throughput_batch)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     return float(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
 
 
-def _add_ratios(rows: dict, baseline: str) -> None:
-    eager, ort = rows[EAGER], rows[baseline]
-    for row in rows.values():
-        row["speedup_vs_torch"] = eager["latency_ms"]["p50"] / row["latency_ms"]["p50"]
-        row["throughput_vs_torch"] = row["throughput"] / eager["throughput"]
-        row["speedup_vs_ort_fp32"] = ort["latency_ms"]["p50"] / row["latency_ms"]["p50"]
-        row["throughput_vs_ort_fp32"] = row["throughput"] / ort["throughput"]
-        row["size_vs_ort_fp32"] = row["bytes"] / ort["bytes"]
+def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> None:
+    """Speed-ups (latency) and throughput ratios against torch eager, torch.compile, the shipped bundle and
+    ORT fp32, each with a bootstrap interval over the paired rounds."""
+    from pipeline.timing import ratio_interval
+
+    references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline}
+    for name, row in rows.items():
+        for key, ref in references.items():
+            if ref not in rows:
+                continue
+            speedup = ratio_interval(latency[ref], latency[name], confidence=cfg.confidence)
+            rate = ratio_interval(rates[name], rates[ref], confidence=cfg.confidence)
+            row[f"speedup_vs_{key}"], row[f"speedup_vs_{key}_ci"] = speedup["ratio"], [speedup["low"], speedup["high"]]
+            row[f"throughput_vs_{key}"], row[f"throughput_vs_{key}_ci"] = rate["ratio"], [rate["low"], rate["high"]]
+        if row.get("bytes") and rows[cfg.baseline].get("bytes"):
+            row["size_vs_ort_fp32"] = row["bytes"] / rows[cfg.baseline]["bytes"]
+
+
+def int8_vs_fp32(rates: dict, cfg: BenchConfig) -> dict:
+    """INT8 throughput over fp32 on each runtime, with its interval: where INT8 does not pay, ship fp32."""
+    from pipeline.timing import ratio_interval
+
+    pairs = {"onnxruntime": (cfg.int8_artifact, cfg.baseline),
+             "openvino": (f"openvino_{cfg.int8_artifact}", f"openvino_{cfg.baseline}")}
+    result = {}
+    for runtime, (int8, fp32) in pairs.items():
+        if int8 in rates and fp32 in rates:
+            ratio = ratio_interval(rates[int8], rates[fp32], confidence=cfg.confidence)
+            result[runtime] = {**ratio, "int8_pays": ratio["low"] > 1.0}
+    return result
+
+
+def shipped_targets(rows: dict, deploy_dir: Path, cfg: BenchConfig) -> dict:
+    """What each target ships (runtime, variant, session options) and, where it was measured here, how it
+    compares with torch eager, torch.compile and the OpenVINO runtime."""
+    table = {}
+    for manifest_file in sorted(deploy_dir.glob("*/manifest.json")):
+        manifest = json.loads(manifest_file.read_text())
+        name = manifest["target"]["name"]
+        entry = {"runtime": f"onnxruntime, {manifest['target']['providers'][0]}",
+                 "variant": manifest["model"]["variant"], "session": manifest["target"]["session"]}
+        if name == cfg.shipped_target and SHIPPED in rows:
+            row = rows[SHIPPED]
+            entry.update({"latency_ms_b1": row["latency_ms"]["p50"], "throughput": row["throughput"],
+                          **{k: row[k] for k in row if k.startswith(("speedup_vs", "throughput_vs"))}})
+            openvino = f"openvino_{cfg.baseline}"
+            if openvino in rows:
+                entry["throughput_vs_openvino_fp32"] = row["throughput"] / rows[openvino]["throughput"]
+        else:
+            entry["measured"] = f"not timed here: {manifest['target']['providers'][0]} is not on this machine"
+        table[name] = entry
+    return table
+
+
+def winner(rows: dict) -> dict:
+    """Fastest at batch 1 and at batch N among everything measured, and where the shipped bundle stands."""
+    fastest = min(rows, key=lambda n: rows[n]["latency_ms"]["p50"])
+    busiest = max(rows, key=lambda n: rows[n]["throughput"])
+    return {"latency": {"runner": fastest, "runtime": rows[fastest]["runtime"]},
+            "throughput": {"runner": busiest, "runtime": rows[busiest]["runtime"]},
+            "shipped": {k: v for k, v in rows.get(SHIPPED, {}).items()
+                        if k.startswith(("speedup_vs", "throughput_vs"))}}
 
 
 def int8_verdict(rows: dict, cfg: BenchConfig) -> dict:
@@ -186,6 +263,7 @@ STAGE = Stage(
     owns={"bench": BenchConfig},
     config={"cfg": "bench", "quantize": "quantize", "fp16": "optimize.fp16.enabled", "seed": "seed"},
     inputs={"model_dir": "${paths.model}", "variants_dir": "${paths.variants}",
-            "parity_file": "${paths.metrics}/validate.json", "data_dir": "${paths.data}"},
-    plots=("bench",), code=("pipeline/rss_probe.py",), deterministic=False,
+            "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
+            "data_dir": "${paths.data}"},
+    plots=("bench",), table="bench_table", code=("pipeline/rss_probe.py",), deterministic=False,
 )

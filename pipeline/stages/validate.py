@@ -105,5 +105,6 @@ STAGE = Stage(
     owns={"validate": ValidateConfig},
     config={"cfg": "validate", "quantize": "quantize", "fp16": "optimize.fp16.enabled"},
     inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}", "variants_dir": "${paths.variants}"},
+    table="parity_table",
     flags={"explain": "Localize divergence for every variant, not only failing ones."},
 )
