@@ -119,10 +119,39 @@ def _speed(m: dict) -> str:
                           "accuracy vs batch-1 latency", "batch-1 p50 latency (ms)", "test accuracy")
     bar = svg.bars({n: r["throughput"] for n, r in rows.items()}, "throughput",
                    f"images/s at batch {bench['batch']}, {bench['threads']} threads")
-    cross = [[escape(c["model"]), f"{c['parameters']:,}", f"{c['throughput_ratio']:.2f}×",
-              f"{c['latency_ratio']:.2f}×", f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
-    return ("<h2>Speed</h2>" + scatter + bar + "<h3>Where INT8 pays off (INT8 / fp32, random-init models)</h3>"
+    cross = [[escape(c["model"]), f"{c['parameters']:,}", _ci(c, "throughput_ratio"), _ci(c, "latency_ratio"),
+              f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
+    return ("<h2>Speed</h2>" + _shipped(bench) + scatter + bar
+            + "<h3>Where INT8 pays off (INT8 / fp32, random-init models, 95 % intervals)</h3>"
             + _table(("model", "parameters", "throughput", "batch-1 speedup", "size"), cross))
+
+
+def _shipped(bench: dict) -> str:
+    """What won: per target, what it ships and how that compares with what a user would run instead."""
+    rows = []
+    for name, t in bench.get("targets", {}).items():
+        session = t["session"]
+        spinning = "off" if session["config_entries"].get("session.intra_op.allow_spinning") == "0" else "on"
+        options = (f"{session['graph_optimization_level']}, {session['intra_op_num_threads']} threads, "
+                   f"spinning {spinning}")
+        if "throughput" not in t:
+            rows.append([escape(name), escape(t["runtime"]), escape(t["variant"]), escape(options),
+                         escape(t["measured"]), "", "", "", "", ""])
+            continue
+        rows.append([escape(name), escape(t["runtime"]), escape(t["variant"]), escape(options),
+                     f"{t['latency_ms_b1'] * 1000:.0f} µs", f"{t['throughput']:,.0f}", _ci(t, "speedup_vs_torch"),
+                     _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
+                     _num(t.get("throughput_vs_openvino_fp32"), "{:.2f}×")])
+    head = ("target", "runtime", "variant", "session options", "batch-1 latency", "img/s", "b1 vs torch eager",
+            "img/s vs torch eager", "img/s vs torch.compile", "img/s vs OpenVINO fp32")
+    return "<h3>What each target ships, against the alternatives (95 % intervals)</h3>" + _table(head, rows)
+
+
+def _ci(row: dict, key: str) -> str:
+    if key not in row:
+        return "—"
+    low, high = row[f"{key}_ci"]
+    return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
 
 
 def _confusion(matrix: np.ndarray | None, target: str) -> str:
