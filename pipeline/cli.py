@@ -233,13 +233,25 @@ def verify(bundle: Annotated[Path, typer.Argument(help="A bundle directory or .t
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Images (PNG/JPEG/...), .npy batches, or directories")],
     target: Annotated[str, typer.Option(help="Use artifacts/deploy/<target>.")] = "cpu_x86",
-    bundle: Annotated[Path | None, typer.Option(help="Use this bundle directory instead of --target.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Use this bundle (folder or .tar.gz), not --target.")] = None,
 ) -> None:
     """Classify digit images with a deployment bundle; one line per image, a table for several."""
+    import tempfile
+
     from pipeline.deploy.infer import classify
+    from pipeline.deploy.verify import safe_extract
+    from pipeline.errors import PipelineError
     from pipeline.report_table import prediction_table
 
-    results = classify(bundle or Path("artifacts/deploy") / target, images)
+    chosen = bundle or Path("artifacts/deploy") / target
+    if bundle is None and not chosen.is_dir():
+        known = sorted(p.name for p in chosen.parent.glob("*") if (p / "manifest.json").is_file())
+        raise PipelineError(f"no bundle for target {target!r} in {chosen.parent} (built: {', '.join(known) or 'none'};"
+                            f" run `make repro`)")
+    with tempfile.TemporaryDirectory(prefix="predict-") as scratch:
+        if chosen.is_file():  # a .tar.gz, as `verify` takes it; extracted with the same checks
+            chosen = safe_extract(chosen, Path(scratch))
+        results = classify(chosen, images)
     if len(results) == 1:
         name, label, prob = results[0]
         typer.echo(f"{name}: {label} ({prob:.2%})")

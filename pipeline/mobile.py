@@ -74,5 +74,7 @@ def to_ort_format(model_path: Path, out_dir: Path, target_platform: str = "arm")
         ort_model = Path(out_dir) / "model.ort"
         ops_config = Path(out_dir) / "required_operators.config"
         shutil.move(ort_files[0], ort_model)
-        shutil.move(configs[0], ops_config)
+        # The converter lists the scratch files it read in comments: drop them, the bundle must not name a temp path.
+        lines = configs[0].read_text().splitlines()
+        ops_config.write_text("".join(f"{line}\n" for line in lines if not line.startswith("# - ")))
     return ort_model, ops_config

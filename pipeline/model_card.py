@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# The PyPI package that provides each execution provider (they all install the `onnxruntime` module).
+RUNTIME_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "TensorrtExecutionProvider": "onnxruntime-gpu",
+                    "OpenVINOExecutionProvider": "onnxruntime-openvino"}
+
+
+def runtime_package(provider: str) -> str:
+    return RUNTIME_PACKAGES.get(provider, "onnxruntime")
+
 
 def render(m: dict) -> str:
     model, target, parity, golden = m["model"], m["target"], m["parity"], m["golden"]
@@ -14,7 +22,7 @@ def render(m: dict) -> str:
         "",
         "## Run it",
         "```bash",
-        "pip install onnxruntime numpy pillow",
+        f"pip install {runtime_package(target['providers'][0])} numpy pillow",
         "python verify.py .            # sha256 of every file, manifest schema, golden outputs",
         "python infer.py digit.png     # label and probability",
         "```",

@@ -119,26 +119,28 @@ def sha256(path: Path) -> str:
 
 
 def safe_extract(archive: Path, dest: Path) -> Path:
-    """Extract a .tar.gz bundle, refusing absolute paths, '..', links and special files (zip-slip)."""
+    """Extract a .tar.gz bundle with Python's own `data` filter (absolute paths and '..' escapes refused),
+    refusing links and special files too. Entries may start with `./` (`tar -czf x.tar.gz .`)."""
+    unsafe = {tarfile.AbsolutePathError: "absolute path", tarfile.OutsideDestinationError: "'..' in path"}
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
             for member in members:
-                parts = PurePosixPath(member.name).parts
-                if member.name.startswith("/") or PurePosixPath(member.name).is_absolute():
+                if member.name.startswith("/"):  # the data filter would strip the slash; a bundle never has one
                     raise BundleError(f"unsafe archive member {member.name!r}: absolute path")
-                if ".." in parts:
-                    raise BundleError(f"unsafe archive member {member.name!r}: '..' in path")
                 if member.issym() or member.islnk():
                     raise BundleError(f"unsafe archive member {member.name!r}: links are not allowed")
                 if not (member.isfile() or member.isdir()):
                     raise BundleError(f"unsafe archive member {member.name!r}: not a regular file")
             tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        reason = next((text for kind, text in unsafe.items() if isinstance(exc, kind)), str(exc))
+        raise BundleError(f"unsafe archive member {exc.tarinfo.name!r}: {reason}") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BundleError(f"cannot read bundle {archive}: {exc}") from None
-    roots = {PurePosixPath(m.name).parts[0] for m in members}
+    roots = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
     single_root = dest / next(iter(roots)) if len(roots) == 1 else dest
-    return single_root if single_root.is_dir() else dest
+    return single_root if single_root.is_dir() and not (dest / MANIFEST).is_file() else dest
 
 
 def load_manifest(bundle: Path) -> dict:
@@ -259,8 +261,12 @@ def verify(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    usage = "usage: python verify.py BUNDLE_DIR_OR_TAR_GZ   (checks every sha256, the manifest and the golden outputs)"
+    if args and args[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     if len(args) != 1:
-        print("usage: python verify.py BUNDLE_DIR_OR_TAR_GZ", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         report = verify(Path(args[0]))

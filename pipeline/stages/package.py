@@ -89,6 +89,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = _write_golden(cfg, session, Path(data_dir), staging)
+        _write_sample_digit(Path(data_dir), staging / "digit.png")
         for script in ("infer.py", "verify.py", "session.py"):
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
@@ -211,6 +212,15 @@ def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> 
     sets = bundle_io.write_golden(staging, inputs, outputs)
     return {"sets": sets, "samples": len(x), "tolerance": {"atol": cfg.golden_atol, "top1_must_match": True},
             "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+
+
+def _write_sample_digit(data_dir: Path, path: Path) -> None:
+    """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
+    from PIL import Image
+
+    from pipeline import mnist
+
+    Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")
 
 
 def _target_block(cfg: TargetConfig, session: dict) -> dict:

@@ -146,3 +146,21 @@ def test_bundle_verifies_in_a_clean_venv_with_only_onnxruntime_and_numpy(bundles
     (tampered / "README.md").write_text("changed")
     bad = subprocess.run([str(python), str(script), str(tampered)], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "sha256 mismatch for README.md" in bad.stderr
+
+
+def test_a_bundle_repacked_from_inside_its_folder_verifies(bundles, tmp_path):
+    """`tar -czf x.tar.gz .` from inside the bundle: entries start with `./`."""
+    import subprocess
+
+    archive = tmp_path / "repacked.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "."], cwd=bundles["cpu_x86"], check=True)
+    assert verify.verify(archive)["target"] == "cpu_x86"
+
+
+def test_verify_script_help_is_usage_not_an_error(bundles):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(bundles["cpu_x86"] / "verify.py"), "--help"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python verify.py")

@@ -108,3 +108,11 @@ def test_tarball_is_byte_reproducible(bundles, tmp_path):
 
     first = write_tarball(bundles["cpu_x86"], tmp_path / "a.tar.gz").read_bytes()
     assert first == write_tarball(bundles["cpu_x86"], tmp_path / "b.tar.gz").read_bytes()
+
+
+def test_model_cards_name_the_package_that_provides_the_targets_provider():
+    from pipeline.model_card import runtime_package
+
+    assert runtime_package("CUDAExecutionProvider") == "onnxruntime-gpu"
+    assert runtime_package("OpenVINOExecutionProvider") == "onnxruntime-openvino"
+    assert runtime_package("CPUExecutionProvider") == "onnxruntime"
