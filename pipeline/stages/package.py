@@ -168,9 +168,9 @@ def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tu
         why = (f"no other of the {len(grid)} candidates (variant × session options) was faster at batch 1 on "
                f"{primary} with {confidence} confidence by more than {effect}, so the target's preference decides")
     else:
-        why = (f"faster at batch 1 on {primary} than the preferred {evidence['preferred']} with {confidence} "
-               f"confidence by more than {effect} (bootstrap over interleaved rounds); of the candidates that are, "
-               f"the first in preference order not significantly slower than the fastest")
+        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {primary} than the fastest of the "
+               f"{len(grid)} candidates (variant × session options) with {confidence} confidence by more than "
+               f"{effect} (bootstrap over interleaved rounds); this is the first in preference order that is not")
     return chosen, session, f"{chosen_label}: {why}{skipped}", evidence
 
 

@@ -23,7 +23,7 @@ def _rounds(median_ms: float, spread: float = 0.02, n: int = 15, seed: int = 0) 
 def test_a_clearly_faster_candidate_replaces_the_preferred_one():
     rounds = {"a": _rounds(1.0), "b": _rounds(0.5, seed=1), "c": _rounds(0.95, seed=2)}
     chosen, evidence = selection.decide(rounds, min_effect=0.1, confidence=0.95)
-    assert chosen == "b" and evidence["significantly_faster"] == ["b"]
+    assert chosen == "b" and evidence["not_slower_than_fastest"] == ["b"]
     assert evidence["candidates"]["b"]["vs_preferred"]["high"] < 0.9
 
 
