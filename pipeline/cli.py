@@ -79,8 +79,13 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")]
     = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show library output (else in .cache/logs/).")] = False,
 ) -> None:
     """Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment."""
+    if verbose:
+        import os
+
+        os.environ["PIPELINE_VERBOSE"] = "1"
 
 
 def _config(params: Path | None, overrides: list[str] | None, **extra):

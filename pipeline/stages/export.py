@@ -71,12 +71,15 @@ def export_module(model, *, opset: int, dynamic_batch: bool):
     example = torch.zeros(2, 1, preprocessing.HEIGHT, preprocessing.WIDTH)
     forward_arg = next(iter(_forward_params(model)), "x")
     dynamic = {forward_arg: {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
+    from pipeline.chatter import captured
+
     try:
-        program = torch.onnx.export(
-            model.eval(), (example,), None, dynamo=True, opset_version=opset,
-            input_names=[preprocessing.INPUT_NAME], output_names=[preprocessing.OUTPUT_NAME],
-            dynamic_shapes=dynamic,
-        )
+        with captured("export"):
+            program = torch.onnx.export(
+                model.eval(), (example,), None, dynamo=True, opset_version=opset,
+                input_names=[preprocessing.INPUT_NAME], output_names=[preprocessing.OUTPUT_NAME],
+                dynamic_shapes=dynamic,
+            )
     except Exception as exc:  # the exporter raises many types; each is a model it cannot export
         raise PipelineError(f"torch.onnx.export failed for {type(model).__name__}: {_root_cause(exc)}") from None
     return program.model_proto

@@ -89,10 +89,13 @@ def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry:
 def _simplify(model):
     import onnxsim
 
+    from pipeline.chatter import captured
+
     try:
         # Check at batch 4: onnxsim would otherwise set the dynamic batch to 1 and say so three times.
         shapes = {i.name: [4, *[d.dim_value for d in i.type.tensor_type.shape.dim[1:]]] for i in model.graph.input}
-        simplified, ok = onnxsim.simplify(model, check_n=3, test_input_shapes=shapes)
+        with captured("onnxsim"):
+            simplified, ok = onnxsim.simplify(model, check_n=3, test_input_shapes=shapes)
     except Exception as exc:  # onnxsim surfaces onnx/ORT errors of many types
         raise PipelineError(f"onnxsim failed: {str(exc).splitlines()[0][:300]}") from None
     if not ok:

@@ -88,7 +88,7 @@ def test_the_model_cards_own_commands_run_as_written(bundles, tmp_path):
     assert "pip install onnxruntime numpy pillow" in card and "python infer.py digit.png" in card
     result = subprocess.run([sys.executable, "infer.py", "digit.png"], cwd=bundle, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("digit.png: 7 ")  # MNIST's first test image is a 7
+    assert result.stdout.startswith("digit.png\t7\t")  # MNIST's first test image is a 7
 
 
 def test_predict_takes_an_archive_and_names_the_built_targets(bundles, tmp_path):
@@ -98,3 +98,64 @@ def test_predict_takes_an_archive_and_names_the_built_targets(bundles, tmp_path)
     assert from_archive.returncode == 0 and ": 7 (" in from_archive.stdout
     unknown = run_cli("predict", str(tmp_path / "x.png"), "--target", "nope")
     assert unknown.returncode == 2 and "no bundle for target 'nope'" in unknown.stderr
+
+
+def _awkward(digit: np.ndarray, style: str) -> Image.Image:
+    """A real MNIST test digit made to look like something a person would feed in."""
+    from PIL import ImageFilter
+
+    big = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
+    if style == "inverted":  # dark ink on white paper
+        return Image.fromarray(255 - np.asarray(big))
+    if style == "alpha_only":  # black everywhere, the digit only in the alpha channel
+        rgba = np.zeros((112, 112, 4), np.uint8)
+        rgba[..., 3] = np.asarray(big)
+        return Image.fromarray(rgba, "RGBA")
+    if style == "off_centre":  # small, in a corner of a large canvas
+        canvas = Image.new("L", (200, 200), 255)
+        canvas.paste(Image.fromarray(255 - digit).resize((40, 40)), (130, 20))
+        return canvas
+    if style == "thick":
+        return big.filter(ImageFilter.MaxFilter(7))
+    if style == "thin":
+        return big.filter(ImageFilter.MinFilter(5))
+    if style == "grey_paper_jpeg":  # pencil on grey paper, saved as a low-quality JPEG
+        paper = 170 - (np.asarray(big, np.float32) * 120 / 255)
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(paper.astype(np.uint8)).save(buffer, format="JPEG", quality=25)
+        return Image.open(io.BytesIO(buffer.getvalue()))
+    raise ValueError(style)
+
+
+AWKWARD = {"inverted": 0.95, "alpha_only": 0.95, "off_centre": 0.9, "thick": 0.8, "thin": 0.8,
+           "grey_paper_jpeg": 0.9}
+
+
+@pytest.mark.parametrize("style", list(AWKWARD))
+def test_awkward_real_world_images_keep_an_accuracy_floor(bundles, mnist_dir, tmp_path, style):
+    data = mnist.load(mnist_dir)
+    paths = []
+    for i in range(100):
+        path = tmp_path / f"{i:03d}.png"
+        _awkward(data.test_images[i], style).save(path)
+        paths.append(path)
+    results = classify(bundles["cpu_x86"], paths)
+    accuracy = np.mean([label == str(data.test_labels[i]) for i, (_, label, _) in enumerate(results)])
+    assert accuracy >= AWKWARD[style], f"{style}: {accuracy:.0%}"
+
+
+@pytest.mark.parametrize("colour", [0, 255, 128])
+def test_a_blank_image_is_refused_not_labelled(bundles, tmp_path, colour):
+    Image.new("L", (64, 64), colour).save(tmp_path / "blank.png")
+    result = run_cli("predict", str(tmp_path / "blank.png"), "--bundle", str(bundles["cpu_x86"]))
+    assert result.returncode == 2 and "no ink found" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_decompression_bomb_is_one_line_exit_2(bundles, tmp_path):
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")
+    result = run_cli("predict", str(tmp_path / "bomb.png"), "--bundle", str(bundles["cpu_x86"]))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0

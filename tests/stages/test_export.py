@@ -87,3 +87,16 @@ def test_the_requested_opset_is_the_one_built(tmp_path, mnist_dir, tiny_model_di
     cfg = config(f"export.opset={opset}", "export.parity_samples=32").export
     path = export.run(cfg, GATES, tiny_model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
     assert max(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")) == opset
+
+
+def test_library_chatter_goes_to_a_log_not_the_terminal(tmp_path, tiny_model_dir, mnist_dir):
+    from tests.conftest import TINY, run_cli
+
+    args = ["export", "--stage-only", *TINY, f"paths.model={tiny_model_dir}", f"paths.data={mnist_dir}",
+            f"paths.variants={tmp_path / 'v'}", f"paths.metrics={tmp_path / 'm'}"]
+    quiet = run_cli(*args, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "torchvision" not in quiet.stdout + quiet.stderr and "[torch.onnx]" not in quiet.stdout
+    assert "[torch.onnx]" in (tmp_path / ".cache" / "logs" / "export.log").read_text()
+    verbose = run_cli("--verbose", *args, cwd=tmp_path)
+    assert verbose.returncode == 0 and "[torch.onnx]" in verbose.stdout
