@@ -36,6 +36,8 @@ def render(m: dict) -> str:
         f"- preprocessing: `{m['preprocessing']['formula']}` with scale {m['preprocessing']['scale']:.6g}, "
         f"mean {m['preprocessing']['mean'][0]}, std {m['preprocessing']['std'][0]}; "
         f"{m['preprocessing']['color']}",
+        "- images (`python infer.py digit.png`) are first prepared as MNIST's digits were: "
+        + "; ".join(m["preprocessing"].get("image_steps", [])),
         f"- output `{m['io']['outputs'][0]['name']}`: {m['io']['outputs'][0]['dtype']} "
         f"{m['io']['outputs'][0]['shape']}, logits for labels {', '.join(m['class_labels'])}",
         "",

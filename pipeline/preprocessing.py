@@ -36,4 +36,13 @@ def as_manifest() -> dict:
         "std": [STD],
         "formula": "x = (pixel_u8 * scale - mean) / std",
         "color": "grayscale, white digit on black background",
+        # What infer.py does to any image before the formula: MNIST's own preparation of its digits.
+        "image_steps": [
+            "composite transparency onto white",
+            "grayscale; the background (border median) becomes black, the ink white, whatever the polarity",
+            "refuse an image with no ink (less than 40 grey levels of contrast)",
+            "crop to the ink's bounding box",
+            "fit into 20x20 keeping the aspect ratio",
+            "centre by centre of mass in 28x28",
+        ],
     }
