@@ -8,6 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+# ONNX Runtime's intra-op threads keep spinning for a while after a run. In one process, whatever runs next
+# loses the cores to them: measured here, a session timed right after another ORT session showed under half
+# its throughput (11k vs 25k img/s). A short idle pause before each runner's turn lets them park.
+SETTLE_S = 0.05
+
 
 def latency_ms(run: Callable[[], object], *, runs: int, warmup: int) -> list[float]:
     """Per-call wall times in milliseconds, after `warmup` untimed calls."""
@@ -43,6 +48,7 @@ def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, pe
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(SETTLE_S)
             medians[name].append(float(np.median(latency_ms(runs[name], runs=per_round, warmup=2))))
     return medians
 
@@ -55,6 +61,7 @@ def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int,
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(SETTLE_S)
             rates[name].append(throughput(runs[name], batch=batch, runs=per_round, warmup=1))
     return rates
 

@@ -15,6 +15,7 @@ from pipeline import mnist, preprocessing
 from pipeline.errors import PipelineError
 from pipeline.stages import Schema, Stage, StageResult
 
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
 # The dynamo exporter builds opset 18 and newer; asked for another, it silently builds 18 instead.
 MIN_OPSET, MAX_OPSET = 18, 23
 
@@ -82,7 +83,18 @@ def export_module(model, *, opset: int, dynamic_batch: bool):
             )
     except Exception as exc:  # the exporter raises many types; each is a model it cannot export
         raise PipelineError(f"torch.onnx.export failed for {type(model).__name__}: {_root_cause(exc)}") from None
-    return program.model_proto
+    return _without_stack_traces(program.model_proto)
+
+
+def _without_stack_traces(proto):
+    """Drop the exporter's per-node Python stack traces: they hold absolute paths (the checkout, the venv),
+    so the same model exported from another folder would give other bytes. The module names stay
+    (`pkg.torch.onnx.name_scopes`, `namespace`), which is what tells a node's PyTorch origin."""
+    for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    return proto
 
 
 def _root_cause(exc: BaseException) -> str:

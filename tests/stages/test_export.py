@@ -100,3 +100,12 @@ def test_library_chatter_goes_to_a_log_not_the_terminal(tmp_path, tiny_model_dir
     assert "[torch.onnx]" in (tmp_path / ".cache" / "logs" / "export.log").read_text()
     verbose = run_cli("--verbose", *args, cwd=tmp_path)
     assert verbose.returncode == 0 and "[torch.onnx]" in verbose.stdout
+
+
+def test_the_exported_bytes_do_not_depend_on_where_the_checkout_lives(variants_dir):
+    """The exporter records Python stack traces with absolute paths; a fresh clone elsewhere must still
+    reproduce the committed dvc.lock, so none may remain."""
+    model = onnx.load(variants_dir / "exported" / "model.onnx")
+    keys = {p.key for node in model.graph.node for p in node.metadata_props}
+    assert export.STACK_TRACE not in keys and "pkg.torch.onnx.name_scopes" in keys
+    assert b"site-packages" not in (variants_dir / "exported" / "model.onnx").read_bytes()
