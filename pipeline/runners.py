@@ -14,12 +14,9 @@ from pathlib import Path
 import numpy as np
 
 
-def torch_eager(model_dir: Path):
+def torch_eager(model):
+    """The PyTorch module as loaded (eval mode), under no_grad."""
     import torch
-
-    from pipeline import checkpoint
-
-    model, _ = checkpoint.load(model_dir)
 
     def run(x: np.ndarray):
         with torch.no_grad():
@@ -28,13 +25,10 @@ def torch_eager(model_dir: Path):
     return run
 
 
-def torch_compiled(model_dir: Path, shapes: list[tuple[int, ...]]) -> tuple[object, float]:
+def torch_compiled(model, shapes: list[tuple[int, ...]]) -> tuple[object, float]:
     """torch.compile (inductor), compiled for every shape the benchmark uses; (runner, warm-up seconds)."""
     import torch
 
-    from pipeline import checkpoint
-
-    model, _ = checkpoint.load(model_dir)
     compiled = torch.compile(model, backend="inductor", dynamic=False)
     started = time.perf_counter()
     with torch.no_grad():

@@ -47,10 +47,13 @@ def grid(cfg) -> list[dict]:
     return options
 
 
-def label(variant: str, session: dict) -> str:
+def describe(session: dict) -> str:
     spin = "off" if session["config_entries"].get(SPINNING, "1") == "0" else "on"
-    return (f"{variant} @ {session['graph_optimization_level']}, {session['intra_op_num_threads']} threads, "
-            f"spinning {spin}")
+    return f"{session['graph_optimization_level']}, {session['intra_op_num_threads']} threads, spinning {spin}"
+
+
+def label(variant: str, session: dict) -> str:
+    return f"{variant} @ {describe(session)}"
 
 
 def measure(candidates: list[tuple[str, Path, dict]], provider: str, selection) -> dict[str, list[float]]:

@@ -4,7 +4,7 @@ and ratios with bootstrap confidence intervals, so a choice flips only on a sign
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -43,27 +43,29 @@ def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, pe
     for run in runs.values():
         for _ in range(warmup):
             run()
-    names = list(runs)
-    medians: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            time.sleep(SETTLE_S)
-            medians[name].append(float(np.median(latency_ms(runs[name], runs=per_round, warmup=2))))
+    medians: dict[str, list[float]] = {name: [] for name in runs}
+    for name in _rotations(list(runs), rounds):
+        medians[name].append(float(np.median(latency_ms(runs[name], runs=per_round, warmup=2))))
     return medians
 
 
 def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int, rounds: int,
                            per_round: int) -> dict[str, list[float]]:
     """Images per second of each batch callable, one figure per round, rounds rotating the order."""
-    names = list(runs)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for name in _rotations(list(runs), rounds):
+        rates[name].append(throughput(runs[name], batch=batch, runs=per_round, warmup=1))
+    return rates
+
+
+def _rotations(names: list[str], rounds: int) -> Iterator[str]:
+    """Each name once per round, the order rotating every round (A B C, B C A, …), so drift hits all alike
+    and no runner always follows the same one; each turn starts after SETTLE_S idle."""
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             time.sleep(SETTLE_S)
-            rates[name].append(throughput(runs[name], batch=batch, runs=per_round, warmup=1))
-    return rates
+            yield name
 
 
 def ratio_interval(numerator: list[float], denominator: list[float], *, confidence: float = 0.95,

@@ -121,13 +121,14 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
 
 def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], bundle: Path) -> tuple[dict, dict]:
     """Every runner to time, and what each is: runtime, variant, options (and how to probe its memory)."""
-    from pipeline import runners
+    from pipeline import checkpoint, runners
 
+    model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
-    fns = {EAGER: runners.torch_eager(model_dir)}
+    fns = {EAGER: runners.torch_eager(model)}
     info = {EAGER: {"runtime": "PyTorch eager", "variant": EAGER, "path": model_dir / "model.pt", "rss": "torch"}}
     if cfg.peers.torch_compile:
-        fns[COMPILED], warmup = runners.torch_compiled(model_dir, shapes)
+        fns[COMPILED], warmup = runners.torch_compiled(model, shapes)
         info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
     if (bundle / "manifest.json").is_file():
         fns[SHIPPED], manifest = runners.shipped_bundle(bundle)

@@ -128,12 +128,11 @@ def _speed(m: dict) -> str:
 
 def _shipped(bench: dict) -> str:
     """What won: per target, what it ships and how that compares with what a user would run instead."""
+    from pipeline.selection import describe
+
     rows = []
     for name, t in bench.get("targets", {}).items():
-        session = t["session"]
-        spinning = "off" if session["config_entries"].get("session.intra_op.allow_spinning") == "0" else "on"
-        options = (f"{session['graph_optimization_level']}, {session['intra_op_num_threads']} threads, "
-                   f"spinning {spinning}")
+        options = describe(t["session"])
         if "throughput" not in t:
             rows.append([escape(name), escape(t["runtime"]), escape(t["variant"]), escape(options),
                          escape(t["measured"]), "", "", "", "", ""])

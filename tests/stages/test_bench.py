@@ -43,12 +43,13 @@ def test_flops_and_a_measured_peak_put_achieved_speed_in_context(bench_result):
 def test_torch_compile_peer_matches_eager_and_reports_its_warmup(tiny_model_dir):
     import numpy as np
 
-    from pipeline import runners
+    from pipeline import checkpoint, runners
 
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
-    compiled, warmup = runners.torch_compiled(tiny_model_dir, [(4, 1, 28, 28)])
+    model, _ = checkpoint.load(tiny_model_dir)
+    compiled, warmup = runners.torch_compiled(model, [(4, 1, 28, 28)])
     assert warmup > 0
-    np.testing.assert_allclose(compiled(x).numpy(), runners.torch_eager(tiny_model_dir)(x).numpy(), atol=1e-4)
+    np.testing.assert_allclose(compiled(x).numpy(), runners.torch_eager(model)(x).numpy(), atol=1e-4)
 
 
 def test_int8_targets_are_reported_with_numbers_met_or_not(bench_result):
