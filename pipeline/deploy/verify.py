@@ -1,7 +1,9 @@
 """Verify a deployment bundle: every file's sha256, the manifest schema, and the golden outputs.
 
 Standalone: needs only the standard library, numpy and onnxruntime. Ships inside each bundle:
-    python verify.py BUNDLE_DIR_OR_TAR_GZ
+    python verify.py BUNDLE_DIR_OR_TAR_GZ [--provider NAME] [--json]
+--provider fails (exit 2) unless NAME itself ran the golden check, since onnxruntime silently falls back to
+the CPU when a provider's libraries are missing; --json prints the report for the pipeline's runtime matrix.
 Exit 0: verified. Exit 1: the model runs but its outputs drift from the golden outputs beyond the
 manifest's tolerance. Exit 2: the bundle itself is bad (tampered, missing or unlisted file, unsafe archive
 member, invalid manifest).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import struct
 import sys
 import tarfile
@@ -182,11 +185,17 @@ def check_files(bundle: Path, manifest: dict) -> int:
             raise BundleError(f"missing file {name} (listed in {MANIFEST})")
         if sha256(path) != expected:
             raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
-    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink()}
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
+               if (p.is_file() or p.is_symlink()) and not _bytecode_cache(p.relative_to(bundle))}
     unlisted = sorted(present - set(listed) - {MANIFEST})
     if unlisted:
         raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
     return len(listed)
+
+
+def _bytecode_cache(relative: Path) -> bool:
+    """Python's own cache of session.py, written beside it when verify.py or infer.py first runs."""
+    return relative.parent.as_posix() == "__pycache__" and relative.suffix == ".pyc"
 
 
 def open_session(bundle: Path, manifest: dict, providers: list):
@@ -207,7 +216,7 @@ def check_io(manifest: dict, session) -> None:
 
 def check_golden(bundle: Path, manifest: dict, session) -> dict:
     tolerance = manifest["golden"]["tolerance"]
-    worst, compared = 0.0, 0
+    worst, compared, agreeing = 0.0, 0, 0
     for name in manifest["golden"]["sets"]:
         x = read_tensor(bundle / name / "input_0.pb")
         expected = read_tensor(bundle / name / "output_0.pb")
@@ -218,10 +227,12 @@ def check_golden(bundle: Path, manifest: dict, session) -> dict:
         delta = float(np.abs(actual.astype(np.float64) - expected).max())
         if not delta <= tolerance["atol"]:
             raise GoldenMismatch(f"{name}: max |Δ| {delta:.3g} exceeds atol {tolerance['atol']:g}")
-        if tolerance.get("top1_must_match", True) and not (actual.argmax(1) == expected.argmax(1)).all():
+        same_label = int((actual.argmax(1) == expected.argmax(1)).sum())
+        if tolerance.get("top1_must_match", True) and same_label != len(x):
             raise GoldenMismatch(f"{name}: top-1 labels differ from the golden outputs")
-        worst, compared = max(worst, delta), compared + len(x)
-    return {"golden_sets": len(manifest["golden"]["sets"]), "golden_samples": compared, "max_abs_delta": worst}
+        worst, compared, agreeing = max(worst, delta), compared + len(x), agreeing + same_label
+    return {"golden_sets": len(manifest["golden"]["sets"]), "golden_samples": compared, "max_abs_delta": worst,
+            "top1_agreement": agreeing / compared}
 
 
 def check_input(session, x: np.ndarray, what: str) -> None:
@@ -241,8 +252,9 @@ def check_input(session, x: np.ndarray, what: str) -> None:
         raise BundleError(f"{what}: {int((~np.isfinite(x)).sum())} NaN/Inf values in the input")
 
 
-def verify(path: Path) -> dict:
-    """Verify a bundle directory or .tar.gz; returns a report, raises BundleError / GoldenMismatch."""
+def verify(path: Path, provider: str | None = None) -> dict:
+    """Verify a bundle directory or .tar.gz; returns a report, raises BundleError / GoldenMismatch.
+    With `provider`, the golden check must run on that provider, not on a fallback."""
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle not found: {path}")
@@ -253,29 +265,48 @@ def verify(path: Path) -> dict:
         providers = providers_for(manifest)
         names = [name for name, _ in providers]
         opened = open_session(bundle, manifest, providers)
+        if provider is not None and opened.get_providers()[0] != provider:
+            raise BundleError(f"{provider} did not run the model (this onnxruntime ran it on "
+                              f"{opened.get_providers()[0]}; it has {', '.join(available_providers())})")
         check_io(manifest, opened)
         golden = check_golden(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
-                "providers": opened.get_providers(), "requested_providers": names, **golden}
+                "providers": opened.get_providers(), "requested_providers": names, **runtime_facts(), **golden}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def runtime_facts() -> dict:
+    """What ran the check: the onnxruntime build and the machine as this process sees it."""
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__, "machine": platform.machine()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python verify.py BUNDLE_DIR_OR_TAR_GZ   (checks every sha256, the manifest and the golden outputs)"
-    if args and args[0] in ("-h", "--help"):
-        print(usage)
-        return 0
-    if len(args) != 1:
-        print(usage, file=sys.stderr)
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python verify.py", description="Check every sha256, the manifest and the golden outputs of a bundle.")
+    parser.add_argument("bundle", help="the bundle folder or its .tar.gz")
+    parser.add_argument("--provider", help="fail unless this execution provider runs the golden check")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        report = verify(Path(args[0]))
+        report = verify(Path(args.bundle), args.provider)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except GoldenMismatch as exc:
         print(f"verification failed: {exc}", file=sys.stderr)
         return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
     print(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden samples "
           f"on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
     return 0

@@ -1,15 +1,19 @@
 """Package one deployment target: pick the variant, write the hand-off bundle, prove it verifies.
 
 Inputs:  variants_dir (the target's candidates), metrics/validate.json (their gate verdicts), model_dir (the
-         checkpoint the candidates must descend from), data_dir (golden inputs)
-Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py[,
-         required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
-         metrics: the chosen variant, why, and every candidate's gates; observations: their timings
-Selection: among candidates that passed their parity gates, the lowest batch-1 latency when the target's
-         first provider is present here (timings within `latency_tie_margin` of the fastest count as tied and
-         the target's order decides); otherwise (a GPU target on this CPU) the first passing candidate in the
-         target's order, because CPU timings say nothing about that hardware. `verified_on` names only
-         providers that actually ran the golden check. The bundle holds no timing and no commit: the same
+         checkpoint the candidates must descend from), data_dir (golden inputs), metrics/device_runs.json
+         (verifications recorded on hardware this machine lacks)
+Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py,
+         session.py, digit.png[, required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
+         metrics: the chosen variant and session options, why, and every candidate's gates; observations:
+         their timings
+Selection: pipeline/selection.py, over (candidate that passed its gates × session options), timed on the
+         target's first provider when this machine has it; otherwise the first passing candidate in the
+         target's order with its own session options, because CPU timings say nothing about that hardware.
+Proof:   `verified_on` holds a record per runtime cell that ran the bundle's own verify.py
+         (pipeline/runtimes.py), per run recorded on hardware this machine lacks whose model bytes match, and a
+         `verified: false` reason for every other provider of the target. A cell that fails stops the stage
+         (exit 1) before the bundle gets its final name. The bundle holds no timing, date or commit: the same
          inputs give the same bytes.
 """
 
@@ -23,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline import preprocessing
+from pipeline import preprocessing, runtimes
 from pipeline.errors import GateFailure, PipelineError
 from pipeline.stages import Schema, Stage, StageResult
 
@@ -69,10 +73,12 @@ class TargetConfig(Schema):
     fixed_batch: PositiveInt | None
     golden_atol: float = Field(gt=0)
     golden_samples: PositiveInt
+    # The runtime matrix cells (pipeline/runtimes.py) whose own verify.py run the bundle before it is named.
+    runtimes: list[Literal[tuple(runtimes.RUNTIMES)]]
 
 
-def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path, out_dir: Path,
-        archive: Path, *, target: str) -> StageResult:
+def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
+        device_runs: Path, out_dir: Path, archive: Path, *, target: str) -> StageResult:
     import onnxruntime as ort
 
     from pipeline import bundle as bundle_io
@@ -96,10 +102,15 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         checkpoint = lineage.checkpoint_digest(Path(model_dir))
         manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
         manifest["parity"]["samples"] = parity.get("samples")
+        manifest["files"] = bundle_io.file_hashes(staging)
+        write_json(staging / bundle_io.MANIFEST, manifest)
+        # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
+        manifest["verified_on"] = runtimes.verified_on(staging, target, cfg.providers, cfg.runtimes,
+                                                       Path(device_runs))
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
-        report = verify.verify(staging)  # the bundle must verify before it gets its final name
+        report = verify.verify(staging)
     bundle_io.write_tarball(Path(out_dir), Path(archive))
     return StageResult(
         outputs={"bundle": Path(out_dir), "archive": Path(archive)},
@@ -254,7 +265,7 @@ def _manifest(block, target, chosen, reason, candidates, shipped, session, golde
         "quantization": json.loads(meta["quantization"]) if "quantization" in meta else None,
         "parity": {"reference": "PyTorch eval mode, MNIST test set", **chosen["parity"]},
         "selection": {"chosen": chosen["name"], "reason": reason, "candidates": [_public(c) for c in candidates]},
-        "verified_on": [session.get_providers()[0]],
+        "verified_on": [],
         "golden": golden,
         **extras,
         "files": {},
@@ -276,7 +287,8 @@ STAGE = Stage(
     name="package", run=run, help="Build the deployable bundle for each target: chosen variant, manifest, golden I/O.",
     owns={"target": dict[str, TargetConfig]}, config={"cfg": "target.${key}"},
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
-            "model_dir": "${paths.model}", "data_dir": "${paths.data}"},
+            "model_dir": "${paths.model}", "data_dir": "${paths.data}",
+            "device_runs": "${paths.metrics}/device_runs.json"},
     outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz"},
     foreach="target", item_arg="target", code=("pipeline/deploy",),
 )

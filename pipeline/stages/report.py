@@ -106,8 +106,22 @@ def _variants(m: dict) -> str:
 
 def _targets(m: dict) -> str:
     rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>", escape(p["selection"]["reason"]),
-             escape(", ".join(p.get("verified_on", [])))] for name, p in m.get("targets", {}).items()]
-    return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why", "verified on"), rows)
+             ] for name, p in m.get("targets", {}).items()]
+    return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why"), rows) + _matrix(m)
+
+
+def _matrix(m: dict) -> str:
+    """Target × provider × runtime × architecture → verified (Δ, agreement) or not (why)."""
+    rows = []
+    for name, p in m.get("targets", {}).items():
+        for r in p.get("verified_on", []):
+            where = r.get("device") or (r.get("architecture", "") + (" (emulated)" if r.get("emulated") else ""))
+            result = (f"✓ max |Δ| {r['max_abs_delta']:.2g}, top-1 {r['top1_agreement']:.0%} of {r['golden_samples']}"
+                      if r["verified"] else f"✗ {r['reason']}")
+            rows.append([escape(name), escape(r["provider"]), escape(r.get("package", "—")), escape(where or "—"),
+                         escape(result)])
+    return ("<h2>Runtime matrix (each bundle's own verify.py, golden I/O)</h2>"
+            + _table(("target", "provider", "runtime", "architecture", "result"), rows))
 
 
 def _speed(m: dict) -> str:
