@@ -6,7 +6,9 @@ A deployment team runs a bundle with only its runtime installed, so each cell ru
 - `onnxruntime`: this environment's onnxruntime, CPU EP, native x86-64;
 - `onnxruntime-openvino`: an isolated venv (its module is also called `onnxruntime`), OpenVINO EP;
 - `onnxruntime-aarch64`: the aarch64 onnxruntime wheel in a Debian arm64 sysroot with an aarch64 Python 3.11,
-  run under qemu-aarch64 10.x user-mode emulation (bookworm's qemu 7.2 segfaults on onnxruntime).
+  run under qemu-aarch64 10.x user-mode emulation (bookworm's qemu 7.2 segfaults on onnxruntime);
+- `onnxruntime-node`: the bundle's verify.mjs with onnxruntime-node from npm, in a project folder of its own
+  (the bundle is copied into it, as a Node team would place it, so `import "onnxruntime-node"` resolves).
 
 Environments come from the registries alone (PyPI, Debian) and are cached under `.cache/runtimes/` beside the
 code, so scratch copies and later runs reuse them. A record holds no date or timing: the manifest that carries
@@ -29,6 +31,7 @@ from pipeline.errors import GateFailure, PipelineError
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "runtimes"
 OPENVINO_EP_PACKAGE = "onnxruntime-openvino==1.24.1"
+NODE_PACKAGE = "onnxruntime-node@1.30.0"  # the newest on npm
 # qemu-user 10.x by the host's Debian release: bookworm's own 7.2 segfaults on onnxruntime.
 QEMU_SUITES = {"12": "bookworm-backports", "13": "trixie"}
 # An aarch64 Python 3.11 and the libraries onnxruntime and numpy load, from Debian bookworm arm64.
@@ -53,7 +56,10 @@ class Runtime:
     provider: str
     architecture: str
     emulated: bool
-    prepare: Callable[[Path], tuple[list[str], dict[str, str]]]  # env folder -> (python command, extra env)
+    prepare: Callable[[Path], tuple[list[str], dict[str, str]]]  # env folder -> (interpreter command, extra env)
+    script: str = "verify.py"
+    # Node resolves packages from the script's folder upwards: the bundle runs from a copy inside the env.
+    runs_inside_env: bool = False
 
 
 def _main_env(_: Path) -> tuple[list[str], dict[str, str]]:
@@ -98,6 +104,17 @@ def _aarch64_env(root: Path) -> tuple[list[str], dict[str, str]]:
         "PYTHONPATH": str(site), "QEMU_CPU": "neoverse-n1"}
 
 
+def _node_env(root: Path) -> tuple[list[str], dict[str, str]]:
+    if not (root / ".ready").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "package.json").write_text('{"private": true}\n')
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}  # else its install script fetches CUDA
+        _run(["npm", "install", "--no-audit", "--no-fund", "--silent", NODE_PACKAGE], f"npm install {NODE_PACKAGE}",
+             cwd=root, env=env)
+        (root / ".ready").write_text(NODE_PACKAGE)
+    return ["node"], {}
+
+
 RUNTIMES = {r.name: r for r in (
     Runtime("onnxruntime", f"onnxruntime=={version('onnxruntime')}", "CPUExecutionProvider", "x86_64", False,
             _main_env),
@@ -105,6 +122,8 @@ RUNTIMES = {r.name: r for r in (
             _openvino_env),
     Runtime("onnxruntime-aarch64", f"onnxruntime=={version('onnxruntime')} (manylinux aarch64 wheel)",
             "CPUExecutionProvider", "aarch64", True, _aarch64_env),
+    Runtime("onnxruntime-node", NODE_PACKAGE, "CPUExecutionProvider", "x86_64", False, _node_env,
+            script="verify.mjs", runs_inside_env=True),
 )}
 
 
@@ -138,9 +157,9 @@ def _unpack_qemu(deb: Path, qemu: Path) -> None:
     shutil.move(scratch / "usr" / "bin" / "qemu-aarch64", qemu)
 
 
-def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
+def _run(command: list[str], what: str, cwd: Path | None = None, env: dict | None = None) -> None:
     try:
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     except OSError as exc:
         raise RuntimeUnavailable(f"cannot {what}: {exc}") from None
     if done.returncode != 0:
@@ -170,13 +189,17 @@ def check(bundle: Path, name: str, target: str) -> dict:
     cell = {"runtime": runtime.name, "package": runtime.package, "provider": runtime.provider,
             "architecture": runtime.architecture, "emulated": runtime.emulated}
     try:
-        python, extra_env = environment(runtime)
+        interpreter, extra_env = environment(runtime)
     except RuntimeUnavailable as exc:
         print(f"warning: {target} not verified on {runtime.name}: {exc}", file=sys.stderr)
         return {**cell, "verified": False, "reason": str(exc)}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env |= {"PYTHONDONTWRITEBYTECODE": "1", **extra_env}
-    done = subprocess.run([*python, "verify.py", ".", "--provider", runtime.provider, "--json"], cwd=bundle,
+    if runtime.runs_inside_env:
+        place = CACHE / runtime.name / "bundles" / target
+        shutil.rmtree(place, ignore_errors=True)
+        bundle = Path(shutil.copytree(bundle, place))
+    done = subprocess.run([*interpreter, runtime.script, ".", "--provider", runtime.provider, "--json"], cwd=bundle,
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
@@ -184,7 +207,7 @@ def check(bundle: Path, name: str, target: str) -> dict:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {**cell, "verified": True, "onnxruntime": report["onnxruntime"], "machine": report["machine"],
             "golden_samples": report["golden_samples"], "max_abs_delta": float(f"{report['max_abs_delta']:.2g}"),
-            "top1_agreement": report["top1_agreement"]}
+            "top1_agreement": float(report["top1_agreement"])}
 
 
 def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[str], device_runs: Path) -> list[dict]:

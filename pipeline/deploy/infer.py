@@ -3,11 +3,11 @@
     python infer.py IMAGE_OR_DIR [...]        (run from inside the bundle, or pass --bundle DIR)
     python infer.py batch.npy                 (a normalized float32 (N, 1, H, W) array)
 
-Images are prepared the way MNIST's digits were (digit_pixels): transparency composited onto white, the
+Images are prepared the way MNIST's digits were (digits.py): transparency composited onto white, the
 background made black and the ink white whatever the original polarity, cropped to the ink, fitted into 20x20
 keeping the aspect ratio, centred by centre of mass in 28x28; then scaled and standardized as the manifest
 says. A blank image is refused; so is one over 16.7 megapixels (before it is decoded). For a multi-frame
-image (GIF, TIFF) the first frame is classified.
+image (GIF, TIFF) the first frame is classified, and a line on stderr says so.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
+    from .digits import NoInk, prepare
     from .session import open_session, providers_for
-else:  # run as a script inside an extracted bundle, where session.py sits beside it
+else:  # run as a script inside an extracted bundle, where digits.py and session.py sit beside it
+    from digits import NoInk, prepare
     from session import open_session, providers_for
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -89,15 +91,11 @@ class Classifier:
 
 
 MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb needs far more
-INK_CONTRAST = 40          # grey levels between paper and ink below which the image counts as blank
-BOX = 20                   # MNIST fits each digit into a 20x20 box ...
-# ... and centres that box by its centre of mass in the 28x28 image.
 
 
 def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
-    """Any digit image -> uint8 (height, width), white digit on black, prepared the way MNIST's were:
-    composite transparency onto white, make the background black and the ink white (whichever it was),
-    crop to the ink, fit it into 20x20 keeping its aspect ratio, centre it by centre of mass."""
+    """Any digit image file -> uint8 (height, width), white digit on black: decoded to RGBA (first frame),
+    then digits.prepare, the preparation the browser page and the Node consumer port byte for byte."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -105,42 +103,16 @@ def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
             if image.width * image.height > MAX_PIXELS:
                 raise InputError(f"{path}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,}-pixel "
                                  f"limit (refused before decoding: a digit needs far fewer)")
-            image.seek(0)  # multi-frame (GIF, TIFF): the first frame is the one classified
-            rgba = image.convert("RGBA")
+            if getattr(image, "n_frames", 1) > 1:
+                print(f"{path}: {image.n_frames} frames; classifying frame 1", file=sys.stderr)
+            image.seek(0)
+            rgba = np.asarray(image.convert("RGBA"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
-    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    gray = np.asarray(Image.alpha_composite(paper, rgba).convert("L"), dtype=np.float32)
-    ink = _ink(gray, path)
-    rows, cols = np.nonzero(ink > 0.2 * ink.max())
-    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    scale = BOX / max(crop.shape)
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    boxed = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS),
-                       dtype=np.float32)
-    return _centre_by_mass(boxed, height, width)
-
-
-def _ink(gray: np.ndarray, path: Path) -> np.ndarray:
-    """Ink as bright values on 0: the background is the border's median, the ink the far extreme from it."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    light_paper = (gray.max() - background) < (background - gray.min())
-    ink = (background - gray) if light_paper else (gray - background)
-    if ink.max() < INK_CONTRAST:
-        raise InputError(f"{path}: no ink found (the image is blank or one flat colour): nothing to classify")
-    return np.clip(ink, 0, None) * (255.0 / ink.max())
-
-
-def _centre_by_mass(boxed: np.ndarray, height: int, width: int) -> np.ndarray:
-    canvas = np.zeros((height, width), np.float32)
-    rows, cols = np.indices(boxed.shape)
-    mass = boxed.sum()
-    centre_row, centre_col = (rows * boxed).sum() / mass, (cols * boxed).sum() / mass
-    top = int(np.clip(round(height / 2 - centre_row), 0, height - boxed.shape[0]))
-    left = int(np.clip(round(width / 2 - centre_col), 0, width - boxed.shape[1]))
-    canvas[top : top + boxed.shape[0], left : left + boxed.shape[1]] = boxed
-    return np.clip(np.rint(canvas), 0, 255)
+    try:
+        return prepare(rgba, height, width)
+    except NoInk as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def load_array(path: Path) -> np.ndarray:

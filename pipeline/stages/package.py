@@ -33,6 +33,8 @@ from pipeline.stages import Schema, Stage, StageResult
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
+# What a deployment team runs: Python (infer, verify) and Node (verify.mjs), with the shared preparation.
+CONSUMER_CODE = ("infer.py", "verify.py", "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
@@ -96,7 +98,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
                                       [("CPUExecutionProvider", {})])
         golden = _write_golden(cfg, session, Path(data_dir), staging)
         _write_sample_digit(Path(data_dir), staging / "digit.png")
-        for script in ("infer.py", "verify.py", "session.py"):
+        for script in CONSUMER_CODE:
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
         checkpoint = lineage.checkpoint_digest(Path(model_dir))

@@ -1,0 +1,96 @@
+"""Any digit picture -> a 28x28 MNIST-style digit: the one preparation every consumer of a bundle applies.
+
+MNIST's digits were prepared this way, so a picture must be too before the model sees it: transparency
+composited onto white paper, the background (the border's median) made black and the ink white whatever the
+original polarity, cropped to the ink, fitted into 20x20 keeping the aspect ratio (triangle-filter
+resampling, antialiased when shrinking), centred by centre of mass in 28x28.
+
+digits.mjs (the browser page and the Node consumer) is a line-by-line port, and the two must give the same
+bytes: so every step is integer arithmetic or IEEE double arithmetic in a fixed order (no transcendental
+functions, no library resampler, no pairwise sums), and rounding is floor(v + 0.5) in both. Needs only numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INK_CONTRAST = 40  # grey levels between paper and ink below which a picture counts as blank
+BOX = 20           # MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28
+
+
+class NoInk(ValueError):
+    """The picture is blank or one flat colour: nothing to classify."""
+
+
+def prepare(rgba: np.ndarray, height: int = 28, width: int = 28) -> np.ndarray:
+    """uint8 RGBA (H, W, 4) -> uint8 (height, width), white digit on black."""
+    ink = ink_map(grayscale(rgba))
+    rows, cols = np.nonzero(5 * ink > ink.max())  # ink above 20 % of the darkest stroke
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] * (255 / ink.max())
+    longest = max(crop.shape)
+    out_h, out_w = max(1, (crop.shape[0] * BOX * 2 + longest) // (2 * longest)), max(
+        1, (crop.shape[1] * BOX * 2 + longest) // (2 * longest))
+    boxed = resample(resample(crop, out_w, axis=1), out_h, axis=0)
+    return centre_by_mass(boxed, height, width)
+
+
+def grayscale(rgba: np.ndarray) -> np.ndarray:
+    """Integer ITU-R 601 luma of the picture composited onto white: int64 (H, W) in 0..255."""
+    pixels = np.asarray(rgba, dtype=np.int64)
+    alpha = pixels[..., 3]
+    rgb = (pixels[..., :3] * alpha[..., None] + 255 * (255 - alpha[..., None]) + 127) // 255
+    return (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Ink as positive integers on 0, in half grey levels: the background is the border's median."""
+    border = np.sort(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
+    middle = len(border) // 2
+    background2 = border[middle] * 2 if len(border) % 2 else border[middle - 1] + border[middle]
+    gray2 = gray * 2
+    light_paper = (gray2.max() - background2) < (background2 - gray2.min())
+    ink = (background2 - gray2) if light_paper else (gray2 - background2)
+    if ink.max() < 2 * INK_CONTRAST:
+        raise NoInk("no ink found (the image is blank or one flat colour): nothing to classify")
+    return np.clip(ink, 0, None)
+
+
+def resample(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Triangle-filter resampling of one axis to `size` (PIL's coefficient scheme, in doubles). Taps are
+    accumulated one at a time, the same order as digits.mjs."""
+    source = np.moveaxis(np.asarray(image, dtype=np.float64), axis, -1)
+    n = source.shape[-1]
+    scale = n / size
+    support = max(scale, 1.0)
+    taps = []
+    for out in range(size):
+        centre = (out + 0.5) * scale
+        first = max(int(centre - support + 0.5), 0)
+        last = min(int(centre + support + 0.5), n)
+        weights = [max(0.0, 1.0 - abs((i - centre + 0.5) / support)) for i in range(first, last)]
+        total = 0.0
+        for w in weights:
+            total += w
+        taps.append((first, [w / total for w in weights]))
+    result = np.zeros((*source.shape[:-1], size))
+    for out, (first, weights) in enumerate(taps):
+        acc = np.zeros(source.shape[:-1])
+        for k, w in enumerate(weights):
+            acc = acc + w * source[..., first + k]
+        result[..., out] = acc
+    return np.moveaxis(result, -1, axis)
+
+
+def centre_by_mass(boxed: np.ndarray, height: int, width: int) -> np.ndarray:
+    mass = row_moment = col_moment = 0.0
+    for r in range(boxed.shape[0]):
+        for c in range(boxed.shape[1]):
+            value = float(boxed[r, c])
+            mass += value
+            row_moment += r * value
+            col_moment += c * value
+    top = min(max(int(np.floor(height / 2 - row_moment / mass + 0.5)), 0), height - boxed.shape[0])
+    left = min(max(int(np.floor(width / 2 - col_moment / mass + 0.5)), 0), width - boxed.shape[1])
+    canvas = np.zeros((height, width))
+    canvas[top : top + boxed.shape[0], left : left + boxed.shape[1]] = boxed
+    return np.clip(np.floor(canvas + 0.5), 0, 255).astype(np.uint8)

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// Verify a deployment bundle from Node.js, as verify.py does from Python: every file's sha256, the manifest,
+// and the golden outputs, with onnxruntime-node (`ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`;
+// the skip keeps its install script from fetching CUDA libraries).
+//   node verify.mjs BUNDLE_DIR [--provider CPUExecutionProvider] [--json]
+// Exit 0: verified. 1: the model runs but drifts from the golden outputs. 2: the bundle itself is bad.
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import * as ort from "onnxruntime-node";
+import { compareGolden, readTensor, sessionOptions } from "./golden.mjs";
+
+const PROVIDERS = { CPUExecutionProvider: "cpu" };  // the only provider onnxruntime-node has on Linux x86-64
+class BundleError extends Error {}
+class GoldenMismatch extends Error {}
+
+function sha256(file) {
+  return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+}
+
+function listed(bundle, manifest) {
+  for (const [name, expected] of Object.entries(manifest.files).sort()) {
+    if (path.isAbsolute(name) || name.split("/").includes("..")) throw new BundleError(`manifest lists an unsafe path ${name}`);
+    const file = path.join(bundle, name);
+    if (!fs.existsSync(file)) throw new BundleError(`missing file ${name} (listed in manifest.json)`);
+    if (sha256(file) !== expected) throw new BundleError(`sha256 mismatch for ${name}: the file was modified after packaging`);
+  }
+  const present = fs.readdirSync(bundle, { recursive: true })
+    .map((name) => name.split(path.sep).join("/"))
+    .filter((name) => fs.statSync(path.join(bundle, name)).isFile() && !name.startsWith("__pycache__/"));
+  const unlisted = present.filter((name) => !(name in manifest.files) && name !== "manifest.json").sort();
+  if (unlisted.length) throw new BundleError(`unlisted file ${unlisted[0]} in bundle (not in manifest.json)`);
+  return Object.keys(manifest.files).length;
+}
+
+async function verify(bundle, provider) {
+  const manifestPath = path.join(bundle, "manifest.json");
+  if (!fs.existsSync(manifestPath)) throw new BundleError(`no manifest.json in ${bundle}`);
+  const manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8"));
+  const filesChecked = listed(bundle, manifest);
+  const name = provider ?? "CPUExecutionProvider";
+  if (!PROVIDERS[name]) throw new BundleError(`${name} is not in onnxruntime-node here (it has CPUExecutionProvider)`);
+  let session;
+  try {
+    session = await ort.InferenceSession.create(path.join(bundle, manifest.model.file),
+      sessionOptions(manifest.target.session ?? {}, [PROVIDERS[name]]));
+  } catch (err) {
+    throw new BundleError(`onnxruntime-node cannot load ${manifest.model.file}: ${String(err.message).split("\n")[0]}`);
+  }
+  let samples = 0, agreeing = 0, worst = 0;
+  for (const set of manifest.golden.sets) {
+    const input = readTensor(fs.readFileSync(path.join(bundle, set, "input_0.pb")));
+    const expected = readTensor(fs.readFileSync(path.join(bundle, set, "output_0.pb")));
+    const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", input.data, input.dims) };
+    const output = (await session.run(feeds))[session.outputNames[0]];
+    const result = compareGolden(output.data, expected, manifest.golden.tolerance);
+    if (result.failures.length) throw new GoldenMismatch(`${set}: ${result.failures.join("; ")}`);
+    samples += result.rows; agreeing += result.agreeing; worst = Math.max(worst, result.maxAbsDelta);
+  }
+  return { target: manifest.target.name, files_checked: filesChecked, providers: [name],
+           onnxruntime: ort.env.versions?.node ?? ort.env.versions?.common ?? "unknown",
+           machine: { x64: "x86_64", arm64: "aarch64" }[process.arch] ?? process.arch,
+           golden_sets: manifest.golden.sets.length, golden_samples: samples, max_abs_delta: worst,
+           top1_agreement: agreeing / samples };
+}
+
+const args = process.argv.slice(2);
+const json = args.includes("--json");
+const provider = args.includes("--provider") ? args[args.indexOf("--provider") + 1] : undefined;
+const bundle = args.find((a, i) => !a.startsWith("-") && args[i - 1] !== "--provider");
+if (args.includes("--help") || args.includes("-h") || !bundle) {
+  console.log("usage: node verify.mjs BUNDLE_DIR [--provider CPUExecutionProvider] [--json]");
+  process.exit(bundle ? 0 : 2);
+}
+try {
+  const report = await verify(bundle, provider);
+  console.log(json ? JSON.stringify(report) : `verified ${report.target}: ${report.files_checked} files, ` +
+    `${report.golden_samples} golden samples on ${report.providers[0]} (onnxruntime-node ${report.onnxruntime}), ` +
+    `max |Δ| ${report.max_abs_delta.toPrecision(3)}`);
+} catch (err) {
+  if (err instanceof GoldenMismatch) { console.error(`verification failed: ${err.message}`); process.exit(1); }
+  console.error(`error: ${err instanceof BundleError ? err.message : String(err.message ?? err).split("\n")[0]}`);
+  process.exit(2);
+}
