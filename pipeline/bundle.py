@@ -53,3 +53,22 @@ def write_tarball(bundle: Path, archive: Path) -> Path:
     with atomic_path(archive) as tmp:
         tmp.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
     return archive
+
+
+def golden_pictures(images: np.ndarray) -> list[tuple[str, bytes]]:
+    """Raw PNG pictures of real MNIST test digits for the preparation check (verify.py runs them through the
+    bundle's own digits.py, the web page through digits.mjs): plain ones, one inverted and enlarged on white
+    paper, one drawn only in the alpha channel, off-centre on a larger transparent canvas."""
+    from PIL import Image
+
+    pictures = [(f"mnist_test_{i}", Image.fromarray(images[i])) for i in range(4)]
+    inverted = Image.fromarray(255 - images[4]).resize((84, 84), Image.Resampling.NEAREST)
+    alpha = np.zeros((90, 120, 4), np.uint8)
+    alpha[50:78, 70:98, 3] = images[5]
+    pictures += [("mnist_test_4_inverted_3x", inverted), ("mnist_test_5_alpha_offcentre", Image.fromarray(alpha))]
+    encoded = []
+    for name, picture in pictures:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        encoded.append((f"golden_pictures/{name}.png", buffer.getvalue()))
+    return encoded

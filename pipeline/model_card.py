@@ -13,6 +13,14 @@ def runtime_package(provider: str) -> str:
     return RUNTIME_PACKAGES.get(provider, "onnxruntime")
 
 
+def _web_lines() -> list[str]:
+    return ["A static page: serve this folder and open it in a browser, then draw a digit.",
+            "```bash", "python -m http.server -b 127.0.0.1 8000   # then open http://127.0.0.1:8000/", "```",
+            "Everything runs in the browser with onnxruntime-web on WebAssembly (ort.wasm.min.mjs and "
+            "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image.",
+            "The Python tools below check the same model on the CPU EP.", ""]
+
+
 def render(m: dict) -> str:
     model, target, parity, golden = m["model"], m["target"], m["parity"], m["golden"]
     quant = m.get("quantization")
@@ -23,11 +31,14 @@ def render(m: dict) -> str:
         f"file `{model['file']}` ({model['bytes'] / 1024:.1f} KB, opset {model['opset']}).",
         "",
         "## Run it",
+        *(_web_lines() if target.get("format") == "web" else []),
         "```bash",
         f"pip install {runtime_package(target['providers'][0])} numpy pillow",
-        "python verify.py .            # sha256 of every file, manifest schema, golden outputs",
+        "python verify.py .            # sha256 of every file, manifest schema, golden outputs and pictures",
         "python infer.py digit.png     # label and probability",
         "```",
+        "From Node.js: `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`, then `node verify.mjs .`.",
+        "",
         f"Execution providers, in order: {', '.join(target['providers'])}. "
         f"Session: {target['session']['graph_optimization_level']}, "
         f"{target['session']['intra_op_num_threads']} intra-op threads.",
@@ -47,8 +58,9 @@ def render(m: dict) -> str:
         f"- accuracy {parity['accuracy']:.2%} (Δ {parity['accuracy_delta_pt']:+.2f} pt), "
         f"top-1 agreement {parity['agreement']:.2%}, max |Δlogit| {parity['max_abs_logit']:.3g}, "
         f"min cosine {parity['cosine_min']:.4f}",
-        f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']}, top-1 must match",
-        "- verified on (each by this bundle's own verify.py):",
+        f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']}, top-1 must match; "
+        f"{len(golden.get('pictures', []))} raw PNG pictures (golden_pictures/) through the bundle's own preparation",
+        "- verified on (each by this bundle's own checker):",
         *(f"  - {summary(record)}" for record in m["verified_on"]),
         "",
         "## Why this variant",

@@ -17,10 +17,14 @@ def _manifest(bundle):
     return json.loads((bundle / "manifest.json").read_text())
 
 
-def test_the_x86_bundle_is_verified_natively_by_its_own_verify_script(bundles):
-    [record] = _manifest(bundles["cpu_x86"])["verified_on"]
-    assert record["verified"] and record["runtime"] == "onnxruntime" and record["machine"] == "x86_64"
-    assert record["provider"] == "CPUExecutionProvider" and record["top1_agreement"] == 1.0
+def test_the_x86_bundle_is_verified_natively_from_python_and_from_node(bundles):
+    python, node = _manifest(bundles["cpu_x86"])["verified_on"]
+    assert python["verified"] and python["runtime"] == "onnxruntime" and python["machine"] == "x86_64"
+    assert python["provider"] == "CPUExecutionProvider" and python["top1_agreement"] == 1.0
+    assert python["golden_pictures"] == 6
+    assert node["verified"] and node["runtime"] == "onnxruntime-node"
+    assert node["package"].startswith("onnxruntime-node@")
+    assert node["max_abs_delta"] <= 1e-5 and node["top1_agreement"] == 1.0
     assert "CPUExecutionProvider on x86_64 with onnxruntime==" in (bundles["cpu_x86"] / "README.md").read_text()
 
 
@@ -65,7 +69,7 @@ def test_runs_recorded_on_other_hardware_count_only_for_the_same_model_bytes(bun
 
 def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_path, monkeypatch, capsys):
     (tmp_path / "debian_version").write_text("11.9\n")
-    monkeypatch.setattr(runtimes, "DEBIAN_VERSION", tmp_path / "debian_version")
+    monkeypatch.setattr(runtimes.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
     monkeypatch.setattr(runtimes, "CACHE", tmp_path / "cache")
     record = runtimes.check(bundles["arm64_mobile"], "onnxruntime-aarch64", "arm64_mobile")
     assert record["verified"] is False and "this machine is Debian 11" in record["reason"]
@@ -105,3 +109,31 @@ def test_verify_runs_twice_in_the_bundle_folder(bundles, tmp_path):
                                 text=True)
         assert result.returncode == 0, result.stderr
     assert (bundle / "__pycache__").is_dir()
+
+
+@pytest.fixture(scope="module")
+def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factory):
+    cfg = config().target["web"]
+    out = tmp_path_factory.mktemp("web") / "web"
+    package.run(cfg, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir, DEVICE_RUNS, out,
+                out.with_suffix(".tar.gz"), target="web")
+    return out
+
+
+def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(web_bundle):
+    [record] = _manifest(web_bundle)["verified_on"]
+    assert record["verified"] and record["provider"] == "wasm" and record["browser"].startswith("Chromium ")
+    assert record["golden_pictures"] == 6 and record["max_abs_delta"] <= 1e-4
+    assert record["drawn"]["read_correctly"] == record["drawn"]["digits"] == 6
+    assert {"index.html", "app.mjs", "digits.mjs", "ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm"} <= {
+        p.name for p in web_bundle.iterdir()}
+    assert "python -m http.server -b 127.0.0.1 8000" in (web_bundle / "README.md").read_text()
+
+
+def test_an_edited_page_script_fails_in_the_browser_naming_the_file(web_bundle, tmp_path):
+    from pipeline import browser
+
+    bundle = shutil.copytree(web_bundle, tmp_path / "web")
+    (bundle / "digits.mjs").write_text((bundle / "digits.mjs").read_text().replace("BOX = 20", "BOX = 18"))
+    with pytest.raises(Exception, match=r"sha256 mismatch for digits\.mjs"):
+        browser.check_page(bundle, [])

@@ -51,14 +51,7 @@ class Classifier:
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
 
     def preprocess(self, path: Path) -> np.ndarray:
-        """One image file -> float32 (1, 1, H, W): MNIST's own steps (digit_pixels), then the manifest's scale,
-        mean and std."""
-        path = Path(path)
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: empty file (0 bytes)")
-        pixels = digit_pixels(path, self.input.shape[2], self.input.shape[3])
-        x = (pixels * self.pre["scale"] - self.pre["mean"][0]) / self.pre["std"][0]
-        return x.astype(np.float32).reshape(1, 1, *pixels.shape)
+        return picture_input(path, self.pre, self.input.shape[2], self.input.shape[3])
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalized float32 (N, 1, H, W) -> (labels, probabilities); runs in the model's fixed batch."""
@@ -91,6 +84,17 @@ class Classifier:
 
 
 MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb needs far more
+
+
+def picture_input(path: Path, pre: dict, height: int = 28, width: int = 28) -> np.ndarray:
+    """One image file -> float32 (1, 1, H, W): MNIST's own steps (digit_pixels), then the manifest's scale,
+    mean and std (in doubles, then float32, as digits.mjs does)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    pixels = digit_pixels(path, height, width)
+    x = (pixels * pre["scale"] - pre["mean"][0]) / pre["std"][0]
+    return x.astype(np.float32).reshape(1, 1, *pixels.shape)
 
 
 def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Verify a deployment bundle: every file's sha256, the manifest schema, and the golden outputs.
 
-Standalone: needs only the standard library, numpy and onnxruntime. Ships inside each bundle:
+Standalone: needs only the standard library, numpy, onnxruntime and Pillow (the golden pictures are PNGs that
+go through the bundle's own preparation, so an edited manifest or digits.py fails). Ships inside each bundle:
     python verify.py BUNDLE_DIR_OR_TAR_GZ [--provider NAME] [--json]
 --provider fails (exit 2) unless NAME itself ran the golden check, since onnxruntime silently falls back to
 the CPU when a provider's libraries are missing; --json prints the report for the pipeline's runtime matrix.
@@ -23,9 +24,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 if __package__:
+    from .infer import InputError, picture_input
     from .session import open_session as open_model_session
     from .session import providers_for
-else:  # run as a script inside an extracted bundle, where session.py sits beside it
+else:  # run as a script inside an extracted bundle, where infer.py and session.py sit beside it
+    from infer import InputError, picture_input
     from session import open_session as open_model_session
     from session import providers_for
 
@@ -235,6 +238,29 @@ def check_golden(bundle: Path, manifest: dict, session) -> dict:
             "top1_agreement": agreeing / compared}
 
 
+def check_golden_pictures(bundle: Path, manifest: dict, session) -> int:
+    """Each raw PNG, prepared by the bundle's own code with the manifest's preprocessing, gives the recorded
+    logits (within atol) and label."""
+    atol = manifest["golden"]["tolerance"]["atol"]
+    pictures = manifest["golden"].get("pictures", [])
+    for picture in pictures:
+        try:
+            x = picture_input(bundle / picture["file"], manifest["preprocessing"], *session.get_inputs()[0].shape[2:])
+        except InputError as exc:
+            raise GoldenMismatch(f"{picture['file']}: the bundle's preparation refuses it: {exc}") from None
+        except ImportError:
+            raise BundleError("the golden pictures need Pillow to decode: pip install pillow") from None
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+        label = manifest["class_labels"][int(logits.argmax())]
+        delta = float(np.abs(logits.astype(np.float64) - np.asarray(picture["logits"])).max())
+        if label != picture["label"] or not delta <= atol:
+            raise GoldenMismatch(
+                f"{picture['file']}: prepared as the manifest says, the model answers {label} (max |Δ| {delta:.3g} "
+                f"from the recorded logits, atol {atol:g}) where {picture['label']} was recorded: the preprocessing "
+                "or the preparation code changed")
+    return len(pictures)
+
+
 def check_input(session, x: np.ndarray, what: str) -> None:
     """Name-independent checks a model input must pass: dtype, rank, fixed dims, non-empty, finite."""
     spec = session.get_inputs()[0]
@@ -270,6 +296,7 @@ def verify(path: Path, provider: str | None = None) -> dict:
                               f"{opened.get_providers()[0]}; it has {', '.join(available_providers())})")
         check_io(manifest, opened)
         golden = check_golden(bundle, manifest, opened)
+        golden["golden_pictures"] = check_golden_pictures(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
                 "providers": opened.get_providers(), "requested_providers": names, **runtime_facts(), **golden}
 

@@ -71,7 +71,7 @@ class TargetConfig(Schema):
     search: SearchConfig
     selection: SelectionConfig
     candidates: list[str] = Field(min_length=1)
-    format: Literal["onnx", "ort"]
+    format: Literal["onnx", "ort", "web"]  # web: model.onnx + onnxruntime-web + the drawing page
     fixed_batch: PositiveInt | None
     golden_atol: float = Field(gt=0)
     golden_samples: PositiveInt
@@ -97,6 +97,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = _write_golden(cfg, session, Path(data_dir), staging)
+        golden["pictures"] = _write_golden_pictures(session, Path(data_dir), staging)
         _write_sample_digit(Path(data_dir), staging / "digit.png")
         for script in CONSUMER_CODE:
             shutil.copy(DEPLOY_CODE / script, staging / script)
@@ -200,8 +201,10 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
     model = onnx_utils.load(source)
     if cfg.fixed_batch:
         model = mobile.fix_batch(model, cfg.fixed_batch)
-    if cfg.format == "onnx":
+    if cfg.format in ("onnx", "web"):
         onnx_utils.save(model, staging / "model.onnx", external_threshold_bytes=1 << 30)
+        if cfg.format == "web":
+            _write_web_page(staging)
         return "model.onnx", {}
     with tempfile.TemporaryDirectory(prefix="mobile-") as scratch:
         fixed = Path(scratch) / "model.onnx"
@@ -211,6 +214,12 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
         mobile.to_ort_format(fixed, staging)
     return "model.ort", {"mobile": {"fixed_batch": cfg.fixed_batch, "usability": verdict,
                                     "reduced_build_config": "required_operators.config"}}
+
+
+def _write_web_page(staging: Path) -> None:
+    """The drawing page and the onnxruntime-web WebAssembly runtime it loads, all served from the bundle."""
+    for source in (*sorted((DEPLOY_CODE / "web").iterdir()), *runtimes.web_runtime_files()):
+        shutil.copy(source, staging / source.name)
 
 
 def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> dict:
@@ -225,6 +234,24 @@ def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> 
     sets = bundle_io.write_golden(staging, inputs, outputs)
     return {"sets": sets, "samples": len(x), "tolerance": {"atol": cfg.golden_atol, "top1_must_match": True},
             "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+
+
+def _write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
+    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
+    an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
+    from pipeline import bundle as bundle_io
+    from pipeline import mnist
+    from pipeline.deploy import infer
+
+    expected = []
+    for name, png in bundle_io.golden_pictures(mnist.load(data_dir).test_images):
+        (staging / name).parent.mkdir(exist_ok=True)
+        (staging / name).write_bytes(png)
+        x = infer.picture_input(staging / name, preprocessing.as_manifest())
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+        expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],
+                         "logits": [float(v) for v in logits]})
+    return expected
 
 
 def _write_sample_digit(data_dir: Path, path: Path) -> None:

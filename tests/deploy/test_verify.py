@@ -66,6 +66,18 @@ def test_an_invalid_manifest_fails(bundle_copy):
         verify.verify(bundle_copy)
 
 
+@pytest.mark.parametrize(("key", "value"), [("mean", [0.9]), ("std", [0.1]), ("scale", 1.0)])
+def test_an_edit_to_the_manifests_preprocessing_fails_verification(bundle_copy, key, value):
+    """The manifest is not hashed, so its preprocessing is proven by the golden pictures instead."""
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["preprocessing"][key] = value
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(verify.GoldenMismatch, match="the preprocessing or the preparation code changed"):
+        verify.verify(bundle_copy)
+    result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("verification failed: golden_pictures/")
+
+
 def test_drifted_golden_outputs_are_exit_1_not_2(bundle_copy):
     """Hashes re-signed, outputs changed: the bundle is intact but the model no longer reproduces them."""
     golden = bundle_copy / "test_data_set_0" / "output_0.pb"
@@ -124,12 +136,12 @@ def test_nan_in_golden_inputs_is_reported(bundle_copy):
 
 
 @pytest.mark.slow
-def test_bundle_verifies_in_a_clean_venv_with_only_onnxruntime_and_numpy(bundles, tmp_path):
+def test_bundle_verifies_in_a_clean_venv_with_only_onnxruntime_numpy_and_pillow(bundles, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
-                    "onnxruntime", "numpy"], check=True, timeout=600)
+                    "onnxruntime", "numpy", "pillow"], check=True, timeout=600)
     archive = bundles["cpu_x86"].with_suffix(".tar.gz")
     extracted = tmp_path / "extracted"
     extracted.mkdir()

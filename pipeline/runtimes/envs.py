@@ -1,0 +1,130 @@
+"""Building each runtime's environment from the registries alone (PyPI, npm, Debian), under .cache/runtimes/.
+
+Each builder takes its (empty) folder and fills it; runtimes/__init__.py rebuilds a folder whose recorded spec
+(`.ready`) differs from the wanted one, so a version bump here refreshes the cache. A step that fails raises
+RuntimeUnavailable with one line naming the step and the tool's last line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+OPENVINO_EP_PACKAGE = "onnxruntime-openvino==1.24.1"
+NODE_PACKAGE = "onnxruntime-node@1.30.0"  # the newest on npm
+WEB_PACKAGE = "onnxruntime-web@1.30.0"
+# What the web bundle ships of onnxruntime-web: the WebAssembly build only (14 MB, 3.7 MB gzipped).
+WEB_RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+CHROMIUM = Path("/usr/bin/chromium")
+# The consumer-side Python packages, at this environment's versions (verify.py and infer.py need them).
+CONSUMER_WHEELS = tuple(f"{name}=={version(name)}" for name in ("numpy", "pillow"))
+# qemu-user 10.x by the host's Debian release: bookworm's own 7.2 segfaults on onnxruntime.
+QEMU_SUITES = {"12": "bookworm-backports", "13": "trixie"}
+# An aarch64 Python 3.11 and the libraries onnxruntime and numpy load, from Debian bookworm arm64.
+ARM64_PACKAGES = (
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libc6", "libstdc++6", "libgcc-s1",
+    "zlib1g", "libexpat1", "libssl3", "libffi8", "libbz2-1.0", "liblzma5", "libcrypt1", "libuuid1",
+    "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8",
+)
+DEBIAN = "http://deb.debian.org/debian"
+DEBIAN_VERSION = Path("/etc/debian_version")
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+class RuntimeUnavailable(Exception):
+    """This machine cannot set the runtime up; the message is the one-line reason."""
+
+
+def openvino_spec() -> str:
+    return " ".join((OPENVINO_EP_PACKAGE, *CONSUMER_WHEELS))
+
+
+def build_openvino(root: Path) -> None:
+    run([sys.executable, "-m", "venv", "--clear", str(root)], "create the venv")
+    run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", OPENVINO_EP_PACKAGE, *CONSUMER_WHEELS],
+        f"pip install {OPENVINO_EP_PACKAGE}")
+
+
+def aarch64_spec() -> str:
+    return " ".join((qemu_suite(), f"onnxruntime=={version('onnxruntime')}", *CONSUMER_WHEELS))
+
+
+def build_aarch64(root: Path) -> None:
+    suite = qemu_suite()
+    apt = _apt(root, suite)
+    debs = root / "debs"
+    debs.mkdir()
+    run([*apt, "update", "-q"], "apt-get update (private lists)")
+    run([*apt, "download", f"qemu-user/{suite}", *(f"{p}:arm64" for p in ARM64_PACKAGES)],
+        "apt-get download qemu-user and the arm64 packages", cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        if deb.name.startswith("qemu-user"):
+            run(["dpkg-deb", "-x", str(deb), str(debs / "qemu")], f"unpack {deb.name}")
+            shutil.move(debs / "qemu" / "usr" / "bin" / "qemu-aarch64", root / "qemu-aarch64")  # static binary
+        else:
+            run(["dpkg-deb", "-x", str(deb), str(root / "sysroot")], f"unpack {deb.name}")
+    run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / "site"), "--python-version", "3.11",
+         "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64", "--only-binary=:all:",
+         f"onnxruntime=={version('onnxruntime')}", *CONSUMER_WHEELS], "pip install the aarch64 wheels")
+    shutil.rmtree(debs)
+
+
+def aarch64_command(root: Path) -> tuple[list[str], dict[str, str]]:
+    sysroot = root / "sysroot"
+    # neoverse-n1: a real Arm server core (and no cpuid warning from onnxruntime).
+    return [str(root / "qemu-aarch64"), "-L", str(sysroot), str(sysroot / "usr/bin/python3.11")], {
+        "PYTHONPATH": str(root / "site"), "QEMU_CPU": "neoverse-n1"}
+
+
+def build_npm(package: str):
+    def build(root: Path) -> None:
+        (root / "package.json").write_text('{"private": true}\n')
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}  # else onnxruntime-node's script fetches CUDA
+        run(["npm", "install", "--no-audit", "--no-fund", "--silent", package], f"npm install {package}", cwd=root,
+            env=env)
+    return build
+
+
+def check_browser() -> None:
+    if not CHROMIUM.is_file():
+        raise RuntimeUnavailable(f"Chromium is not installed ({CHROMIUM}; `apt-get install chromium`)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        raise RuntimeUnavailable("playwright-python is not installed (it drives Chromium)") from None
+
+
+def qemu_suite() -> str:
+    major = DEBIAN_VERSION.read_text().strip().split(".")[0] if DEBIAN_VERSION.is_file() else ""
+    if major not in QEMU_SUITES:
+        raise RuntimeUnavailable(f"qemu-user 10 comes from Debian {' or '.join(QEMU_SUITES)}; this machine is "
+                                 f"{'Debian ' + major if major else 'not Debian'}")
+    return QEMU_SUITES[major]
+
+
+def _apt(root: Path, qemu_suite: str) -> list[str]:
+    """apt-get with private sources, lists and cache: the host's dpkg state is never touched."""
+    state = root / "apt"
+    (state / "lists" / "partial").mkdir(parents=True)
+    (state / "cache" / "archives" / "partial").mkdir(parents=True)
+    sources = state / "sources.list"
+    sources.write_text(f"deb [arch=arm64 signed-by={KEYRING}] {DEBIAN} bookworm main\n"
+                       f"deb [arch=amd64 signed-by={KEYRING}] {DEBIAN} {qemu_suite} main\n")
+    options = {"Dir::Etc::SourceList": sources, "Dir::Etc::SourceParts": "/dev/null",
+               "Dir::State::Lists": state / "lists", "Dir::Cache": state / "cache", "Debug::NoLocking": "1",
+               "APT::Sandbox::User": "root", "APT::Architectures::": "amd64"}
+    return ["apt-get", *(f"-o{k}={v}" for k, v in options.items()), "-oAPT::Architectures::=arm64"]
+
+
+def run(command: list[str], what: str, cwd: Path | None = None, env: dict | None = None) -> None:
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    except OSError as exc:
+        raise RuntimeUnavailable(f"cannot {what}: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise RuntimeUnavailable(f"cannot {what}: {last}")
