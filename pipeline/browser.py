@@ -50,7 +50,7 @@ def serve(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def open_page(url: str) -> Iterator:
+def open_page(url: str, ready: str = READY) -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -58,8 +58,8 @@ def open_page(url: str) -> Iterator:
         try:
             page = browser.new_page(viewport={"width": 900, "height": 720})
             page.goto(url)
-            page.wait_for_function(READY, timeout=60_000)
-            error = page.evaluate("window.digitApp.error || null")
+            page.wait_for_function(ready, timeout=60_000)
+            error = page.evaluate("window.digitApp?.error || null")
             if error:
                 raise RuntimeError(f"the page could not start: {error}")
             yield page
@@ -113,3 +113,26 @@ def check_page(bundle: Path, digits: list[tuple[np.ndarray, str]], screenshot: P
     correct = sum(label == expected for label, (_, expected) in zip(shown, digits, strict=True))
     return {**report, "browser": f"Chromium {browser}", "drawn": {"digits": len(digits), "read_correctly": correct,
                                                                   "labels": shown}}
+
+
+def time_on_wasm(candidates: list[tuple[str, Path, dict]], selection) -> dict[str, list[float]]:
+    """Per-round median batch-1 latency (ms) of each (label, model, session options) on onnxruntime-web in
+    Chromium: runtimes/wasm_timing/ served with the candidates and the WebAssembly runtime files."""
+    import shutil
+    import tempfile
+
+    from pipeline import runtimes
+
+    harness = Path(__file__).resolve().parent / "runtimes" / "wasm_timing"
+    page_files = [*harness.iterdir(), Path(__file__).resolve().parent / "deploy" / "golden.mjs"]
+    with tempfile.TemporaryDirectory(prefix="wasm-timing-") as scratch:
+        folder = Path(scratch)
+        for source in (*page_files, *runtimes.web_runtime_files()):
+            shutil.copy(source, folder / source.name)
+        specs = []
+        for i, (label, model, session) in enumerate(candidates):
+            shutil.copy(model, folder / f"candidate_{i}.onnx")
+            specs.append({"label": label, "file": f"candidate_{i}.onnx", "session": session})
+        with serve(folder) as url, open_page(url + "index.html", ready="window.timingReady") as page:
+            return page.evaluate("([c, r, p]) => timeCandidates(c, r, p, 20)",
+                                 [specs, selection.rounds, selection.per_round])

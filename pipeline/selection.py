@@ -49,23 +49,29 @@ def grid(cfg) -> list[dict]:
 
 def describe(session: dict) -> str:
     spin = "off" if session["config_entries"].get(SPINNING, "1") == "0" else "on"
-    return f"{session['graph_optimization_level']}, {session['intra_op_num_threads']} threads, spinning {spin}"
+    threads = session["intra_op_num_threads"]
+    return f"{session['graph_optimization_level']}, {threads} thread{'' if threads == 1 else 's'}, spinning {spin}"
 
 
-def label(variant: str, session: dict) -> str:
-    return f"{variant} @ {describe(session)}"
+def label(variant: str, session: dict, provider_options: dict | None = None) -> str:
+    options = "".join(f", {k}={v}" for k, v in (provider_options or {}).items())
+    return f"{variant} @ {describe(session)}{options}"
 
 
-def measure(candidates: list[tuple[str, Path, dict]], provider: str, selection) -> dict[str, list[float]]:
-    """Per-round median batch-1 latency of each (variant, path, session) on `provider`, interleaved."""
+def measure(candidates: list[tuple[str, Path, dict, dict]], provider: str, rounds: int,
+            per_round: int) -> dict[str, list[float]]:
+    """Per-round median batch-1 latency of each (variant, path, session, provider options) on `provider` in
+    this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/timing.py)."""
     from pipeline.timing import interleaved_rounds
 
     x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
     runs = {}
-    for variant, path, session in candidates:
-        opened = open_session(path, session, [(provider, {})])
-        runs[label(variant, session)] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
-    return interleaved_rounds(runs, rounds=selection.rounds, per_round=selection.per_round, warmup=20)
+    for variant, path, session, options in candidates:
+        opened = open_session(path, session, [(provider, options)])
+        if opened.get_providers()[0] != provider:
+            raise RuntimeError(f"{provider} did not take {variant} (it ran on {opened.get_providers()[0]})")
+        runs[label(variant, session, options)] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
+    return interleaved_rounds(runs, rounds=rounds, per_round=per_round, warmup=20)
 
 
 def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float) -> tuple[str, dict]:

@@ -128,6 +128,7 @@ def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(w
     assert {"index.html", "app.mjs", "digits.mjs", "ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm"} <= {
         p.name for p in web_bundle.iterdir()}
     assert "python -m http.server -b 127.0.0.1 8000" in (web_bundle / "README.md").read_text()
+    assert "at batch 1 on wasm (onnxruntime-web)" in _manifest(web_bundle)["selection"]["reason"]
 
 
 def test_an_edited_page_script_fails_in_the_browser_naming_the_file(web_bundle, tmp_path):

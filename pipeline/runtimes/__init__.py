@@ -91,6 +91,45 @@ def web_runtime_files() -> list[Path]:
     return [root / "node_modules" / "onnxruntime-web" / "dist" / name for name in envs.WEB_RUNTIME_FILES]
 
 
+def timer_for(provider: str, runtime_names: list[str]) -> str | None:
+    """The target's runtime that runs `provider` and can be set up here, to time candidates on; else None."""
+    for name in runtime_names:
+        runtime = RUNTIMES[name]
+        if runtime.provider != provider:
+            continue
+        try:
+            environment(runtime)
+            if name == "onnxruntime-web":
+                envs.check_browser()
+        except RuntimeUnavailable as exc:
+            print(f"warning: not timing on {name}: {exc}", file=sys.stderr)
+            continue
+        return name
+    return None
+
+
+def time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:
+    """Per-round median batch-1 latencies of (variant, path, session, provider options) on `timer`."""
+    from pipeline import selection as choose
+
+    if timer == "onnxruntime":
+        return choose.measure(grid, provider, selection.rounds, selection.per_round)
+    if timer == "onnxruntime-web":
+        from pipeline import browser
+
+        return browser.time_on_wasm([(choose.label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection)
+    runtime = RUNTIMES[timer]
+    interpreter, extra_env = runtime.command(environment(runtime))
+    job = {"provider": provider, "rounds": selection.rounds, "per_round": selection.per_round, "candidates": [
+        {"variant": v, "path": str(p), "session": s, "provider_options": o} for v, p, s, o in grid]}
+    env = {**os.environ, **extra_env, "PYTHONPATH": str(CACHE.parents[1])}
+    done = subprocess.run([*interpreter, str(Path(__file__).with_name("remote_timing.py"))], input=json.dumps(job),
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PipelineError(f"timing on {timer} failed: {(done.stderr.strip() or 'no output').splitlines()[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def check(bundle: Path, name: str, target: str) -> dict:
     """Run the bundle's own checker on one runtime. Returns the record for `verified_on`; a runtime this
     machine cannot set up gives a record with `verified: false` and the reason (and a warning line); a failed

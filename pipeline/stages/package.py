@@ -55,6 +55,7 @@ class SearchConfig(Schema):
     graph_optimization_level: list[GraphLevel]
     intra_op_num_threads: list[int]
     allow_spinning: list[Literal["0", "1"]]
+    provider_options: list[dict]  # alternatives to the first provider's own options (the OpenVINO EP's)
 
 
 class SelectionConfig(Schema):
@@ -81,7 +82,6 @@ class TargetConfig(Schema):
 
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
         device_runs: Path, out_dir: Path, archive: Path, *, target: str) -> StageResult:
-    import onnxruntime as ort
 
     from pipeline import bundle as bundle_io
     from pipeline import lineage
@@ -90,8 +90,9 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
 
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
-    chosen, options, reason, evidence = select(cfg, candidates, set(ort.get_available_providers()))
-    block = _target_block(cfg, options)
+    timer = runtimes.timer_for(cfg.providers[0], cfg.runtimes)
+    chosen, options, provider_options, reason, evidence = select(cfg, candidates, timer)
+    block = _target_block(cfg, options, provider_options)
     with atomic_dir(Path(out_dir)) as staging:
         model_file, extras = _write_model(cfg, chosen["path"], staging)
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
@@ -155,9 +156,10 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: 
     return candidates
 
 
-def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tuple[dict, dict, str, dict]:
-    """(variant, session options, reason, evidence). Timed on the target's first provider when present; the
-    reason holds no number, since it ships in the bundle (the evidence goes to metrics/timings/)."""
+def select(cfg: TargetConfig, candidates: list[dict], timer: str | None) -> tuple[dict, dict, dict, str, dict]:
+    """(variant, session options, first provider's options, reason, evidence). Timed on the target's first
+    provider in the runtime `timer` (runtimes.timer_for) when there is one; the reason holds no number, since
+    it ships in the bundle (the evidence goes to metrics/timings/)."""
     from pipeline import selection
 
     eligible = [c for c in candidates if c["passed_gates"]]
@@ -166,26 +168,29 @@ def select(cfg: TargetConfig, candidates: list[dict], available: set[str]) -> tu
         raise GateFailure(f"no candidate passes its parity gates ({detail})")
     skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
     skipped = f" (skipped: {skipped})" if skipped else ""
-    primary = cfg.providers[0]
-    if primary not in available:
-        return eligible[0], selection.session_block(cfg.session), (
-            f"{primary} is not available here, so nothing could be timed on it: shipped the first candidate in "
-            f"the target's order that passes its parity gates, with the target's own session options{skipped}"), {}
-    options = selection.grid(cfg)
-    grid = [(c["name"], c["path"], o) for c in eligible for o in options]
-    chosen_label, evidence = selection.decide(selection.measure(grid, primary, cfg.selection),
-                                              min_effect=cfg.selection.min_effect, confidence=cfg.selection.confidence)
-    variant, _, session = next(g for g in grid if selection.label(g[0], g[2]) == chosen_label)
+    primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])
+    if timer is None:
+        return eligible[0], selection.session_block(cfg.session), own_options, (
+            f"no runtime on this machine has {primary}, so nothing could be timed on it: shipped the first "
+            f"candidate in the target's order that passes its parity gates, with the target's own session "
+            f"options{skipped}"), {}
+    grid = [(c["name"], c["path"], session, options) for c in eligible for session in selection.grid(cfg)
+            for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
+    rounds = runtimes.time_candidates(timer, primary, grid, cfg.selection)
+    chosen_label, evidence = selection.decide(rounds, min_effect=cfg.selection.min_effect,
+                                              confidence=cfg.selection.confidence)
+    variant, _, session, options = next(g for g in grid if selection.label(*g[:1], *g[2:]) == chosen_label)
     chosen = next(c for c in eligible if c["name"] == variant)
     confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
+    on = f"{primary} ({timer})"
     if chosen_label == evidence["preferred"]:
         why = (f"no other of the {len(grid)} candidates (variant × session options) was faster at batch 1 on "
-               f"{primary} with {confidence} confidence by more than {effect}, so the target's preference decides")
+               f"{on} with {confidence} confidence by more than {effect}, so the target's preference decides")
     else:
-        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {primary} than the fastest of the "
+        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {on} than the fastest of the "
                f"{len(grid)} candidates (variant × session options) with {confidence} confidence by more than "
                f"{effect} (bootstrap over interleaved rounds); this is the first in preference order that is not")
-    return chosen, session, f"{chosen_label}: {why}{skipped}", evidence
+    return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
 
 
 def _why_not(candidate: dict) -> str:
@@ -263,9 +268,10 @@ def _write_sample_digit(data_dir: Path, path: Path) -> None:
     Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")
 
 
-def _target_block(cfg: TargetConfig, session: dict) -> dict:
-    """The manifest's `target`: providers and the chosen session options, which verify.py and infer.py apply."""
-    return {"providers": list(cfg.providers), "provider_options": [dict(o) for o in cfg.provider_options],
+def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict) -> dict:
+    """The manifest's `target`: providers and the chosen options, which verify.py and infer.py apply."""
+    provider_options = [first_provider_options, *(dict(o) for o in cfg.provider_options[1:])]
+    return {"providers": list(cfg.providers), "provider_options": provider_options,
             "session": session, "format": cfg.format, "fixed_batch": cfg.fixed_batch}
 
 

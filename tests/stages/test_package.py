@@ -50,16 +50,17 @@ def test_the_session_grid_starts_with_the_targets_own_options():
 
 def test_selection_does_not_pretend_to_time_an_absent_provider():
     cfg = config().target["cuda"]
-    chosen, options, reason, evidence = package.select(cfg, [_candidate("fp16"), _candidate("optimized")],
-                                                       {"CPUExecutionProvider"})
-    assert chosen["name"] == "fp16" and "CUDAExecutionProvider is not available here" in reason and evidence == {}
+    chosen, options, provider_options, reason, evidence = package.select(
+        cfg, [_candidate("fp16"), _candidate("optimized")], None)
+    assert chosen["name"] == "fp16" and "no runtime on this machine has CUDAExecutionProvider" in reason
+    assert evidence == {} and provider_options == {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE"}
     assert options["graph_optimization_level"] == "ORT_ENABLE_EXTENDED"
 
 
 def test_no_passing_candidate_is_a_gate_failure():
     cfg = config().target["cpu_x86"]
     with pytest.raises(GateFailure, match="no candidate passes its parity gates"):
-        package.select(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], set())
+        package.select(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], None)
 
 
 def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
