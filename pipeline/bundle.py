@@ -1,5 +1,6 @@
-"""Writing a deployment bundle: golden I/O in the ONNX test-data layout, file hashes, and a
-byte-reproducible .tar.gz (sorted entries, zeroed times and owners)."""
+"""Writing a deployment bundle: golden I/O in the ONNX test-data layout, golden pictures, file hashes, a
+byte-reproducible .tar.gz (sorted entries, owners zeroed, every file dated the pipeline's release), its
+published sha256, and the optional Ed25519 signature of the manifest."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from onnx import numpy_helper
 from pipeline.io import atomic_path, sha256_file
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes, base64; the manifest lists every other file
 
 
 def write_golden(bundle: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[str]:
@@ -33,8 +35,16 @@ def file_hashes(bundle: Path) -> dict[str, str]:
     return {
         p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in sorted(bundle.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
     }
+
+
+def _release_epoch() -> int:
+    import datetime
+
+    from pipeline import RELEASE_DATE
+
+    return int(datetime.datetime.fromisoformat(RELEASE_DATE).replace(tzinfo=datetime.UTC).timestamp())
 
 
 def write_tarball(bundle: Path, archive: Path) -> Path:
@@ -43,7 +53,7 @@ def write_tarball(bundle: Path, archive: Path) -> Path:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in [bundle, *sorted(bundle.rglob("*"))]:
             info = tar.gettarinfo(str(path), arcname=(Path(bundle.name) / path.relative_to(bundle)).as_posix())
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mtime, info.uid, info.gid, info.uname, info.gname = _release_epoch(), 0, 0, "", ""
             info.mode = 0o755 if path.is_dir() else 0o644
             if path.is_file():
                 with open(path, "rb") as f:
@@ -72,3 +82,32 @@ def golden_pictures(images: np.ndarray) -> list[tuple[str, bytes]]:
         picture.save(buffer, format="PNG")
         encoded.append((f"golden_pictures/{name}.png", buffer.getvalue()))
     return encoded
+
+
+def write_digest(archive: Path, digest: Path) -> str:
+    """`<archive>.sha256` in sha256sum's format, published beside the archive (and in the stage's metrics):
+    `verify --sha256` and `sha256sum -c` check the download against it."""
+    value = sha256_file(archive)
+    with atomic_path(digest) as tmp:
+        tmp.write_text(f"{value}  {archive.name}\n")
+    return value
+
+
+def sign_manifest(bundle: Path, key_file: Path) -> None:
+    """manifest.sig: the Ed25519 signature of manifest.json, which pins every file's sha256."""
+    import base64
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from pipeline.errors import PipelineError
+
+    try:
+        key = load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise PipelineError(f"cannot read the signing key {key_file}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PipelineError(f"{key_file} is not an Ed25519 private key (openssl genpkey -algorithm ed25519)")
+    signature = key.sign((bundle / MANIFEST).read_bytes())
+    (bundle / SIGNATURE).write_text(base64.b64encode(signature).decode() + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -114,6 +115,9 @@ def _stage_command(stage: Stage):
     for flag, text in stage.flags.items():
         option = typer.Option(f"--{flag}", help=text)
         parameters.append(P(flag, P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, option]))
+    for name, text in stage.file_options.items():
+        option = typer.Option(f"--{name.replace('_', '-')}", help=text)
+        parameters.append(P(name, P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, option]))
     command.__signature__ = inspect.Signature(parameters)
     command.__doc__ = stage.help
     command.__name__ = stage.name
@@ -227,22 +231,31 @@ def timings(overrides: Overrides = None, params: Params = None) -> None:
 def verify(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")],
     runtime: Annotated[str | None, typer.Option(
-        help="Run the bundle's own verify.py on this runtime of the matrix (onnxruntime, onnxruntime-openvino, "
-             "onnxruntime-aarch64), set up under .cache/runtimes/ on first use.")] = None,
+        help="Run the bundle's own checker on this runtime of the matrix (onnxruntime, onnxruntime-openvino, "
+             "onnxruntime-aarch64, onnxruntime-node, onnxruntime-web), set up under .cache/runtimes/ on first "
+             "use.")] = None,
+    sha256: Annotated[str | None, typer.Option(
+        help="The published sha256 of the .tar.gz (hex, or its .sha256 file).")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        help="The producer's Ed25519 public key (PEM): manifest.sig must be its signature.")] = None,
 ) -> None:
     """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
+    from pipeline.deploy.verify import check_archive_digest, check_signature, safe_extract
     from pipeline.deploy.verify import verify as verify_bundle
 
     if runtime is not None:
+        if sha256 is not None:
+            check_archive_digest(bundle, sha256)
+        if public_key is not None:
+            with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+                check_signature(safe_extract(bundle, Path(scratch)) if bundle.is_file() else bundle, public_key)
         return _verify_on(bundle, runtime)
-    report = verify_bundle(bundle)
+    report = verify_bundle(bundle, None, sha256, public_key)
     typer.echo(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden "
                f"samples on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
 
 
 def _verify_on(bundle: Path, runtime: str) -> None:
-    import tempfile
-
     from pipeline import runtimes
     from pipeline.deploy.verify import BundleError, load_manifest, safe_extract
     from pipeline.errors import PipelineError

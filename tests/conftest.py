@@ -95,6 +95,7 @@ def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[s
     parity_file = write_json(deploy / "validate.json", parity)
     for target in ("cpu_x86", "arm64_mobile"):
         package.run(cfg.target[target], variants_dir, parity_file, tiny_model_dir, mnist_dir, DEVICE_RUNS,
-                    deploy / target, deploy / f"{target}.tar.gz", target=target)
+                    deploy / target, deploy / f"{target}.tar.gz", deploy / f"{target}.tar.gz.sha256",
+                    target=target)
     return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity,
             "parity_file": parity_file}

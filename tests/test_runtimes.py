@@ -45,7 +45,7 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
     with pytest.raises(GateFailure, match=r"openvino: the bundle's verify.py failed on onnxruntime-openvino "
                                           r"\(OpenVINOExecutionProvider\): .*exceeds atol"):
         package.run(cfg, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir, DEVICE_RUNS, out,
-                    tmp_path / "openvino.tar.gz", target="openvino")
+                    tmp_path / "openvino.tar.gz", tmp_path / "openvino.tar.gz.sha256", target="openvino")
     assert not out.exists() and not (tmp_path / "openvino.tar.gz").exists()
     assert not list(tmp_path.glob(".openvino*"))
 
@@ -116,7 +116,7 @@ def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factor
     cfg = config().target["web"]
     out = tmp_path_factory.mktemp("web") / "web"
     package.run(cfg, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir, DEVICE_RUNS, out,
-                out.with_suffix(".tar.gz"), target="web")
+                out.with_suffix(".tar.gz"), out.with_suffix(".tar.gz.sha256"), target="web")
     return out
 
 

@@ -33,6 +33,7 @@ else:  # run as a script inside an extracted bundle, where infer.py and session.
     from session import providers_for
 
 SCHEMA = "onnx-deploy-manifest"
+SIGNATURE = "manifest.sig"
 SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 REQUIRED = {
@@ -190,7 +191,7 @@ def check_files(bundle: Path, manifest: dict) -> int:
             raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
                if (p.is_file() or p.is_symlink()) and not _bytecode_cache(p.relative_to(bundle))}
-    unlisted = sorted(present - set(listed) - {MANIFEST})
+    unlisted = sorted(present - set(listed) - {MANIFEST, SIGNATURE})
     if unlisted:
         raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
     return len(listed)
@@ -278,15 +279,22 @@ def check_input(session, x: np.ndarray, what: str) -> None:
         raise BundleError(f"{what}: {int((~np.isfinite(x)).sum())} NaN/Inf values in the input")
 
 
-def verify(path: Path, provider: str | None = None) -> dict:
+def verify(path: Path, provider: str | None = None, sha256_expected: str | None = None,
+           public_key: Path | None = None) -> dict:
     """Verify a bundle directory or .tar.gz; returns a report, raises BundleError / GoldenMismatch.
-    With `provider`, the golden check must run on that provider, not on a fallback."""
+    With `provider`, the golden check must run on that provider, not on a fallback; with `sha256_expected`
+    (hex, or a .sha256 file), the .tar.gz must be the published one; with `public_key` (PEM), manifest.sig
+    must be the producer's Ed25519 signature of manifest.json."""
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle not found: {path}")
+    if sha256_expected is not None:
+        check_archive_digest(path, sha256_expected)
     with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
         bundle = safe_extract(path, Path(scratch)) if path.is_file() else path
         manifest = load_manifest(bundle)
+        if public_key is not None:
+            check_signature(bundle, public_key)
         files = check_files(bundle, manifest)
         providers = providers_for(manifest)
         names = [name for name, _ in providers]
@@ -298,7 +306,51 @@ def verify(path: Path, provider: str | None = None) -> dict:
         golden = check_golden(bundle, manifest, opened)
         golden["golden_pictures"] = check_golden_pictures(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
+                "signature": "checked" if public_key else ("present, not checked" if (bundle / SIGNATURE).is_file()
+                                                          else "none"),
                 "providers": opened.get_providers(), "requested_providers": names, **runtime_facts(), **golden}
+
+
+def check_archive_digest(archive: Path, expected: str) -> None:
+    """The .tar.gz is byte for byte the one whose sha256 the producer published."""
+    if not archive.is_file():
+        raise BundleError("--sha256 checks the .tar.gz as published, not an extracted folder")
+    source = Path(expected)
+    if source.is_file():
+        expected = source.read_text().split()[0] if source.read_text().split() else ""
+    expected = expected.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise BundleError(f"--sha256 wants 64 hex digits or a .sha256 file, got {expected[:70]!r}")
+    actual = sha256(archive)
+    if actual != expected:
+        raise BundleError(f"{archive.name} has sha256 {actual[:16]}…, not the published {expected[:16]}…: "
+                          "it is not the archive the producer published")
+
+
+def check_signature(bundle: Path, public_key: Path) -> None:
+    """manifest.sig is the Ed25519 signature, by the producer's key, of manifest.json (which pins every file)."""
+    import base64
+
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError:
+        raise BundleError("checking a signature needs the cryptography package: pip install cryptography") from None
+    try:
+        key = load_pem_public_key(Path(public_key).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the public key {public_key}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise BundleError(f"{public_key} is not an Ed25519 public key")
+    signature_file = bundle / SIGNATURE
+    if not signature_file.is_file():
+        raise BundleError(f"the bundle is not signed (no {SIGNATURE}), but --public-key asks for a signature")
+    try:
+        key.verify(base64.b64decode(signature_file.read_text()), (bundle / MANIFEST).read_bytes())
+    except (InvalidSignature, ValueError):
+        raise BundleError(f"{SIGNATURE} does not match manifest.json under {Path(public_key).name}: the manifest "
+                          "was changed after signing, or another key signed it") from None
 
 
 def available_providers() -> list[str]:
@@ -321,10 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python verify.py", description="Check every sha256, the manifest and the golden outputs of a bundle.")
     parser.add_argument("bundle", help="the bundle folder or its .tar.gz")
     parser.add_argument("--provider", help="fail unless this execution provider runs the golden check")
+    parser.add_argument("--sha256", help="the published sha256 of the .tar.gz (hex, or its .sha256 file)")
+    parser.add_argument("--public-key", type=Path, help="the producer's Ed25519 public key (PEM): manifest.sig "
+                                                          "must be its signature of manifest.json")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        report = verify(Path(args.bundle), args.provider)
+        report = verify(Path(args.bundle), args.provider, args.sha256, args.public_key)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ class Stage:
     plots:    names of the plot tables it writes (metrics/plots/<name>.csv)
     code:     project files it reads that no import reaches (scripts it copies, modules run with -m)
     flags:    run() boolean keywords the CLI offers as --flags (not DVC params: they change no output file)
+    file_options: run() keywords the CLI offers as --option PATH, default None (package --sign-key)
     table:    the pipeline.report_table function that prints its metrics (default: a one-line summary)
     deterministic: False for stages whose outputs are observations (timings), e.g. bench, report
     """
@@ -78,6 +79,7 @@ class Stage:
     plots: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
     flags: dict[str, str] = field(default_factory=dict)
+    file_options: dict[str, str] = field(default_factory=dict)
     table: str | None = None
     deterministic: bool = True
     dvc_flags: str = ""

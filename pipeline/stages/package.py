@@ -81,7 +81,8 @@ class TargetConfig(Schema):
 
 
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
-        device_runs: Path, out_dir: Path, archive: Path, *, target: str) -> StageResult:
+        device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
+        sign_key: Path | None = None) -> StageResult:
 
     from pipeline import bundle as bundle_io
     from pipeline import lineage
@@ -114,11 +115,15 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
+        if sign_key is not None:
+            bundle_io.sign_manifest(staging, Path(sign_key))
         report = verify.verify(staging)
     bundle_io.write_tarball(Path(out_dir), Path(archive))
+    archive_sha256 = bundle_io.write_digest(Path(archive), Path(digest))
     return StageResult(
-        outputs={"bundle": Path(out_dir), "archive": Path(archive)},
-        metrics={"target": target, "chosen": chosen["name"], "session": options, "reason": reason,
+        outputs={"bundle": Path(out_dir), "archive": Path(archive), "digest": Path(digest)},
+        metrics={"target": target, "chosen": chosen["name"], "archive_sha256": archive_sha256,
+                 "signed": sign_key is not None, "session": options, "reason": reason,
                  "verified": {k: v for k, v in report.items() if k != "bundle"},
                  "candidates": [_public(c) for c in candidates]},
         observations={"selection": evidence},
@@ -324,6 +329,9 @@ STAGE = Stage(
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
             "model_dir": "${paths.model}", "data_dir": "${paths.data}",
             "device_runs": "${paths.metrics}/device_runs.json"},
-    outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz"},
-    foreach="target", item_arg="target", code=("pipeline/deploy",),
+    outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz",
+             "digest": "${paths.deploy}/${key}.tar.gz.sha256"},
+    foreach="target", item_arg="target", code=("pipeline/deploy", "pipeline/runtimes/wasm_timing"),
+    file_options={"sign_key": "Sign manifest.json with this Ed25519 private key (PEM); the bundle then holds "
+                              "manifest.sig, which `verify --public-key` checks."},
 )

@@ -176,3 +176,70 @@ def test_verify_script_help_is_usage_not_an_error(bundles):
     result = subprocess.run([sys.executable, str(bundles["cpu_x86"] / "verify.py"), "--help"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: python verify.py")
+
+
+def test_the_published_sha256_pins_the_archive(bundles, tmp_path):
+    archive = bundles["cpu_x86"].with_suffix(".tar.gz")
+    published = archive.with_name(archive.name + ".sha256")
+    assert published.read_text().split() == [verify.sha256(archive), archive.name]
+    assert verify.verify(archive, sha256_expected=str(published))["target"] == "cpu_x86"
+    repacked = tmp_path / "cpu_x86.tar.gz"
+    subprocess.run(["tar", "-czf", str(repacked), "."], cwd=bundles["cpu_x86"], check=True)
+    with pytest.raises(verify.BundleError, match="it is not the archive the producer published"):
+        verify.verify(repacked, sha256_expected=str(published))
+    bad = run_cli("verify", str(archive), "--sha256", "beef")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --sha256 wants 64 hex digits")
+
+
+def _keys(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private, public = tmp_path / "producer.pem", tmp_path / "producer.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_a_signed_manifest_verifies_only_unchanged_and_under_the_producers_key(bundle_copy, tmp_path):
+    from pipeline.bundle import sign_manifest
+
+    private, public = _keys(tmp_path)
+    with pytest.raises(verify.BundleError, match="the bundle is not signed"):
+        verify.verify(bundle_copy, public_key=public)
+    sign_manifest(bundle_copy, private)
+    assert verify.verify(bundle_copy, public_key=public)["signature"] == "checked"
+    (tmp_path / "other").mkdir()
+    other = _keys(tmp_path / "other")[1]
+    with pytest.raises(verify.BundleError, match="another key signed it"):
+        verify.verify(bundle_copy, public_key=other)
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["class_labels"][3] = "8"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    result = subprocess.run([sys.executable, "verify.py", ".", "--public-key", str(public)], cwd=bundle_copy,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "manifest.sig does not match manifest.json" in result.stderr
+
+
+def test_a_signing_key_that_is_not_ed25519_is_one_line(bundle_copy, tmp_path):
+    from pipeline.bundle import sign_manifest
+    from pipeline.errors import PipelineError
+
+    (tmp_path / "key.pem").write_text("not a key")
+    with pytest.raises(PipelineError, match=r"cannot read the signing key .*key\.pem"):
+        sign_manifest(bundle_copy, tmp_path / "key.pem")
+    assert "--sign-key" in run_cli("package", "--help").stdout
+
+
+def test_extracted_files_carry_the_pipeline_release_date(bundles, tmp_path):
+    import datetime
+
+    from pipeline import RELEASE_DATE
+
+    with tarfile.open(bundles["cpu_x86"].with_suffix(".tar.gz")) as tar:
+        tar.extractall(tmp_path, filter="data")
+    day = datetime.datetime.fromtimestamp((tmp_path / "cpu_x86" / "model.onnx").stat().st_mtime, datetime.UTC)
+    assert day.date().isoformat() == RELEASE_DATE
