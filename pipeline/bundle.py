@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -111,3 +112,37 @@ def sign_manifest(bundle: Path, key_file: Path) -> None:
         raise PipelineError(f"{key_file} is not an Ed25519 private key (openssl genpkey -algorithm ed25519)")
     signature = key.sign((bundle / MANIFEST).read_bytes())
     (bundle / SIGNATURE).write_text(base64.b64encode(signature).decode() + "\n")
+
+
+def write_web_page(staging: Path, page_dir: Path) -> None:
+    """The drawing page and the onnxruntime-web WebAssembly runtime it loads, all served from the bundle."""
+    from pipeline import runtimes
+
+    for source in (*sorted(page_dir.iterdir()), *runtimes.web_runtime_files()):
+        shutil.copy(source, staging / source.name)
+
+
+def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
+    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
+    an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
+    from pipeline import mnist, preprocessing
+    from pipeline.deploy import infer
+
+    expected = []
+    for name, png in golden_pictures(mnist.load(data_dir).test_images):
+        (staging / name).parent.mkdir(exist_ok=True)
+        (staging / name).write_bytes(png)
+        x = infer.picture_input(staging / name, preprocessing.as_manifest())
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+        expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],
+                         "logits": [float(v) for v in logits]})
+    return expected
+
+
+def write_sample_digit(data_dir: Path, path: Path) -> None:
+    """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
+    from PIL import Image
+
+    from pipeline import mnist
+
+    Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")

@@ -114,11 +114,12 @@ def entry(stage: Stage) -> dict:
     params = list(dict.fromkeys(stage.config.values()))
     if params:
         body["params"] = params
-    if stage.outputs:
-        body["outs"] = list(stage.outputs.values())
-    body["metrics"] = [{stage.metrics_file: {"cache": False}}, {stage.timings_file: {"cache": False}}]
-    if stage.plots:
-        body["plots"] = [{stage.plot_file(p): {"cache": False}} for p in stage.plots]
+    # Detailed metrics, timings and plot data are plain outputs; only the headline is a DVC metric, so
+    # `dvc metrics show` stays a narrow table, and the plots (with axes) are the top-level ones below.
+    uncached = [stage.metrics_file, stage.timings_file, *(stage.plot_file(p) for p in stage.plots)]
+    body["outs"] = [*stage.outputs.values(), *({f: {"cache": False}} for f in uncached)]
+    if stage.headline is not None:
+        body["metrics"] = [{stage.summary_file: {"cache": False}}]
     if stage.foreach:
         return {"foreach": f"${{{stage.foreach}}}", "do": body}
     return body

@@ -76,6 +76,8 @@ def write_files(stage: Stage, cfg, item: str | None, result: StageResult, observ
     from pipeline.io import write_json
 
     write_json(path(cfg, stage.metrics_file, item), result.metrics)
+    if stage.headline is not None:
+        write_json(path(cfg, stage.summary_file, item), stage.headline(result.metrics))
     write_json(path(cfg, stage.timings_file, item), observations)
     for name, rows in result.plots.items():
         write_plot(path(cfg, stage.plot_file(name), item), rows)

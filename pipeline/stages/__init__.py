@@ -64,6 +64,8 @@ class Stage:
     flags:    run() boolean keywords the CLI offers as --flags (not DVC params: they change no output file)
     file_options: run() keywords the CLI offers as --option PATH, default None (package --sign-key)
     table:    the pipeline.report_table function that prints its metrics (default: a one-line summary)
+    headline: metrics -> a few flat numbers, written to metrics/summary/<stem>.json: what `dvc metrics show`
+              and `dvc exp show` list (the detailed metrics file is a plain output); None: nothing listed
     deterministic: False for stages whose outputs are observations (timings), e.g. bench, report
     """
 
@@ -81,6 +83,7 @@ class Stage:
     flags: dict[str, str] = field(default_factory=dict)
     file_options: dict[str, str] = field(default_factory=dict)
     table: str | None = None
+    headline: Callable[[dict], dict] | None = None
     deterministic: bool = True
     dvc_flags: str = ""
 
@@ -105,6 +108,10 @@ class Stage:
     @property
     def metrics_file(self) -> str:
         return f"${{paths.metrics}}/{self.file_stem}.json"
+
+    @property
+    def summary_file(self) -> str:
+        return f"${{paths.metrics}}/summary/{self.file_stem}.json"
 
     @property
     def timings_file(self) -> str:

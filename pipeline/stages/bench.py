@@ -267,4 +267,6 @@ STAGE = Stage(
             "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
             "data_dir": "${paths.data}"},
     plots=("bench",), table="bench_table", code=("pipeline/rss_probe.py",), deterministic=False,
+    headline=lambda m: {"b1_vs_torch": round(m["winner"]["shipped"]["speedup_vs_torch"], 2),
+                        "throughput_vs_compile": round(m["winner"]["shipped"]["throughput_vs_compile"], 2)},
 )

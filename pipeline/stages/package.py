@@ -99,8 +99,8 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = _write_golden(cfg, session, Path(data_dir), staging)
-        golden["pictures"] = _write_golden_pictures(session, Path(data_dir), staging)
-        _write_sample_digit(Path(data_dir), staging / "digit.png")
+        golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging)
+        bundle_io.write_sample_digit(Path(data_dir), staging / "digit.png")
         for script in CONSUMER_CODE:
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
@@ -125,6 +125,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         metrics={"target": target, "chosen": chosen["name"], "archive_sha256": archive_sha256,
                  "signed": sign_key is not None, "session": options, "reason": reason,
                  "verified": {k: v for k, v in report.items() if k != "bundle"},
+                 "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
                  "candidates": [_public(c) for c in candidates]},
         observations={"selection": evidence},
     )
@@ -206,6 +207,7 @@ def _why_not(candidate: dict) -> str:
 
 def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, dict]:
     """Copy (or fix the batch of, or convert to .ort) the chosen model; return its file name and extras."""
+    from pipeline import bundle as bundle_io
     from pipeline import mobile, onnx_utils
 
     model = onnx_utils.load(source)
@@ -214,7 +216,7 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
     if cfg.format in ("onnx", "web"):
         onnx_utils.save(model, staging / "model.onnx", external_threshold_bytes=1 << 30)
         if cfg.format == "web":
-            _write_web_page(staging)
+            bundle_io.write_web_page(staging, DEPLOY_CODE / "web")
         return "model.onnx", {}
     with tempfile.TemporaryDirectory(prefix="mobile-") as scratch:
         fixed = Path(scratch) / "model.onnx"
@@ -224,12 +226,6 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
         mobile.to_ort_format(fixed, staging)
     return "model.ort", {"mobile": {"fixed_batch": cfg.fixed_batch, "usability": verdict,
                                     "reduced_build_config": "required_operators.config"}}
-
-
-def _write_web_page(staging: Path) -> None:
-    """The drawing page and the onnxruntime-web WebAssembly runtime it loads, all served from the bundle."""
-    for source in (*sorted((DEPLOY_CODE / "web").iterdir()), *runtimes.web_runtime_files()):
-        shutil.copy(source, staging / source.name)
 
 
 def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> dict:
@@ -244,33 +240,6 @@ def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> 
     sets = bundle_io.write_golden(staging, inputs, outputs)
     return {"sets": sets, "samples": len(x), "tolerance": {"atol": cfg.golden_atol, "top1_must_match": True},
             "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
-
-
-def _write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
-    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
-    an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
-    from pipeline import bundle as bundle_io
-    from pipeline import mnist
-    from pipeline.deploy import infer
-
-    expected = []
-    for name, png in bundle_io.golden_pictures(mnist.load(data_dir).test_images):
-        (staging / name).parent.mkdir(exist_ok=True)
-        (staging / name).write_bytes(png)
-        x = infer.picture_input(staging / name, preprocessing.as_manifest())
-        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
-        expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],
-                         "logits": [float(v) for v in logits]})
-    return expected
-
-
-def _write_sample_digit(data_dir: Path, path: Path) -> None:
-    """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
-    from PIL import Image
-
-    from pipeline import mnist
-
-    Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")
 
 
 def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict) -> dict:
@@ -332,6 +301,7 @@ STAGE = Stage(
     outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz",
              "digest": "${paths.deploy}/${key}.tar.gz.sha256"},
     foreach="target", item_arg="target", code=("pipeline/deploy", "pipeline/runtimes/wasm_timing"),
+    headline=lambda m: {"chosen": m["chosen"], "verified": m["verified_on"]},
     file_options={"sign_key": "Sign manifest.json with this Ed25519 private key (PEM); the bundle then holds "
                               "manifest.sig, which `verify --public-key` checks."},
 )

@@ -87,4 +87,5 @@ STAGE = Stage(
     name="train", run=run, help="Train the configured CNN (train.distributed.nproc_per_node=N for torchrun/DDP).",
     owns={"model": ModelSpec, "train": TrainConfig}, config={"cfg": "train", "model_spec": "model", "seed": "seed"},
     inputs={"data_dir": "${paths.data}"}, outputs={"out_dir": "${paths.model}"}, plots=("train",),
+    headline=lambda m: {"accuracy": round(m["test_accuracy"], 4), "epochs": m["epochs"]},
 )

@@ -107,4 +107,7 @@ STAGE = Stage(
     inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}", "variants_dir": "${paths.variants}"},
     table="parity_table",
     flags={"explain": "Localize divergence for every variant, not only failing ones."},
+    headline=lambda m: {
+        "gates_passed": f"{sum(v['passed'] for v in m['variants'].values())}/{len(m['variants'])}",
+        "worst_accuracy_delta_pt": round(min(v["accuracy_delta_pt"] for v in m["variants"].values()), 2)},
 )
