@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 CHROMIUM := /usr/bin/chromium
+VEGA     := .cache/vega/.ready
 
 .PHONY: repro test lint params gate bench clean-venv
 
@@ -20,14 +21,25 @@ $(CHROMIUM):
 	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
 	else echo "warning: no $(CHROMIUM), and not root to install it: the web bundle stays unverified"; fi
 
-## Run the whole pipeline: compose conf/ into params.yaml, then let DVC rebuild what changed.
-repro: $(STAMP) $(CHROMIUM)
+# `dvc plots show` loads vega from here, not from a CDN (.dvc/plots/offline.html): the versions DVC names.
+$(VEGA):
+	mkdir -p .cache/vega && cd .cache/vega && echo '{"private": true}' > package.json && \
+	  npm install --silent --no-audit --no-fund --legacy-peer-deps vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+	touch $(VEGA)
+
+# params.yaml is recomposed only when a conf/ file is newer: `dvc exp run -S k=v` and `pipeline params k=v`
+# write it themselves, and their overrides survive `make repro` (pipeline/params_file.py).
+params.yaml: $(shell find conf -name '*.yaml') | $(STAMP)
 	pipeline params
+	touch params.yaml
+
+## Run the whole pipeline: compose conf/ into params.yaml when conf/ changed, then let DVC rebuild what changed.
+repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	dvc repro
 	pipeline timings
 
 ## Lint and run the test suite (real MNIST, small configs).
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(VEGA)
 	ruff check .
 	pytest
 

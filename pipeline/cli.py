@@ -168,27 +168,32 @@ def export(
 @guarded
 def params(
     overrides: Overrides = None,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if params.yaml differs from conf/.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if params.yaml is not conf/ plus its recorded "
+                                                         "overrides; name every key that differs and why.")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="Drop the recorded overrides: params.yaml = conf/.")] = False,
     output: Annotated[Path, typer.Option("--output", help="Where to write the composition.")] = Path("params.yaml"),
 ) -> None:
-    """Compose conf/ (+ overrides) into params.yaml, the file DVC tracks and the stages read."""
-    from pipeline.config import compose, to_plain, to_yaml, validate
+    """Compose conf/ (+ overrides, recorded and kept until --reset) into params.yaml, which DVC tracks."""
+    from pipeline import params_file
     from pipeline.io import write_text
 
-    composed = compose(list(overrides or []))
-    validate(to_plain(composed))
-    text = to_yaml(composed)
+    kept = [] if reset else params_file.merge(params_file.recorded(output), list(overrides or []))
+    text = params_file.render(kept)
     current = output.read_text() if output.is_file() else None
     if check:
-        if current != text:
-            typer.echo(f"{output} differs from conf/: run `pipeline params` to recompose it", err=True)
+        differs = current != text
+        for line in params_file.explain(output) if current is not None else []:
+            typer.echo(f"  {line}", err=differs)
+        if differs:
+            typer.echo(f"{output} differs from conf/ (+ its recorded overrides): `pipeline params` recomposes it, "
+                       f"`pipeline params --reset` drops every override", err=True)
             raise typer.Exit(1)
-        typer.echo(f"{output} matches conf/")
-    elif current != text:
+        typer.echo(f"{output} matches conf/" + (f" with the overrides {' '.join(kept)}" if kept else ""))
+        return
+    if current != text:
         write_text(output, text)
-        typer.echo(f"wrote {output} from conf/")
-    else:
-        typer.echo(f"{output} is up to date with conf/")
+    typer.echo(f"{'wrote' if current != text else 'up to date:'} {output} from conf/"
+               + (f" with the overrides {' '.join(kept)} (kept until `pipeline params --reset`)" if kept else ""))
 
 
 @app.command()

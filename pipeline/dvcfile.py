@@ -27,14 +27,23 @@ HEADER = """\
 # with. deps list every project module a stage imports (transitively), params every key it reads; so editing
 # pipeline/preprocessing.py reruns train and everything after it, and changing train.epochs never reruns prepare.
 """
-# `dvc plots show`: the data files are written by the stages' declared plots.
+# `dvc plots show` (rendered offline through .dvc/plots/offline.html): the data files are the stages' plot
+# outputs; every plot names its axes, and the scatter labels its points and fits its y-range to the data.
 TOP_LEVEL_PLOTS = [
-    {"accuracy_vs_latency": {"template": "scatter", "x": "latency_ms", "y": {"metrics/plots/bench.csv": "accuracy"}}},
-    {"throughput": {"template": "bar_horizontal", "x": "throughput", "y": {"metrics/plots/bench.csv": "variant"}}},
+    {"accuracy_vs_latency": {"template": "labelled_scatter", "x": "latency_ms", "y": {"metrics/plots/bench.csv":
+                             "accuracy"}, "title": "Test accuracy vs batch-1 latency (each runner and variant)",
+                             "x_label": "batch-1 p50 latency (ms)", "y_label": "MNIST test accuracy"}},
+    {"throughput": {"template": "bar_horizontal", "x": "throughput", "y": {"metrics/plots/bench.csv": "variant"},
+                    "title": "Throughput at the benchmark batch", "x_label": "images per second",
+                    "y_label": "runner / variant"}},
     {"shipped_cpu_model_confusion": {"template": "confusion", "x": "actual",
-                                     "y": {"metrics/plots/confusion.csv": "predicted"}}},
-    {"training_loss": {"x": "epoch", "y": {"metrics/plots/train.csv": ["train_loss", "test_loss"]}}},
-    {"training_accuracy": {"x": "epoch", "y": {"metrics/plots/train.csv": ["train_accuracy", "test_accuracy"]}}},
+                                     "y": {"metrics/plots/confusion.csv": "predicted"},
+                                     "title": "Confusion matrix of the shipped cpu_x86 model (10k test images)",
+                                     "x_label": "actual digit", "y_label": "predicted digit"}},
+    {"training_loss": {"x": "epoch", "y": {"metrics/plots/train.csv": ["train_loss", "test_loss"]},
+                       "title": "Loss per epoch", "x_label": "epoch", "y_label": "cross-entropy loss"}},
+    {"training_accuracy": {"x": "epoch", "y": {"metrics/plots/train.csv": ["train_accuracy", "test_accuracy"]},
+                           "title": "Accuracy per epoch", "x_label": "epoch", "y_label": "accuracy"}},
 ]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from pipeline.chatter import captured
 from pipeline.errors import PipelineError
 
 
@@ -65,7 +66,7 @@ def to_ort_format(model_path: Path, out_dir: Path, target_platform: str = "arm")
         source = Path(scratch) / "model.onnx"
         shutil.copy(model_path, source)
         converted = Path(scratch) / "out"
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints a line per step
+        with captured("ort_format"):  # the converter logs and prints a line per step
             convert_onnx_models_to_ort(source, converted, [OptimizationStyle.Runtime], target_platform=target_platform)
         ort_files = list(converted.glob("*.ort"))
         configs = list(converted.glob("*.config"))

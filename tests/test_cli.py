@@ -79,3 +79,46 @@ def test_version_and_short_help():
 def test_dvc_yaml_matches_the_stage_declarations():
     result = run_cli("dvc", "--check")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_params_override_is_recorded_kept_and_explained(tmp_path):
+    target = tmp_path / "params.yaml"
+    assert run_cli("params", "--output", str(target), "train.epochs=1").returncode == 0
+    assert target.read_text().startswith("# pipeline params overrides: train.epochs=1\n")
+    again = run_cli("params", "--output", str(target))  # what `make repro` runs after a conf/ edit
+    assert again.returncode == 0 and "with the overrides train.epochs=1" in again.stdout
+    check = run_cli("params", "--check", "--output", str(target))
+    assert check.returncode == 0 and "train.epochs = 1 (conf/ has 4): an override `pipeline params` keeps" in (
+        check.stdout)
+    assert run_cli("params", "--output", str(target), "--reset").returncode == 0
+    assert run_cli("params", "--check", "--output", str(target)).returncode == 0
+    assert not target.read_text().startswith("#")
+
+
+def test_params_check_explains_an_override_dvc_exp_run_wrote(tmp_path):
+    from pipeline.config import compose, to_yaml
+
+    target = tmp_path / "params.yaml"
+    target.write_text(to_yaml(compose(["train.epochs=2"])))  # what `dvc exp run -S train.epochs=2` writes
+    check = run_cli("params", "--check", "--output", str(target))
+    assert check.returncode == 1
+    assert "train.epochs = 2 (conf/ has 4): not from conf/: `dvc exp run -S`" in check.stderr
+    assert "keep it with `pipeline params train.epochs=2`" in check.stderr
+
+
+def test_make_recomposes_params_only_when_conf_changed(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()
+    dry_run = ["make", "-n", "params.yaml"]
+    os.utime(tmp_path / "params.yaml")  # newer than conf/: as after `dvc exp run -S` or `pipeline params k=v`
+    assert "pipeline params" not in subprocess.run(dry_run, cwd=tmp_path, capture_output=True, text=True).stdout
+    later = (tmp_path / "params.yaml").stat().st_mtime + 10
+    os.utime(tmp_path / "conf" / "train" / "default.yaml", (later, later))  # a conf/ edit
+    assert "pipeline params" in subprocess.run(dry_run, cwd=tmp_path, capture_output=True, text=True).stdout

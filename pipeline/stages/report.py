@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import svg
+from pipeline import charts
 from pipeline.stages import Stage, StageResult
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-       "th{background:#eee}td.n{text-align:right;white-space:nowrap}.ok{color:#2a7}"
+       "th{background:#eee}td.n{text-align:right}td,th{overflow-wrap:anywhere}.ok{color:#2a7}"
        ".bad{color:#c00;font-weight:bold}")
 # Pipeline order for variants; anything unlisted follows alphabetically.
 VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
@@ -91,7 +91,7 @@ def _summary(m: dict) -> str:
 def _variants(m: dict) -> str:
     parity, bench = m.get("parity", {}).get("variants", {}), m.get("bench", {}).get("variants", {})
     head = ("variant", "kind", "accuracy", "Δacc (pt)", "agreement", "max |Δlogit|", "cos min", "gates",
-            "p50 ms", "img/s", "vs torch", "size")
+            "p50 ms", "img/s", "img/s vs torch eager", "size")
     rows = []
     for name, p in sorted(parity.items(), key=lambda item: _rank(item[0], VARIANT_ORDER)):
         b = bench.get(name, {})
@@ -129,9 +129,9 @@ def _speed(m: dict) -> str:
     if not bench:
         return "<h2>Speed</h2><p>not benchmarked (run <code>pipeline bench</code>)</p>"
     rows = bench["variants"]
-    scatter = svg.scatter({n: (r["latency_ms"]["p50"], r["accuracy"]) for n, r in rows.items() if r["accuracy"]},
+    scatter = charts.scatter({n: (r["latency_ms"]["p50"], r["accuracy"]) for n, r in rows.items() if r["accuracy"]},
                           "accuracy vs batch-1 latency", "batch-1 p50 latency (ms)", "test accuracy")
-    bar = svg.bars({n: r["throughput"] for n, r in rows.items()}, "throughput",
+    bar = charts.bars({n: r["throughput"] for n, r in rows.items()}, "throughput",
                    f"images/s at batch {bench['batch']}, {bench['threads']} threads")
     cross = [[escape(c["model"]), f"{c['parameters']:,}", _ci(c, "throughput_ratio"), _ci(c, "latency_ratio"),
               f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
@@ -182,8 +182,8 @@ def _training(m: dict) -> str:
     history = m.get("history", [])
     series = {key: [(h["epoch"], h[key]) for h in history] for key in ("train_loss", "test_loss")}
     accuracy = {"test_accuracy": [(h["epoch"], h["test_accuracy"]) for h in history]}
-    return ("<h2>Training</h2>" + svg.lines(series, "loss per epoch", "epoch", "loss")
-            + svg.lines(accuracy, "test accuracy per epoch", "epoch", "accuracy"))
+    return ("<h2>Training</h2>" + charts.lines(series, "loss per epoch", "epoch", "loss")
+            + charts.lines(accuracy, "test accuracy per epoch", "epoch", "accuracy"))
 
 
 def _table(head, rows) -> str:
