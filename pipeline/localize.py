@@ -4,6 +4,8 @@ Both models get every float node output exposed as a graph output (types from ON
 run on the same real images, and tensors with the same name and shape are compared in the candidate's
 topological order. QDQ quantization, fp16 conversion and weight edits keep the original tensor names,
 so the first tensor whose relative error crosses the threshold names the node where things go wrong.
+Node names survive too, so each row also names the PyTorch module the node came from, read from the
+exporter's `pkg.torch.onnx.name_scopes` metadata on the exported model (later passes drop that metadata).
 """
 
 from __future__ import annotations
@@ -42,9 +44,27 @@ def intermediate_values(path: Path, x: np.ndarray, scratch: Path) -> dict[str, n
     return {n: v.astype(np.float32) for n, v in zip(names, values, strict=True)}
 
 
+def modules(exported: Path) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module it was exported from (`features.3`), where the exporter said."""
+    import ast
+
+    found = {}
+    for node in onnx_utils.load(exported, check=False).graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        try:
+            names = ast.literal_eval(scopes) if scopes else []
+        except (ValueError, SyntaxError):
+            continue
+        # [root '', 'features', 'features.3', <the aten op>]: the module is the deepest scope before the op.
+        if len(names) >= 3:
+            found[node.name] = names[-2]
+    return found
+
+
 def localize(reference: Path, candidate: Path, x: np.ndarray, *, rel_threshold: float, top_k: int,
-             scratch: Path) -> dict:
-    """First divergent node (topological order) and the top-k nodes by relative L2 error."""
+             scratch: Path, module_names: dict[str, str] | None = None) -> dict:
+    """First divergent node (topological order) and the top-k nodes by relative L2 error, each with its
+    PyTorch module where `module_names` (see `modules`) knows it."""
     ref = intermediate_values(reference, x, scratch)
     cand = intermediate_values(candidate, x, scratch)
     rows = []
@@ -52,7 +72,8 @@ def localize(reference: Path, candidate: Path, x: np.ndarray, *, rel_threshold: 
         for name in node.output:
             seen = consumed_value(name, cand)
             if name in ref and seen in cand and ref[name].shape == cand[seen].shape:
-                rows.append(_row(node, name, ref[name], cand[seen]))
+                rows.append({**_row(node, name, ref[name], cand[seen]),
+                             "module": (module_names or {}).get(node.name)})
     first = next((r for r in rows if not r["rel_error"] <= rel_threshold), None)
     worst = sorted(rows, key=lambda r: -r["rel_error"] if np.isfinite(r["rel_error"]) else -np.inf)
     return {

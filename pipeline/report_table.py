@@ -58,6 +58,11 @@ def variant_table(title: str, rows: dict[str, dict]) -> None:
     console.print(table)
 
 
+def _node(row: dict) -> str:
+    """`node_Conv_51 [features.1]`: the ONNX node and, where known, the PyTorch module it came from."""
+    return f"{row['node']} [{row['module']}]" if row.get("module") else row["node"]
+
+
 def parity_table(report: dict) -> None:
     """One row per variant, ✓/✗ per verdict, then where each failing variant diverges."""
     table = Table(title=f"parity vs PyTorch on {report['samples']} test images "
@@ -74,8 +79,8 @@ def parity_table(report: dict) -> None:
         divergence = row.get("divergence")
         if divergence:
             first = divergence["first_divergent"]
-            where = f"{first['node']} ({first['op']}, rel error {first['rel_error']:.3g})" if first else "none"
-            top = ", ".join(f"{r['node']} {r['rel_error']:.3g}" for r in divergence["top"])
+            where = (f"{_node(first)} ({first['op']}, rel error {first['rel_error']:.3g})" if first else "none")
+            top = ", ".join(f"{_node(r)} {r['rel_error']:.3g}" for r in divergence["top"])
             console.print(f"[bold]{name}[/]: first divergent node: {where}; top by rel error: {top}")
     for message in report["failures"]:
         console.print(f"[red]✗ {message}[/]")

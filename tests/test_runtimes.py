@@ -123,7 +123,7 @@ def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factor
 def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(web_bundle):
     [record] = _manifest(web_bundle)["verified_on"]
     assert record["verified"] and record["provider"] == "wasm" and record["browser"].startswith("Chromium ")
-    assert record["golden_pictures"] == 6 and record["max_abs_delta"] <= 1e-4
+    assert record["golden_pictures"] == 6 and record["max_abs_delta"] <= config().target["web"].golden_atol
     assert record["drawn"]["read_correctly"] == record["drawn"]["digits"] == 6
     assert {"index.html", "app.mjs", "digits.mjs", "ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm"} <= {
         p.name for p in web_bundle.iterdir()}

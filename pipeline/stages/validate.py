@@ -88,14 +88,16 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
 def _localize_failing(cfg: ValidateConfig, report: dict, paths: dict[str, Path], x: np.ndarray, explain: bool
                       ) -> None:
     """Where a failing variant first diverges from the simplified fp32 ONNX model, node by node."""
-    from pipeline.localize import localize
+    from pipeline.localize import localize, modules
 
+    module_names = modules(paths["exported"]) if "exported" in paths else {}
     with tempfile.TemporaryDirectory(prefix="localize-") as scratch:
         for name, entry in report.items():
             if explain or not entry["passed"]:
                 entry["divergence"] = localize(
                     paths["simplified"], paths[name], x[: cfg.localize.samples],
                     rel_threshold=cfg.localize.rel_threshold, top_k=cfg.localize.top_k, scratch=Path(scratch),
+                    module_names=module_names,
                 )
 
 

@@ -159,3 +159,13 @@ def test_a_decompression_bomb_is_one_line_exit_2(bundles, tmp_path):
     result = run_cli("predict", str(tmp_path / "bomb.png"), "--bundle", str(bundles["cpu_x86"]))
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_multi_frame_image_says_which_frame_is_classified(bundles, mnist_dir, tmp_path):
+    data = mnist.load(mnist_dir)
+    first, second = (Image.fromarray(data.test_images[i]) for i in (0, 1))
+    first.save(tmp_path / "two.gif", save_all=True, append_images=[second])
+    result = run_cli("predict", str(tmp_path / "two.gif"), "--bundle", str(bundles["cpu_x86"]))
+    assert result.returncode == 0, result.stderr
+    assert "two.gif: 2 frames; classifying frame 1" in result.stderr
+    assert result.stdout.split()[-2] == str(data.test_labels[0])

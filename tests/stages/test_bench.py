@@ -66,3 +66,13 @@ def test_crossover_times_int8_against_fp32_per_model(bench_result):
     assert row["model"] == "CompactCNN(width=4)" and row["parameters"] > 0
     assert row["throughput_ratio_ci"][0] <= row["throughput_ratio"] <= row["throughput_ratio_ci"][1]
     assert row["size_ratio"] < 1.5
+
+
+def test_bench_without_validate_runs_and_says_accuracy_is_unknown(tmp_path, tiny_model_dir, variants_dir, bundles,
+                                                                   mnist_dir):
+    cfg = config("bench.latency_runs=12", "bench.rounds=3", "bench.warmup=2", "bench.throughput_batch=16",
+                 "bench.throughput_runs=3", "bench.crossover.models=[]", "quantize=[int8_static]",
+                 "bench.peers.torch_compile=false", "bench.peers.openvino=false")
+    metrics = bench.run(cfg.bench, cfg.quantize, False, 0, tiny_model_dir, variants_dir, tmp_path / "validate.json",
+                        bundles["cpu_x86"].parent, mnist_dir).metrics
+    assert metrics["variants"]["optimized"]["accuracy"] is None and metrics["variants"]["optimized"]["throughput"] > 0

@@ -69,9 +69,12 @@ def test_localization_names_the_node_whose_weights_were_perturbed(tmp_path, vari
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     faulty, consumer = _perturbed_copy(variants_dir, tmp_path, convs[1].input[1], lambda w: w * -1.0)
     x, _ = real_test_images(mnist_dir, 32)
+    from pipeline.localize import modules
+
     report = localize(variants_dir / "simplified" / "model.onnx", faulty, x, rel_threshold=0.1, top_k=5,
-                      scratch=tmp_path)
+                      scratch=tmp_path, module_names=modules(variants_dir / "exported" / "model.onnx"))
     assert report["first_divergent"]["node"] == consumer == convs[1].name
+    assert report["first_divergent"]["module"].startswith("features.")  # the PyTorch module, from the exporter
     assert convs[0].name not in [r["node"] for r in report["top"]]  # upstream of the fault: untouched
     assert len(report["top"]) == 5
 
