@@ -180,6 +180,10 @@ def params(
     kept = [] if reset else params_file.merge(params_file.recorded(output), list(overrides or []))
     text = params_file.render(kept)
     current = output.read_text() if output.is_file() else None
+    if check and current is None:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"{output.resolve()} not found: run from the repository root, or pass --output")
     if check:
         differs = current != text
         for line in params_file.explain(output) if current is not None else []:

@@ -95,6 +95,11 @@ def test_a_params_override_is_recorded_kept_and_explained(tmp_path):
     assert not target.read_text().startswith("#")
 
 
+def test_params_check_outside_the_repo_is_one_line(tmp_path):
+    result = run_cli("params", "--check", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "params.yaml not found" in result.stderr
+
+
 def test_params_check_explains_an_override_dvc_exp_run_wrote(tmp_path):
     from pipeline.config import compose, to_yaml
 

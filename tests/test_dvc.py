@@ -10,8 +10,12 @@ import yaml
 from pipeline.stages import all_stages
 from tests.conftest import CACHE, REPO, run_cli
 
+# The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
+# `make gate`; here they would only triple the cost of three clean runs.
 TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000",
-                 "bench.crossover.models=[]"]
+                 "bench.crossover.models=[]",
+                 *(f"target.{t}.runtimes=[]" for t in ("cpu_x86", "arm64_mobile", "cuda", "tensorrt", "openvino",
+                                                        "web"))]
 
 
 def _copy_repo(dest: Path) -> Path:
