@@ -31,6 +31,21 @@ def write_golden(bundle: Path, inputs: list[np.ndarray], outputs: list[np.ndarra
     return names
 
 
+def write_golden_set(session, data_dir: Path, staging: Path, samples: int, fixed_batch: int | None,
+                     atol: float) -> dict:
+    """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout, in
+    chunks of the model's fixed batch where it has one; returns the manifest's `golden` block."""
+    from pipeline.mnist import test_batch
+
+    x, _ = test_batch(data_dir, samples)
+    step = fixed_batch or len(x)
+    inputs = [x[i : i + step] for i in range(0, len(x), step)]
+    outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]
+    return {"sets": write_golden(staging, inputs, outputs), "samples": len(x),
+            "tolerance": {"atol": atol, "top1_must_match": True},
+            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+
+
 def file_hashes(bundle: Path) -> dict[str, str]:
     """sha256 of every file in the bundle except the manifest, which carries these hashes."""
     return {

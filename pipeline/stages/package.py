@@ -98,7 +98,8 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         model_file, extras = _write_model(cfg, chosen["path"], staging)
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
-        golden = _write_golden(cfg, session, Path(data_dir), staging)
+        golden = bundle_io.write_golden_set(session, Path(data_dir), staging, cfg.golden_samples, cfg.fixed_batch,
+                                            cfg.golden_atol)
         golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging)
         bundle_io.write_sample_digit(Path(data_dir), staging / "digit.png")
         for script in CONSUMER_CODE:
@@ -127,8 +128,15 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
                  "verified": {k: v for k, v in report.items() if k != "bundle"},
                  "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
                  "candidates": [_public(c) for c in candidates]},
-        observations={"selection": evidence},
+        # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
+        observations={"selection": evidence, "verified_at": _now()},
     )
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _parity_report(path: Path) -> dict:
@@ -226,20 +234,6 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
         mobile.to_ort_format(fixed, staging)
     return "model.ort", {"mobile": {"fixed_batch": cfg.fixed_batch, "usability": verdict,
                                     "reduced_build_config": "required_operators.config"}}
-
-
-def _write_golden(cfg: TargetConfig, session, data_dir: Path, staging: Path) -> dict:
-    """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout."""
-    from pipeline import bundle as bundle_io
-    from pipeline.mnist import test_batch
-
-    x, _ = test_batch(data_dir, cfg.golden_samples)
-    step = cfg.fixed_batch or len(x)
-    inputs = [x[i : i + step] for i in range(0, len(x), step)]
-    outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]
-    sets = bundle_io.write_golden(staging, inputs, outputs)
-    return {"sets": sets, "samples": len(x), "tolerance": {"atol": cfg.golden_atol, "top1_must_match": True},
-            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
 
 
 def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict) -> dict:
