@@ -87,19 +87,13 @@ def draw(page, digit: np.ndarray) -> str:
 
 
 def golden_digits(bundle: Path) -> list[tuple[np.ndarray, str]]:
-    """The bundle's golden pictures as its own digits.py prepares them (28x28), with their recorded labels."""
+    """The bundle's golden pictures as infer.py prepares them (28x28), with their recorded labels."""
     import json
 
-    from PIL import Image
-
-    from pipeline.deploy.digits import prepare
+    from pipeline.deploy.infer import digit_pixels
 
     pictures = json.loads((bundle / "manifest.json").read_text())["golden"]["pictures"]
-    digits = []
-    for picture in pictures:
-        with Image.open(bundle / picture["file"]) as image:
-            digits.append((prepare(np.asarray(image.convert("RGBA"))), picture["label"]))
-    return digits
+    return [(digit_pixels(bundle / picture["file"]), picture["label"]) for picture in pictures]
 
 
 def check_page(bundle: Path, digits: list[tuple[np.ndarray, str]], screenshot: Path | None = None) -> dict:

@@ -249,30 +249,29 @@ def verify(
         help="The producer's Ed25519 public key (PEM): manifest.sig must be its signature.")] = None,
 ) -> None:
     """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
-    from pipeline.deploy.verify import check_archive_digest, check_signature, safe_extract
     from pipeline.deploy.verify import verify as verify_bundle
 
     if runtime is not None:
-        if sha256 is not None:
-            check_archive_digest(bundle, sha256)
-        if public_key is not None:
-            with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-                check_signature(safe_extract(bundle, Path(scratch)) if bundle.is_file() else bundle, public_key)
-        return _verify_on(bundle, runtime)
+        return _verify_on(bundle, runtime, sha256, public_key)
     report = verify_bundle(bundle, None, sha256, public_key)
     typer.echo(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden "
                f"samples on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
 
 
-def _verify_on(bundle: Path, runtime: str) -> None:
+def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path | None) -> None:
+    """One cell of the runtime matrix, after the checks that need something from outside the bundle."""
     from pipeline import runtimes
-    from pipeline.deploy.verify import BundleError, load_manifest, safe_extract
+    from pipeline.deploy.verify import BundleError, check_archive_digest, check_signature, load_manifest, safe_extract
     from pipeline.errors import PipelineError
 
     if not bundle.exists():
         raise BundleError(f"bundle not found: {bundle}")
+    if sha256 is not None:
+        check_archive_digest(bundle, sha256)
     with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
         folder = safe_extract(bundle, Path(scratch)) if bundle.is_file() else bundle
+        if public_key is not None:
+            check_signature(folder, public_key)
         record = runtimes.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
     if not record["verified"]:
         raise PipelineError(f"cannot set up {runtime} here: {record['reason']}")

@@ -315,9 +315,8 @@ def check_archive_digest(archive: Path, expected: str) -> None:
     """The .tar.gz is byte for byte the one whose sha256 the producer published."""
     if not archive.is_file():
         raise BundleError("--sha256 checks the .tar.gz as published, not an extracted folder")
-    source = Path(expected)
-    if source.is_file():
-        expected = source.read_text().split()[0] if source.read_text().split() else ""
+    if Path(expected).is_file():  # sha256sum's format: "<hex>  <name>"
+        expected = next(iter(Path(expected).read_text().split()), "")
     expected = expected.strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise BundleError(f"--sha256 wants 64 hex digits or a .sha256 file, got {expected[:70]!r}")

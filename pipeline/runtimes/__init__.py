@@ -49,6 +49,7 @@ class Runtime:
     script: str = "verify.py"
     # Node resolves packages from the script's folder upwards: the bundle runs from a copy inside the env.
     runs_inside_env: bool = False
+    in_browser: bool = False  # the bundle's own page in Chromium, not a script
 
 
 ORT = f"onnxruntime=={version('onnxruntime')}"
@@ -62,7 +63,7 @@ RUNTIMES = {r.name: r for r in (
             lambda: envs.NODE_PACKAGE, envs.build_npm(envs.NODE_PACKAGE), lambda _: (["node"], {}),
             script="verify.mjs", runs_inside_env=True),
     Runtime("onnxruntime-web", f"{envs.WEB_PACKAGE} in Chromium", "wasm", "wasm32", False,
-            lambda: envs.WEB_PACKAGE, envs.build_npm(envs.WEB_PACKAGE)),
+            lambda: envs.WEB_PACKAGE, envs.build_npm(envs.WEB_PACKAGE), in_browser=True),
 )}
 
 
@@ -82,6 +83,15 @@ def environment(runtime: Runtime) -> Path:
     return root
 
 
+def ready(runtime: Runtime) -> Path:
+    """The runtime's environment, built if need be, and Chromium where it runs in a browser; raises
+    RuntimeUnavailable with the reason this machine cannot run it."""
+    root = environment(runtime)
+    if runtime.in_browser:
+        envs.check_browser()
+    return root
+
+
 def web_runtime_files() -> list[Path]:
     """onnxruntime-web's WebAssembly build, which the web bundle ships."""
     try:
@@ -98,9 +108,7 @@ def timer_for(provider: str, runtime_names: list[str]) -> str | None:
         if runtime.provider != provider:
             continue
         try:
-            environment(runtime)
-            if name == "onnxruntime-web":
-                envs.check_browser()
+            ready(runtime)
         except RuntimeUnavailable as exc:
             print(f"warning: not timing on {name}: {exc}", file=sys.stderr)
             continue
@@ -114,7 +122,7 @@ def time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict,
 
     if timer == "onnxruntime":
         return choose.measure(grid, provider, selection.rounds, selection.per_round)
-    if timer == "onnxruntime-web":
+    if RUNTIMES[timer].in_browser:
         from pipeline import browser
 
         return browser.time_on_wasm([(choose.label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection)
@@ -144,13 +152,11 @@ def check(bundle: Path, name: str, target: str) -> dict:
     cell = {"runtime": runtime.name, "package": runtime.package, "provider": runtime.provider,
             "architecture": runtime.architecture, "emulated": runtime.emulated}
     try:
-        root = environment(runtime)
-        if runtime.name == "onnxruntime-web":
-            envs.check_browser()
+        root = ready(runtime)
     except RuntimeUnavailable as exc:
         print(f"warning: {target} not verified on {runtime.name}: {exc}", file=sys.stderr)
         return {**cell, "verified": False, "reason": str(exc)}
-    report = _browser(bundle, target) if runtime.name == "onnxruntime-web" else _script(bundle, runtime, root, target)
+    report = _browser(bundle, target) if runtime.in_browser else _script(bundle, runtime, root, target)
     return {**cell, "verified": True, "onnxruntime": report["onnxruntime"], "machine": report["machine"],
             "golden_samples": report["golden_samples"], "golden_pictures": report.get("golden_pictures", 0),
             "max_abs_delta": float(f"{report['max_abs_delta']:.2g}"),
@@ -213,10 +219,16 @@ def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[
     return records
 
 
+def where(record: dict) -> str:
+    """Where a record's run happened: the device, or the architecture and whether it was emulated."""
+    if record.get("device"):
+        return record["device"]
+    return record.get("architecture", "—") + (" (emulated)" if record.get("emulated") else "")
+
+
 def summary(record: dict) -> str:
     """One line for model cards, reports and tables."""
     if not record["verified"]:
         return f"{record['provider']}: not verified ({record['reason']})"
-    where = record.get("device") or record["architecture"] + (" (emulated)" if record["emulated"] else "")
-    return (f"{record['provider']} on {where} with {record['package']}: {record['golden_samples']} golden samples, "
-            f"max |Δ| {record['max_abs_delta']:.2g}, top-1 agreement {record['top1_agreement']:.0%}")
+    return (f"{record['provider']} on {where(record)} with {record['package']}: {record['golden_samples']} golden "
+            f"samples, max |Δ| {record['max_abs_delta']:.2g}, top-1 agreement {record['top1_agreement']:.0%}")

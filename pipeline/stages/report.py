@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import charts
+from pipeline.runtimes import where
 from pipeline.stages import Stage, StageResult
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
@@ -115,10 +116,9 @@ def _matrix(m: dict) -> str:
     rows = []
     for name, p in m.get("targets", {}).items():
         for r in p.get("verified_on", []):
-            where = r.get("device") or (r.get("architecture", "") + (" (emulated)" if r.get("emulated") else ""))
             result = (f"✓ max |Δ| {r['max_abs_delta']:.2g}, top-1 {r['top1_agreement']:.0%} of {r['golden_samples']}"
                       if r["verified"] else f"✗ {r['reason']}")
-            rows.append([escape(name), escape(r["provider"]), escape(r.get("package", "—")), escape(where or "—"),
+            rows.append([escape(name), escape(r["provider"]), escape(r.get("package", "—")), escape(where(r)),
                          escape(result)])
     return ("<h2>Runtime matrix (each bundle's own verify.py, golden I/O)</h2>"
             + _table(("target", "provider", "runtime", "architecture", "result"), rows))
