@@ -127,7 +127,8 @@ def bench_table(m: dict) -> None:
     for name, r in m["variants"].items():
         rss = f"{r['peak_rss_mib']:.0f} MiB" if r.get("peak_rss_mib") else "—"
         accuracy = f"{r['accuracy']:.2%}" if r.get("accuracy") is not None else "—"
-        table.add_row(name, r["runtime"], f"{r['latency_ms']['p50']:.3f}", f"{r['throughput']:,.0f}",
+        runtime = r["runtime"] + (f" ({r['environment']}, a worker process)" if r.get("environment") else "")
+        table.add_row(name, runtime, f"{r['latency_ms']['p50']:.3f}", f"{r['throughput']:,.0f}",
                       _ratio(r, "speedup_vs_torch"), _ratio(r, "throughput_vs_torch"),
                       _ratio(r, "throughput_vs_compile"), _ratio(r, "throughput_vs_shipped"),
                       f"{r['share_of_measured_peak']:.0%}", rss, accuracy)

@@ -1,12 +1,14 @@
 """The runtimes the benchmark puts side by side: what a user could run instead of our bundle, and the bundle.
 
 Each factory returns a callable taking a float32 NCHW batch; building it (loading, compiling) happens here,
-outside the timed calls. torch.compile's warm-up (the inductor compilation, once per input shape) is
-returned separately, since a user pays it once per process.
+outside the timed calls. torch.compile's warm-up (the inductor compilation, once per input shape) is returned
+separately, since a user pays it once per process. A bundle whose runtime lives in another environment (the
+OpenVINO EP's venv) is opened there by a worker process instead (on_own_runtime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -74,6 +76,35 @@ def openvino(path: Path, threads: int):
         return compiled[x.shape].infer({0: x})
 
     return run
+
+
+def on_own_runtime(bundle: Path, baseline: tuple[str, Path], one: np.ndarray, many: np.ndarray,
+                    workers: contextlib.ExitStack) -> dict:
+    """The bundle as shipped, opened by a worker in its runtime's environment, and the fp32 baseline there
+    with the same options (INT8 vs fp32 on that runtime): {row name: (runner, what it is)}; none where the
+    bundle is missing or its runtime cannot be set up here (timer_for warns)."""
+    from pipeline import runtimes
+    from pipeline.errors import PipelineError
+    from pipeline.runtimes.remote import RemoteRunner
+
+    if not (bundle / "manifest.json").is_file():
+        return {}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    target = manifest["target"]
+    provider, options = target["providers"][0], (target.get("provider_options") or [{}])[0]
+    cells = [r["runtime"] for r in manifest["verified_on"] if r.get("runtime") and r["provider"] == provider]
+    runtime = runtimes.timer_for(provider, cells)
+    if runtime is None or runtime == "onnxruntime":  # none can run here, or it needs no worker
+        return {}
+    shipped = (f"shipped_{target['name']}", manifest["model"]["variant"], bundle / manifest["model"]["file"])
+    found = {}
+    for name, variant, path in (shipped, (f"{target['name']}_ep_{baseline[0]}", *baseline)):
+        runner = workers.enter_context(RemoteRunner(runtime, path, target["session"], [(provider, options)], one, many))
+        if runner.providers[0] != provider:
+            raise PipelineError(f"{provider} did not take {variant} in {runtime} (it ran on {runner.providers[0]})")
+        found[name] = (runner, {"runtime": f"ONNX Runtime {provider}", "environment": runtime, "variant": variant,
+                                "session": target["session"], "provider_options": options, "path": path})
+    return found
 
 
 def gemm_peak_gflops(threads: int, size: int = 1024, repeats: int = 10) -> dict:

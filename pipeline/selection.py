@@ -47,21 +47,22 @@ def grid(cfg) -> list[dict]:
     return options
 
 
-def describe(session: dict) -> str:
+def describe(session: dict, provider_options: dict | None = None) -> str:
     spin = "off" if session["config_entries"].get(SPINNING, "1") == "0" else "on"
     threads = session["intra_op_num_threads"]
-    return f"{session['graph_optimization_level']}, {threads} thread{'' if threads == 1 else 's'}, spinning {spin}"
+    threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
+    options = "".join(f", {k}={v}" for k, v in (provider_options or {}).items())
+    return f"{session['graph_optimization_level']}, {threads_text}, spinning {spin}{options}"
 
 
 def label(variant: str, session: dict, provider_options: dict | None = None) -> str:
-    options = "".join(f", {k}={v}" for k, v in (provider_options or {}).items())
-    return f"{variant} @ {describe(session)}{options}"
+    return f"{variant} @ {describe(session, provider_options)}"
 
 
 def measure(candidates: list[tuple[str, Path, dict, dict]], provider: str, rounds: int,
             per_round: int) -> dict[str, list[float]]:
     """Per-round median batch-1 latency of each (variant, path, session, provider options) on `provider` in
-    this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/timing.py)."""
+    this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/worker.py)."""
     from pipeline.timing import interleaved_rounds
 
     x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)

@@ -36,6 +36,30 @@ def throughput(run: Callable[[], object], *, batch: int, runs: int, warmup: int 
     return batch * runs / (time.perf_counter() - start)
 
 
+class InProcess:
+    """A runner in this process, as the interleaving sees it: one turn of batch-1 calls gives their median
+    latency, one turn of batch-N calls gives images per second. A runner in another process (another
+    runtime's environment, runtimes/worker.py) answers the same two questions, timed on its side."""
+
+    def __init__(self, one: Callable[[], object], many: Callable[[], object], batch: int):
+        self.one, self.many, self.batch = one, many, batch
+
+    def latency(self, runs: int, warmup: int) -> float:
+        return float(np.median(latency_ms(self.one, runs=runs, warmup=warmup)))
+
+    def throughput(self, runs: int, warmup: int) -> float:
+        return throughput(self.many, batch=self.batch, runs=runs, warmup=warmup)
+
+
+def interleaved(turns: dict[str, Callable[[], float]], *, rounds: int) -> dict[str, list[float]]:
+    """One figure per runner per round, each from a turn of its own, rounds rotating the order. The turn
+    (many calls, one statistic) is the unit, so a runner in another process interleaves like one in this."""
+    values: dict[str, list[float]] = {name: [] for name in turns}
+    for name in _rotations(list(turns), rounds):
+        values[name].append(turns[name]())
+    return values
+
+
 def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, per_round: int,
                        warmup: int) -> dict[str, list[float]]:
     """Each callable's median latency (ms) per round, rounds rotating the order (A B C, B C A, …). Per-round
@@ -43,19 +67,21 @@ def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, pe
     for run in runs.values():
         for _ in range(warmup):
             run()
-    medians: dict[str, list[float]] = {name: [] for name in runs}
-    for name in _rotations(list(runs), rounds):
-        medians[name].append(float(np.median(latency_ms(runs[name], runs=per_round, warmup=2))))
-    return medians
+
+    def turn(run: Callable[[], object]) -> Callable[[], float]:
+        return lambda: float(np.median(latency_ms(run, runs=per_round, warmup=2)))
+
+    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds)
 
 
 def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int, rounds: int,
                            per_round: int) -> dict[str, list[float]]:
     """Images per second of each batch callable, one figure per round, rounds rotating the order."""
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    for name in _rotations(list(runs), rounds):
-        rates[name].append(throughput(runs[name], batch=batch, runs=per_round, warmup=1))
-    return rates
+
+    def turn(run: Callable[[], object]) -> Callable[[], float]:
+        return lambda: throughput(run, batch=batch, runs=per_round, warmup=1)
+
+    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds)
 
 
 def _rotations(names: list[str], rounds: int) -> Iterator[str]:

@@ -80,11 +80,20 @@ def variants_dir(tmp_path_factory, tiny_cfg, tiny_model_dir, mnist_dir) -> Path:
     return build_variants(tiny_cfg, tiny_model_dir, mnist_dir, tmp_path_factory.mktemp("variants"))
 
 
+def package_into(deploy: Path, target_cfg, target: str, variants_dir: Path, parity_file: Path, model_dir: Path,
+                 data_dir: Path):
+    """`pipeline package --target TARGET` with deploy/ as the output folder; the stage's result."""
+    from pipeline.stages import package
+
+    return package.run(target_cfg, variants_dir, parity_file, model_dir, data_dir, DEVICE_RUNS, deploy / target,
+                       deploy / f"{target}.tar.gz", deploy / f"{target}.tar.gz.sha256", target=target)
+
+
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[str, Path]:
     """The tiny model quantized for x86 and ARM64, validated, and packaged for cpu_x86 and arm64_mobile."""
     from pipeline.io import write_json
-    from pipeline.stages import package, validate
+    from pipeline.stages import validate
 
     cfg = config("quantize=[int8_static,int8_static_arm64]", "optimize.fp16.enabled=false", "validate.samples=2000",
                  "quantize.int8_static.eval_samples=1000", "quantize.int8_static_arm64.eval_samples=1000")
@@ -94,8 +103,6 @@ def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[s
     deploy = tmp_path_factory.mktemp("deploy")
     parity_file = write_json(deploy / "validate.json", parity)
     for target in ("cpu_x86", "arm64_mobile"):
-        package.run(cfg.target[target], variants_dir, parity_file, tiny_model_dir, mnist_dir, DEVICE_RUNS,
-                    deploy / target, deploy / f"{target}.tar.gz", deploy / f"{target}.tar.gz.sha256",
-                    target=target)
+        package_into(deploy, cfg.target[target], target, variants_dir, parity_file, tiny_model_dir, mnist_dir)
     return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity,
             "parity_file": parity_file}

@@ -138,3 +138,14 @@ def test_an_edited_page_script_fails_in_the_browser_naming_the_file(web_bundle, 
     (bundle / "digits.mjs").write_text((bundle / "digits.mjs").read_text().replace("BOX = 20", "BOX = 18"))
     with pytest.raises(Exception, match=r"sha256 mismatch for digits\.mjs"):
         browser.check_page(bundle, [])
+
+
+def test_a_timing_worker_that_cannot_open_its_model_stops_with_one_line(tmp_path):
+    import numpy as np
+
+    from pipeline.errors import PipelineError
+    from pipeline.runtimes.remote import RemoteRunner
+
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    with pytest.raises(PipelineError, match=r"^the timing worker on onnxruntime-openvino stopped: .*NO_SUCHFILE"):
+        RemoteRunner("onnxruntime-openvino", tmp_path / "missing.onnx", {}, [("OpenVINOExecutionProvider", {})], x, x)

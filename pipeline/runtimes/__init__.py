@@ -126,16 +126,11 @@ def time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict,
         from pipeline import browser
 
         return browser.time_on_wasm([(choose.label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection)
-    runtime = RUNTIMES[timer]
-    interpreter, extra_env = runtime.command(environment(runtime))
-    job = {"provider": provider, "rounds": selection.rounds, "per_round": selection.per_round, "candidates": [
-        {"variant": v, "path": str(p), "session": s, "provider_options": o} for v, p, s, o in grid]}
-    env = {**os.environ, **extra_env, "PYTHONPATH": str(CACHE.parents[1])}
-    done = subprocess.run([*interpreter, str(Path(__file__).with_name("remote_timing.py"))], input=json.dumps(job),
-                          env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PipelineError(f"timing on {timer} failed: {(done.stderr.strip() or 'no output').splitlines()[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from pipeline.runtimes.remote import measure_there
+
+    return measure_there(timer, {"provider": provider, "rounds": selection.rounds, "per_round": selection.per_round,
+                                 "candidates": [{"variant": v, "path": str(p), "session": s, "provider_options": o}
+                                                for v, p, s, o in grid]})
 
 
 def check(bundle: Path, name: str, target: str) -> dict:

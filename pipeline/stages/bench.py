@@ -3,15 +3,19 @@
 Inputs:  model_dir (torch eager, torch.compile), the variants, validate's accuracies, the shipped cpu_x86 bundle
 Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the shipped bundle with its
          manifest's session options; every variant on the ORT CPU EP (bench.session: graph level applied at
-         load); the OpenVINO runtime on the fp32 and INT8 QDQ models
+         load); the OpenVINO runtime on the fp32 and INT8 QDQ models; each of `runtime_targets` (openvino) as
+         shipped, on its own runtime in that runtime's environment (a worker process, runtimes/remote.py),
+         and the fp32 baseline there with the same options
 Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, effective
          GFLOP/s as a share of a measured GEMM peak, every ratio vs torch eager, torch.compile, the shipped
          bundle and ORT fp32 with a bootstrap interval, what won, the INT8 targets, the INT8 crossover.
-Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote.
+Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote. A
+         runner in a worker process takes its turns like the others, timed on its side of the pipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from pipeline.errors import PipelineError
 from pipeline.stages import Schema, Stage, StageResult
 
 EAGER = "torch_eager"
@@ -60,6 +65,7 @@ class BenchConfig(Schema):
     baseline: str
     int8_artifact: str
     shipped_target: str
+    runtime_targets: list[str]
     session: dict[str, Any]
     peers: Peers
     confidence: float = Field(gt=0.5, lt=1)
@@ -72,7 +78,6 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     import torch
 
     from pipeline import lineage, onnx_utils, runners
-    from pipeline.errors import PipelineError
     from pipeline.flops import flops_per_image
     from pipeline.stages.validate import variant_kinds
 
@@ -83,8 +88,9 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     lineage.require_current(variants, Path(model_dir), stage="bench")
     accuracies = _accuracies(Path(parity_file))
     torch.set_num_threads(cfg.threads)
-    fns, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir) / cfg.shipped_target)
-    latency, rates = measure(cfg, fns)
+    with contextlib.ExitStack() as workers:
+        timed, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
+        latency, rates = measure(cfg, timed)
     flops = flops_per_image(variants[cfg.baseline])
     peak = runners.gemm_peak_gflops(cfg.threads)
     rows = {}
@@ -106,7 +112,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     metrics = {
         "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline, "flops_per_image": flops,
         "measured_peak": peak, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
-        "winner": winner(rows), "int8_vs_fp32": int8_vs_fp32(rates, cfg),
+        "winner": winner(rows), "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
         "targets": shipped_targets(rows, Path(deploy_dir), cfg),
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
@@ -119,9 +125,19 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     return StageResult(metrics=metrics, plots={"bench": plot})
 
 
-def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], bundle: Path) -> tuple[dict, dict]:
-    """Every runner to time, and what each is: runtime, variant, options (and how to probe its memory)."""
+def _inputs(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The batch-1 and batch-N inputs every runner is timed on (fixed seeds: the same in every process)."""
+    one = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    many = np.random.default_rng(1).standard_normal((cfg.throughput_batch, 1, 28, 28)).astype(np.float32)
+    return one, many
+
+
+def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
+             workers: contextlib.ExitStack) -> tuple[dict, dict]:
+    """Every runner to time (timing.InProcess, or a RemoteRunner whose worker `workers` closes), and what
+    each is: runtime, variant, options (and how to probe its memory)."""
     from pipeline import checkpoint, runners
+    from pipeline.timing import InProcess
 
     model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
@@ -130,9 +146,10 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], bundl
     if cfg.peers.torch_compile:
         fns[COMPILED], warmup = runners.torch_compiled(model, shapes)
         info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
+    bundle = deploy_dir / cfg.shipped_target
     if (bundle / "manifest.json").is_file():
         fns[SHIPPED], manifest = runners.shipped_bundle(bundle)
-        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP, the shipped bundle", "variant": manifest["model"]["variant"],
+        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
                          "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
     for name, path in variants.items():
         fns[name] = runners.onnxruntime(path, cfg.session)
@@ -144,7 +161,14 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], bundl
                 fns[f"openvino_{name}"] = runners.openvino(variants[name], cfg.threads)
                 info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,
                                             "path": variants[name]}
-    return fns, info
+    one, many = _inputs(cfg)
+    timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch)
+             for name, fn in fns.items()}
+    for target in cfg.runtime_targets:
+        on_own = runners.on_own_runtime(deploy_dir / target, (cfg.baseline, variants[cfg.baseline]), one, many, workers)
+        for name, (runner, about) in on_own.items():
+            timed[name], info[name] = runner, about
+    return timed, info
 
 
 def _accuracies(parity_file: Path) -> dict[str, float | None]:
@@ -155,17 +179,17 @@ def _accuracies(parity_file: Path) -> dict[str, float | None]:
     return {**{n: e["accuracy"] for n, e in report.get("variants", {}).items()}, EAGER: report.get("torch_accuracy")}
 
 
-def measure(cfg: BenchConfig, runners: dict) -> tuple[dict, dict]:
+def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved."""
-    from pipeline.timing import interleaved_rounds, interleaved_throughput
+    from pipeline.timing import interleaved
 
-    one = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
-    many = np.random.default_rng(1).standard_normal((cfg.throughput_batch, 1, 28, 28)).astype(np.float32)
-    latency = interleaved_rounds({n: functools.partial(r, one) for n, r in runners.items()}, rounds=cfg.rounds,
-                                 per_round=max(1, cfg.latency_runs // cfg.rounds), warmup=cfg.warmup)
-    rates = interleaved_throughput({n: functools.partial(r, many) for n, r in runners.items()},
-                                   batch=cfg.throughput_batch, rounds=cfg.rounds,
-                                   per_round=max(1, cfg.throughput_runs // cfg.rounds))
+    for runner in timed.values():
+        runner.latency(runs=cfg.warmup, warmup=0)
+    per_round = max(1, cfg.latency_runs // cfg.rounds)
+    latency = interleaved({n: functools.partial(r.latency, per_round, 2) for n, r in timed.items()}, rounds=cfg.rounds)
+    per_round = max(1, cfg.throughput_runs // cfg.rounds)
+    rates = interleaved({n: functools.partial(r.throughput, per_round, 1) for n, r in timed.items()},
+                        rounds=cfg.rounds)
     return latency, rates
 
 
@@ -181,7 +205,8 @@ def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> Non
     ORT fp32, each with a bootstrap interval over the paired rounds."""
     from pipeline.timing import ratio_interval
 
-    references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline}
+    references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline,
+                  "openvino": f"openvino_{cfg.baseline}"}
     for name, row in rows.items():
         for key, ref in references.items():
             if ref not in rows:
@@ -194,17 +219,21 @@ def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> Non
             row["size_vs_ort_fp32"] = row["bytes"] / rows[cfg.baseline]["bytes"]
 
 
-def int8_vs_fp32(rates: dict, cfg: BenchConfig) -> dict:
+def int8_vs_fp32(rows: dict, rates: dict, cfg: BenchConfig, quantized: set[str]) -> dict:
     """INT8 throughput over fp32 on each runtime, with its interval: where INT8 does not pay, ship fp32."""
     from pipeline.timing import ratio_interval
 
     pairs = {"onnxruntime": (cfg.int8_artifact, cfg.baseline),
              "openvino": (f"openvino_{cfg.int8_artifact}", f"openvino_{cfg.baseline}")}
+    for target in cfg.runtime_targets:  # the shipped INT8 model against fp32 under its own options
+        shipped = rows.get(f"shipped_{target}")
+        if shipped and shipped["variant"] in quantized:
+            pairs[shipped["environment"]] = (f"shipped_{target}", f"{target}_ep_{cfg.baseline}")
     result = {}
     for runtime, (int8, fp32) in pairs.items():
         if int8 in rates and fp32 in rates:
             ratio = ratio_interval(rates[int8], rates[fp32], confidence=cfg.confidence)
-            result[runtime] = {**ratio, "int8_pays": ratio["low"] > 1.0}
+            result[runtime] = {**ratio, "int8": rows[int8]["variant"], "int8_pays": ratio["low"] > 1.0}
     return result
 
 
@@ -216,17 +245,16 @@ def shipped_targets(rows: dict, deploy_dir: Path, cfg: BenchConfig) -> dict:
         manifest = json.loads(manifest_file.read_text())
         name = manifest["target"]["name"]
         entry = {"runtime": f"onnxruntime, {manifest['target']['providers'][0]}",
-                 "variant": manifest["model"]["variant"], "session": manifest["target"]["session"]}
-        if name == cfg.shipped_target and SHIPPED in rows:
-            row = rows[SHIPPED]
-            entry.update({"latency_ms_b1": row["latency_ms"]["p50"], "throughput": row["throughput"],
+                 "variant": manifest["model"]["variant"], "session": manifest["target"]["session"],
+                 "provider_options": (manifest["target"].get("provider_options") or [{}])[0]}
+        row = rows.get(f"shipped_{name}")
+        if row:
+            entry.update({"runtime": row["runtime"],
+                          "latency_ms_b1": row["latency_ms"]["p50"], "throughput": row["throughput"],
                           **{k: row[k] for k in row if k.startswith(("speedup_vs", "throughput_vs"))}})
-            openvino = f"openvino_{cfg.baseline}"
-            if openvino in rows:
-                entry["throughput_vs_openvino_fp32"] = row["throughput"] / rows[openvino]["throughput"]
         elif "at batch 1 on" in manifest["selection"]["reason"]:
             entry["measured"] = (f"batch 1 on its own runtime by package (metrics/timings/package_{name}.json); "
-                                 "not by bench, whose runners share this process")
+                                 "bench has no browser runner")
         else:
             entry["measured"] = f"not timed: no runtime here has {manifest['target']['providers'][0]}"
         table[name] = entry
@@ -269,7 +297,8 @@ STAGE = Stage(
     inputs={"model_dir": "${paths.model}", "variants_dir": "${paths.variants}",
             "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
             "data_dir": "${paths.data}"},
-    plots=("bench",), table="bench_table", code=("pipeline/rss_probe.py",), deterministic=False,
+    plots=("bench",), table="bench_table", code=("pipeline/rss_probe.py", "pipeline/runtimes/worker.py"),
+    deterministic=False,
     headline=lambda m: {key: round(m["winner"]["shipped"][source], 2) if source in m["winner"]["shipped"] else None
                         for key, source in (("b1_vs_torch", "speedup_vs_torch"),
                                             ("throughput_vs_compile", "throughput_vs_compile"))},

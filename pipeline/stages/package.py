@@ -11,7 +11,7 @@ Selection: pipeline/selection.py, over (candidate that passed its gates × sessi
          target's first provider when this machine has it; otherwise the first passing candidate in the
          target's order with its own session options, because CPU timings say nothing about that hardware.
 Proof:   `verified_on` holds a record per runtime cell that ran the bundle's own verify.py
-         (pipeline/runtimes.py), per run recorded on hardware this machine lacks whose model bytes match, and a
+         (pipeline/runtimes/), per run recorded on hardware this machine lacks whose model bytes match, and a
          `verified: false` reason for every other provider of the target. A cell that fails stops the stage
          (exit 1) before the bundle gets its final name. The bundle holds no timing, date or commit: the same
          inputs give the same bytes.
@@ -76,7 +76,7 @@ class TargetConfig(Schema):
     fixed_batch: PositiveInt | None
     golden_atol: float = Field(gt=0)
     golden_samples: PositiveInt
-    # The runtime matrix cells (pipeline/runtimes.py) whose own verify.py run the bundle before it is named.
+    # The runtime matrix cells (pipeline/runtimes/) whose own verify.py run the bundle before it is named.
     runtimes: list[Literal[tuple(runtimes.RUNTIMES)]]
 
 
@@ -294,7 +294,8 @@ STAGE = Stage(
             "device_runs": "${paths.metrics}/device_runs.json"},
     outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz",
              "digest": "${paths.deploy}/${key}.tar.gz.sha256"},
-    foreach="target", item_arg="target", code=("pipeline/deploy", "pipeline/runtimes/wasm_timing"),
+    foreach="target", item_arg="target",
+    code=("pipeline/deploy", "pipeline/runtimes/wasm_timing", "pipeline/runtimes/worker.py"),
     headline=lambda m: {"chosen": m["chosen"], "verified": m["verified_on"]},
     file_options={"sign_key": "Sign manifest.json with this Ed25519 private key (PEM); the bundle then holds "
                               "manifest.sig, which `verify --public-key` checks."},

@@ -1,25 +1,39 @@
+import shutil
+
 import pytest
 
 from pipeline.io import write_json
 from pipeline.stages import bench
-from tests.conftest import config
+from tests.conftest import config, package_into
 
 
 @pytest.fixture(scope="module")
-def bench_result(tmp_path_factory, tiny_model_dir, variants_dir, bundles, mnist_dir):
+def deploy_dir(tmp_path_factory, bundles, variants_dir, tiny_model_dir, mnist_dir):
+    """The cpu_x86 and arm64_mobile bundles and an openvino one, whose runtime (the OpenVINO EP) has its own venv."""
+    deploy = tmp_path_factory.mktemp("bench_deploy")
+    for target in ("cpu_x86", "arm64_mobile"):
+        shutil.copytree(bundles[target], deploy / target)
+    cfg = config("target.openvino.selection.rounds=3", "target.openvino.selection.per_round=5").target["openvino"]
+    package_into(deploy, cfg, "openvino", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
+    return deploy
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory, tiny_model_dir, variants_dir, deploy_dir, bundles, mnist_dir):
     cfg = config("bench.latency_runs=40", "bench.rounds=4", "bench.warmup=5", "bench.throughput_batch=64",
                  "bench.throughput_runs=4", "bench.crossover.calibration_samples=64", "quantize=[int8_static]",
                  "bench.crossover.models=[{_target_: training.models.CompactCNN, width: 4}]",
                  "bench.peers.torch_compile=false")  # its ~30 s compile is tested once, below
     parity_file = write_json(tmp_path_factory.mktemp("bench") / "validate.json", bundles["parity"])
-    return bench.run(cfg.bench, cfg.quantize, True, 0, tiny_model_dir, variants_dir, parity_file,
-                     bundles["cpu_x86"].parent, mnist_dir).metrics
+    return bench.run(cfg.bench, cfg.quantize, True, 0, tiny_model_dir, variants_dir, parity_file, deploy_dir,
+                     mnist_dir).metrics
 
 
 def test_every_variant_the_shipped_bundle_and_the_peers_are_measured_in_one_run(bench_result):
     rows = bench_result["variants"]
     assert set(rows) == {"torch_eager", "shipped_cpu_x86", "exported", "simplified", "optimized", "fp16",
-                         "int8_static", "openvino_optimized", "openvino_int8_static"}
+                         "int8_static", "openvino_optimized", "openvino_int8_static", "shipped_openvino",
+                         "openvino_ep_optimized"}
     for row in rows.values():
         assert row["latency_ms"]["rounds"] == 4 and row["latency_ms"]["p50"] > 0 and row["throughput"] > 0
         low, high = row["throughput_vs_torch_ci"]
@@ -30,7 +44,26 @@ def test_every_variant_the_shipped_bundle_and_the_peers_are_measured_in_one_run(
     assert bench_result["targets"]["cpu_x86"]["variant"] == rows["shipped_cpu_x86"]["variant"]
     assert "not timed: no runtime here has NnapiExecutionProvider" in bench_result["targets"]["arm64_mobile"][
         "measured"]
-    assert set(bench_result["int8_vs_fp32"]) == {"onnxruntime", "openvino"}
+    assert set(bench_result["int8_vs_fp32"]) == {"onnxruntime", "openvino", "onnxruntime-openvino"}
+
+
+def test_a_bundle_whose_runtime_has_its_own_environment_is_timed_there_in_the_same_run(bench_result):
+    """The openvino bundle runs on the OpenVINO EP in its venv: a worker process takes its turns between the
+    in-process runners, and its ratios come from the same interleaved rounds."""
+    rows = bench_result["variants"]
+    shipped, fp32 = rows["shipped_openvino"], rows["openvino_ep_optimized"]
+    assert shipped["environment"] == fp32["environment"] == "onnxruntime-openvino"
+    assert shipped["runtime"] == "ONNX Runtime OpenVINOExecutionProvider" and shipped["variant"] == "int8_static"
+    assert fp32["variant"] == "optimized" and fp32["session"] == shipped["session"]
+    for row in (shipped, fp32):
+        assert row["latency_ms"]["rounds"] == 4 and row["throughput"] > 0
+        low, high = row["throughput_vs_torch_ci"]
+        assert low <= row["throughput_vs_torch"] <= high
+    on_ep = bench_result["int8_vs_fp32"]["onnxruntime-openvino"]
+    assert on_ep["int8"] == "int8_static" and on_ep["low"] <= on_ep["ratio"] <= on_ep["high"]
+    table = bench_result["targets"]["openvino"]
+    assert table["throughput"] == shipped["throughput"] and "throughput_vs_openvino_ci" in table
+    assert "measured" not in table and "measured" not in bench_result["targets"]["cpu_x86"]
 
 
 def test_flops_and_a_measured_peak_put_achieved_speed_in_context(bench_result):

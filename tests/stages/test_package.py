@@ -7,7 +7,7 @@ from pipeline import selection
 from pipeline.deploy import verify
 from pipeline.errors import GateFailure
 from pipeline.stages import package
-from tests.conftest import config
+from tests.conftest import config, package_into
 
 
 def _candidate(name, passed=True, validated=True):
@@ -117,3 +117,21 @@ def test_model_cards_name_the_package_that_provides_the_targets_provider():
     assert runtime_package("CUDAExecutionProvider") == "onnxruntime-gpu"
     assert runtime_package("OpenVINOExecutionProvider") == "onnxruntime-openvino"
     assert runtime_package("CPUExecutionProvider") == "onnxruntime"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "runtime"), [("cpu_x86", "onnxruntime"), ("openvino", "onnxruntime-openvino")])
+def test_three_consecutive_runs_ship_the_same_variant_options_and_bytes(target, runtime, bundles, variants_dir,
+                                                                       tiny_model_dir, mnist_dir, tmp_path):
+    """Each run times every candidate afresh on the target's runtime (the CPU EP here; the OpenVINO EP in its
+    venv); differences within the noise fall to the preference order, so the bundle never changes."""
+    cfg = config(f"target.{target}.runtimes=[{runtime}]").target[target]
+    shipped = []
+    for run in range(3):
+        metrics = package_into(tmp_path / str(run), cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir,
+                               mnist_dir).metrics
+        manifest = json.loads((tmp_path / str(run) / target / "manifest.json").read_text())
+        assert f"at batch 1 on {cfg.providers[0]} ({runtime})" in metrics["reason"]
+        shipped.append((metrics["chosen"], manifest["target"]["session"], manifest["target"]["provider_options"],
+                        metrics["archive_sha256"]))
+    assert shipped[0] == shipped[1] == shipped[2]
