@@ -227,12 +227,22 @@ def dvc(
 
 @app.command()
 @guarded
-def timings(overrides: Overrides = None, params: Params = None) -> None:
+def timings(
+    overrides: Overrides = None,
+    params: Params = None,
+    noop_repro: Annotated[bool, typer.Option(
+        "--noop-repro", help="Also time one `dvc repro` with nothing to do (DVC's own cost: hashing every dep, "
+                             "reading dvc.lock and params.yaml); run it right after a `dvc repro`.")] = False,
+) -> None:
     """Per-stage wall time of the last run of each stage (from metrics/timings/), in pipeline order."""
     from pipeline.report_table import timing_table
-    from pipeline.runner import stage_timings
+    from pipeline.runner import noop_repro_seconds, stage_timings
 
     timing_table(stage_timings(_config(params, overrides)))
+    if noop_repro:
+        seconds = noop_repro_seconds()
+        typer.echo("dvc repro had work to do (or failed): no no-op time to report" if seconds is None else
+                   f"a no-op dvc repro takes {seconds:.1f} s")
 
 
 @app.command()

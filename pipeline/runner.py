@@ -123,3 +123,13 @@ def stage_timings(cfg) -> list[tuple[str, float, float]]:
             rows.append((file.stem, float(seconds), file.stat().st_mtime))
     order = {name: i for i, name in enumerate(NAMES)}
     return sorted(rows, key=lambda r: (order.get(r[0].split("_")[0], len(order)), r[0]))
+
+
+def noop_repro_seconds() -> float | None:
+    """Wall seconds of `dvc repro` in this repo when it has nothing to run; None when it ran a stage (or failed)."""
+    import subprocess
+
+    started = time.perf_counter()
+    done = subprocess.run(["dvc", "repro"], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return None if done.returncode != 0 or "Running stage" in done.stdout else seconds
