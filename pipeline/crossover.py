@@ -19,7 +19,7 @@ def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
 
     from pipeline import checkpoint, onnx_utils, runners
     from pipeline.stages import export, quantize
-    from pipeline.timing import interleaved_rounds, interleaved_throughput, ratio_interval
+    from pipeline.timing import idle_after, interleaved_rounds, interleaved_throughput, ratio_interval
 
     qcfg = quantize_cfg.model_copy(update={"calibration": quantize_cfg.calibration.model_copy(
         update={"samples": cfg.crossover.calibration_samples})})
@@ -34,10 +34,11 @@ def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
             onnx_utils.save(export.export_module(module, opset=18, dynamic_batch=True), fp32)
             int8 = quantize.quantize_for_timing(qcfg, fp32, data_dir, Path(scratch) / f"q{i}.onnx", seed)
             fns = {"fp32": runners.onnxruntime(fp32, cfg.session), "int8": runners.onnxruntime(int8, cfg.session)}
+            idle_s = dict.fromkeys(fns, idle_after(cfg.session))
             latency = interleaved_rounds({k: functools.partial(f, one) for k, f in fns.items()}, rounds=cfg.rounds,
-                                         per_round=20, warmup=20)
+                                         per_round=20, warmup=20, idle_s=idle_s)
             rates = interleaved_throughput({k: functools.partial(f, many) for k, f in fns.items()},
-                                           batch=len(many), rounds=cfg.rounds, per_round=1)
+                                           batch=len(many), rounds=cfg.rounds, per_round=1, idle_s=idle_s)
             throughput = ratio_interval(rates["int8"], rates["fp32"], confidence=cfg.confidence)
             speedup = ratio_interval(latency["fp32"], latency["int8"], confidence=cfg.confidence)
             results.append({

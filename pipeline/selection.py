@@ -63,16 +63,18 @@ def measure(candidates: list[tuple[str, Path, dict, dict]], provider: str, round
             per_round: int) -> dict[str, list[float]]:
     """Per-round median batch-1 latency of each (variant, path, session, provider options) on `provider` in
     this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/worker.py)."""
-    from pipeline.timing import interleaved_rounds
+    from pipeline.timing import idle_after, interleaved_rounds
 
     x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
-    runs = {}
+    runs, idle_s = {}, {}
     for variant, path, session, options in candidates:
         opened = open_session(path, session, [(provider, options)])
         if opened.get_providers()[0] != provider:
             raise RuntimeError(f"{provider} did not take {variant} (it ran on {opened.get_providers()[0]})")
-        runs[label(variant, session, options)] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
-    return interleaved_rounds(runs, rounds=rounds, per_round=per_round, warmup=20)
+        name = label(variant, session, options)
+        runs[name] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
+        idle_s[name] = idle_after(session, provider)
+    return interleaved_rounds(runs, rounds=rounds, per_round=per_round, warmup=20, idle_s=idle_s)
 
 
 def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float) -> tuple[str, dict]:

@@ -8,10 +8,24 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-# ONNX Runtime's intra-op threads keep spinning for a while after a run. In one process, whatever runs next
-# loses the cores to them: measured here, a session timed right after another ORT session showed under half
-# its throughput (11k vs 25k img/s). A short idle pause before each runner's turn lets them park.
-SETTLE_S = 0.05
+from pipeline.deploy.session import SPINNING
+
+# Before each turn the cores are left idle until the previous runner's threads have parked, or the runner
+# that follows a busy one is timed on fewer cores. Measured here (throughput of an ORT session right after
+# another's batch-256 run, 2 cores): after torch, or ORT with spinning off, full speed within 20 ms; after
+# ORT with intra-op spinning on (its default), 65 % after 40 ms, 83 % after 60 ms, 95 % after 100 ms and
+# 100 % after 150 ms. OpenVINO's threads leave no tail.
+SETTLE_S = 0.02
+SPIN_TAIL_S = 0.12
+
+
+def idle_after(session: dict | None, provider: str = "CPUExecutionProvider") -> float:
+    """How long the cores stay idle after a turn of a runner with these ORT session options: long when ONNX
+    Runtime's CPU EP threads keep spinning after Run returns, short otherwise."""
+    entries = (session or {}).get("config_entries", {})
+    spins = (session is not None and provider == "CPUExecutionProvider" and entries.get(SPINNING, "1") != "0"
+             and entries.get("session.force_spinning_stop", "0") != "1")
+    return SPIN_TAIL_S if spins else SETTLE_S
 
 
 def latency_ms(run: Callable[[], object], *, runs: int, warmup: int) -> list[float]:
@@ -38,11 +52,12 @@ def throughput(run: Callable[[], object], *, batch: int, runs: int, warmup: int 
 
 class InProcess:
     """A runner in this process, as the interleaving sees it: one turn of batch-1 calls gives their median
-    latency, one turn of batch-N calls gives images per second. A runner in another process (another
-    runtime's environment, runtimes/worker.py) answers the same two questions, timed on its side."""
+    latency, one turn of batch-N calls gives images per second; `idle_s` is how long its threads need to
+    park after a turn. A runner in another process (another runtime's environment, runtimes/worker.py)
+    answers the same two questions, timed on its side."""
 
-    def __init__(self, one: Callable[[], object], many: Callable[[], object], batch: int):
-        self.one, self.many, self.batch = one, many, batch
+    def __init__(self, one: Callable[[], object], many: Callable[[], object], batch: int, idle_s: float = SETTLE_S):
+        self.one, self.many, self.batch, self.idle_s = one, many, batch, idle_s
 
     def latency(self, runs: int, warmup: int) -> float:
         return float(np.median(latency_ms(self.one, runs=runs, warmup=warmup)))
@@ -51,17 +66,23 @@ class InProcess:
         return throughput(self.many, batch=self.batch, runs=runs, warmup=warmup)
 
 
-def interleaved(turns: dict[str, Callable[[], float]], *, rounds: int) -> dict[str, list[float]]:
+def interleaved(turns: dict[str, Callable[[], float]], *, rounds: int,
+                idle_s: dict[str, float] | None = None) -> dict[str, list[float]]:
     """One figure per runner per round, each from a turn of its own, rounds rotating the order. The turn
-    (many calls, one statistic) is the unit, so a runner in another process interleaves like one in this."""
+    (many calls, one statistic) is the unit, so a runner in another process interleaves like one in this.
+    Each turn starts after the previous runner's `idle_s` (default SETTLE_S) of idle cores."""
+    idle_s = idle_s or {}
     values: dict[str, list[float]] = {name: [] for name in turns}
+    previous = max(turns, key=lambda n: idle_s.get(n, SETTLE_S))  # the warm-up just ran them all
     for name in _rotations(list(turns), rounds):
+        time.sleep(idle_s.get(previous, SETTLE_S))
         values[name].append(turns[name]())
+        previous = name
     return values
 
 
-def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, per_round: int,
-                       warmup: int) -> dict[str, list[float]]:
+def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, per_round: int, warmup: int,
+                       idle_s: dict[str, float] | None = None) -> dict[str, list[float]]:
     """Each callable's median latency (ms) per round, rounds rotating the order (A B C, B C A, …). Per-round
     medians are the unit of the statistics: a round's outliers (a preempted call) do not leak into them."""
     for run in runs.values():
@@ -71,27 +92,25 @@ def interleaved_rounds(runs: dict[str, Callable[[], object]], *, rounds: int, pe
     def turn(run: Callable[[], object]) -> Callable[[], float]:
         return lambda: float(np.median(latency_ms(run, runs=per_round, warmup=2)))
 
-    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds)
+    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds, idle_s=idle_s)
 
 
-def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int, rounds: int,
-                           per_round: int) -> dict[str, list[float]]:
+def interleaved_throughput(runs: dict[str, Callable[[], object]], *, batch: int, rounds: int, per_round: int,
+                           idle_s: dict[str, float] | None = None) -> dict[str, list[float]]:
     """Images per second of each batch callable, one figure per round, rounds rotating the order."""
 
     def turn(run: Callable[[], object]) -> Callable[[], float]:
         return lambda: throughput(run, batch=batch, runs=per_round, warmup=1)
 
-    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds)
+    return interleaved({name: turn(run) for name, run in runs.items()}, rounds=rounds, idle_s=idle_s)
 
 
 def _rotations(names: list[str], rounds: int) -> Iterator[str]:
-    """Each name once per round, the order rotating every round (A B C, B C A, …), so drift hits all alike
-    and no runner always follows the same one; each turn starts after SETTLE_S idle."""
+    """Each name once per round, the order rotating every round (A B C, B C A, …), so slow drift of the
+    machine hits all alike."""
     for round_index in range(rounds):
         shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            time.sleep(SETTLE_S)
-            yield name
+        yield from names[shift:] + names[:shift]
 
 
 def ratio_interval(numerator: list[float], denominator: list[float], *, confidence: float = 0.95,

@@ -44,11 +44,15 @@ def measure_there(runtime_name: str, job: dict) -> dict[str, list[float]]:
 
 class RemoteRunner:
     """A model opened by a worker in another runtime's environment; answers `latency(runs, warmup)` (median
-    ms of batch-1 calls) and `throughput(runs, warmup)` (img/s of batch-N calls) like timing.InProcess."""
+    ms of batch-1 calls) and `throughput(runs, warmup)` (img/s of batch-N calls), and has `idle_s`, like
+    timing.InProcess."""
 
     def __init__(self, runtime_name: str, model: Path, session: dict, providers: list[tuple[str, dict]],
                  one: np.ndarray, many: np.ndarray):
+        from pipeline.timing import idle_after
+
         self.runtime_name = runtime_name
+        self.idle_s = idle_after(session, providers[0][0])
         self._scratch = tempfile.TemporaryDirectory()
         inputs = {size: str(Path(self._scratch.name) / f"{size}.npy") for size in ("one", "many")}
         np.save(inputs["one"], one)

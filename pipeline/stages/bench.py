@@ -137,7 +137,7 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deplo
     """Every runner to time (timing.InProcess, or a RemoteRunner whose worker `workers` closes), and what
     each is: runtime, variant, options (and how to probe its memory)."""
     from pipeline import checkpoint, runners
-    from pipeline.timing import InProcess
+    from pipeline.timing import InProcess, idle_after
 
     model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
@@ -162,8 +162,8 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deplo
                 info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,
                                             "path": variants[name]}
     one, many = _inputs(cfg)
-    timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch)
-             for name, fn in fns.items()}
+    timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch,
+                             idle_after(info[name].get("session"))) for name, fn in fns.items()}
     for target in cfg.runtime_targets:
         on_own = runners.on_own_runtime(deploy_dir / target, (cfg.baseline, variants[cfg.baseline]), one, many, workers)
         for name, (runner, about) in on_own.items():
@@ -186,10 +186,12 @@ def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     for runner in timed.values():
         runner.latency(runs=cfg.warmup, warmup=0)
     per_round = max(1, cfg.latency_runs // cfg.rounds)
-    latency = interleaved({n: functools.partial(r.latency, per_round, 2) for n, r in timed.items()}, rounds=cfg.rounds)
+    idle_s = {n: r.idle_s for n, r in timed.items()}
+    latency = interleaved({n: functools.partial(r.latency, per_round, 2) for n, r in timed.items()}, rounds=cfg.rounds,
+                          idle_s=idle_s)
     per_round = max(1, cfg.throughput_runs // cfg.rounds)
     rates = interleaved({n: functools.partial(r.throughput, per_round, 1) for n, r in timed.items()},
-                        rounds=cfg.rounds)
+                        rounds=cfg.rounds, idle_s=idle_s)
     return latency, rates
 
 
