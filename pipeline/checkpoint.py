@@ -8,13 +8,17 @@ import json
 import pickle
 import zipfile
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a function needs it: lineage reads these names in stages that never touch torch
+# (package, quantize), and `import torch` costs those stage processes 2 s each.
 WEIGHTS = "model.pt"
 SPEC = "model.json"
 
@@ -27,6 +31,7 @@ def build(spec: dict) -> nn.Module:
     says what to change, not a TypeError from inside Hydra.
     """
     from hydra.utils import get_class
+    from torch import nn
 
     target = spec.get("_target_")
     if not isinstance(target, str):
@@ -74,6 +79,8 @@ def _root_cause(exc: BaseException) -> str:
 
 def save(model: nn.Module, spec: dict, out_dir: Path, extra: dict | None = None) -> dict[str, Path]:
     """Write weights and spec into `out_dir` (a staging directory: the caller renames it into place)."""
+    import torch
+
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out_dir / WEIGHTS)
@@ -103,6 +110,8 @@ def load(model_dir: Path) -> tuple[nn.Module, dict]:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
