@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -271,17 +270,10 @@ def verify(
 def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path | None) -> None:
     """One cell of the runtime matrix, after the checks that need something from outside the bundle."""
     from pipeline import runtimes
-    from pipeline.deploy.verify import BundleError, check_archive_digest, check_signature, load_manifest, safe_extract
+    from pipeline.deploy.verify import load_manifest, opened_bundle
     from pipeline.errors import PipelineError
 
-    if not bundle.exists():
-        raise BundleError(f"bundle not found: {bundle}")
-    if sha256 is not None:
-        check_archive_digest(bundle, sha256)
-    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-        folder = safe_extract(bundle, Path(scratch)) if bundle.is_file() else bundle
-        if public_key is not None:
-            check_signature(folder, public_key)
+    with opened_bundle(bundle, sha256, public_key) as folder:
         record = runtimes.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
     if not record["verified"]:
         raise PipelineError(f"cannot set up {runtime} here: {record['reason']}")

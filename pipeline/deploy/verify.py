@@ -12,6 +12,7 @@ member, invalid manifest).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -19,6 +20,7 @@ import struct
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -286,15 +288,8 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
     (hex, or a .sha256 file), the .tar.gz must be the published one; with `public_key` (PEM), manifest.sig
     must be the producer's Ed25519 signature of manifest.json."""
     path = Path(path)
-    if not path.exists():
-        raise BundleError(f"bundle not found: {path}")
-    if sha256_expected is not None:
-        check_archive_digest(path, sha256_expected)
-    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-        bundle = safe_extract(path, Path(scratch)) if path.is_file() else path
+    with opened_bundle(path, sha256_expected, public_key) as bundle:
         manifest = load_manifest(bundle)
-        if public_key is not None:
-            check_signature(bundle, public_key)
         files = check_files(bundle, manifest)
         providers = providers_for(manifest)
         names = [name for name, _ in providers]
@@ -309,6 +304,21 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
                 "signature": "checked" if public_key else ("present, not checked" if (bundle / SIGNATURE).is_file()
                                                           else "none"),
                 "providers": opened.get_providers(), "requested_providers": names, **runtime_facts(), **golden}
+
+
+@contextlib.contextmanager
+def opened_bundle(path: Path, sha256_expected: str | None = None, public_key: Path | None = None) -> Iterator[Path]:
+    """The bundle as a folder (a .tar.gz extracted into a scratch folder), once the checks that need something
+    from outside it pass: the published sha256 of the archive and the producer's signature of the manifest."""
+    if not path.exists():
+        raise BundleError(f"bundle not found: {path}")
+    if sha256_expected is not None:
+        check_archive_digest(path, sha256_expected)
+    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+        bundle = safe_extract(path, Path(scratch)) if path.is_file() else path
+        if public_key is not None:
+            check_signature(bundle, public_key)
+        yield bundle
 
 
 def check_archive_digest(archive: Path, expected: str) -> None:
