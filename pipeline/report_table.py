@@ -86,16 +86,17 @@ def parity_table(report: dict) -> None:
         console.print(f"[red]✗ {message}[/]")
 
 
-def timing_table(rows: list[tuple[str, float, float]]) -> None:
-    """Stage wall times, in pipeline order."""
+def timing_table(rows: list[tuple[str, float, float, dict]]) -> None:
+    """Stage wall times, in pipeline order, with the phases a stage reports."""
     import datetime
 
     table = Table(title="pipeline cost: wall time of each stage's last run", title_justify="left")
-    for column in ("stage", "seconds", "last run"):
+    for column in ("stage", "seconds", "of which", "last run"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
-    for stage, seconds, mtime in rows:
-        table.add_row(stage, f"{seconds:.1f}", datetime.datetime.fromtimestamp(mtime).strftime("%H:%M:%S"))
-    table.add_row("[bold]total[/]", f"[bold]{sum(s for _, s, _ in rows):.1f}[/]", "")
+    for stage, seconds, mtime, phases in rows:
+        table.add_row(stage, f"{seconds:.1f}", ", ".join(f"{name} {s:.1f}" for name, s in phases.items()),
+                      datetime.datetime.fromtimestamp(mtime).strftime("%H:%M:%S"))
+    table.add_row("[bold]total[/]", f"[bold]{sum(row[1] for row in rows):.1f}[/]", "", "")
     console.print(table)
 
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import re
 import resource
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def peak_rss_mib(kind: str, path: Path, threads: int, batch: int) -> float | None:
+    """Run this probe in a fresh interpreter; its peak RSS in MiB, or None when the probe failed."""
+    command = [sys.executable, "-m", "pipeline.rss_probe", kind, str(path), str(threads), str(batch)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return float(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
 
 
 def main(kind: str, path: str, threads: int, batch: int) -> float:

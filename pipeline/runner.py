@@ -110,17 +110,18 @@ def write_plot(file: Path, rows: list[dict]) -> None:
     write_text(file, buffer.getvalue())
 
 
-def stage_timings(cfg) -> list[tuple[str, float, float]]:
-    """(run, wall seconds, when) for the last run of each stage, in pipeline order."""
+def stage_timings(cfg) -> list[tuple[str, float, float, dict]]:
+    """(run, wall seconds, when, {phase: seconds}) for the last run of each stage, in pipeline order."""
     import json
 
     from pipeline.stages import NAMES
 
     rows = []
     for file in Path(cfg.paths.metrics, "timings").glob("*.json"):
-        seconds = json.loads(file.read_text()).get("wall_seconds")
+        observed = json.loads(file.read_text())
+        seconds = observed.get("wall_seconds")
         if isinstance(seconds, int | float):
-            rows.append((file.stem, float(seconds), file.stat().st_mtime))
+            rows.append((file.stem, float(seconds), file.stat().st_mtime, observed.get("phases_s", {})))
     order = {name: i for i, name in enumerate(NAMES)}
     return sorted(rows, key=lambda r: (order.get(r[0].split("_")[0], len(order)), r[0]))
 

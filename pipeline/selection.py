@@ -1,4 +1,5 @@
-"""Which variant and session options a target ships, measured on its own provider, decided with confidence.
+"""Which variant and session options a target ships, measured on its own provider, decided with confidence
+(`choose`, for package).
 
 Candidates are (variant × session options): the variants that passed their gates, in the target's order,
 each with the target's own session options first and then every combination of the alternatives in
@@ -92,3 +93,47 @@ def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: flo
     evidence = {n: {"median_ms": float(np.median(rounds[n])), **versus[n]} for n in names}
     return chosen, {"preferred": preferred, "fastest": fastest, "chosen": chosen, "candidates": evidence,
                     "not_slower_than_fastest": contenders, "min_effect": min_effect}
+
+
+def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, dict, str, dict]:
+    """(variant, session options, first provider's options, reason, evidence). Timed on the target's first
+    provider in the runtime `timer` (runtimes.timer_for) when there is one; the reason holds no number, since
+    it ships in the bundle (the evidence goes to metrics/timings/). `cfg` is the target's config."""
+    from pipeline import runtimes
+    from pipeline.errors import GateFailure
+
+    eligible = [c for c in candidates if c["passed_gates"]]
+    if not eligible:
+        detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
+        raise GateFailure(f"no candidate passes its parity gates ({detail})")
+    skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
+    skipped = f" (skipped: {skipped})" if skipped else ""
+    primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])
+    if timer is None:
+        return eligible[0], session_block(cfg.session), own_options, (
+            f"no runtime on this machine has {primary}, so nothing could be timed on it: shipped the first "
+            f"candidate in the target's order that passes its parity gates, with the target's own session "
+            f"options{skipped}"), {}
+    candidate_grid = [(c["name"], c["path"], session, options) for c in eligible for session in grid(cfg)
+            for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
+    rounds = runtimes.time_candidates(timer, primary, candidate_grid, cfg.selection)
+    chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
+                                              confidence=cfg.selection.confidence)
+    variant, _, session, options = next(g for g in candidate_grid if label(*g[:1], *g[2:]) == chosen_label)
+    chosen = next(c for c in eligible if c["name"] == variant)
+    confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
+    on, tried = f"{primary} ({timer})", f"{len(candidate_grid)} candidates (variant × session options)"
+    if chosen_label == evidence["preferred"]:
+        why = (f"no other of the {tried} was faster at batch 1 on {on} with {confidence} confidence by more than "
+               f"{effect}, so the target's preference decides")
+    else:
+        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {on} than the fastest of the {tried} "
+               f"with {confidence} confidence by more than {effect} (bootstrap over interleaved rounds); this is "
+               "the first in preference order that is not")
+    return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
+
+
+def _why_not(candidate: dict) -> str:
+    if not candidate.get("built", True):
+        return "not built (not in the quantize/optimize config)"
+    return "not validated" if not candidate["validated"] else f"failed {', '.join(candidate['failed_gates'])}"

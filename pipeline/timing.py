@@ -3,6 +3,7 @@ and ratios with bootstrap confidence intervals, so a choice flips only on a sign
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -128,3 +129,19 @@ def ratio_interval(numerator: list[float], denominator: list[float], *, confiden
                            random_state=np.random.default_rng(seed))
         low, high = float(np.exp(result.confidence_interval.low)), float(np.exp(result.confidence_interval.high))
     return {"ratio": centre, "low": low, "high": high, "confidence": confidence, "rounds": len(logs)}
+
+
+class Phases:
+    """Wall seconds of a stage's named phases (package's search and runtime matrix, bench's peers), kept in its
+    observations as `phases_s` and shown by `pipeline timings`, so the cost of each part is in plain view."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 1)

@@ -31,3 +31,13 @@ def test_a_ratio_interval_contains_its_ratio_and_is_reproducible():
     first = timing.ratio_interval(slow, fast)
     assert first == timing.ratio_interval(slow, fast)
     assert first["low"] < first["ratio"] < first["high"] and first["low"] > 1.7 and first["high"] < 2.3
+
+
+def test_phases_add_up_the_time_of_each_named_part():
+    phase = timing.Phases()
+    for _ in range(2):
+        with phase("search"):
+            pass
+    with phase("matrix"):
+        pass
+    assert set(phase.seconds) == {"search", "matrix"} and all(s >= 0 for s in phase.seconds.values())

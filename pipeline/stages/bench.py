@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from pipeline.errors import PipelineError
 from pipeline.stages import Schema, Stage, StageResult
+from pipeline.timing import Phases
 
 EAGER = "torch_eager"
 COMPILED = "torch_compile"
@@ -88,9 +87,12 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     lineage.require_current(variants, Path(model_dir), stage="bench")
     accuracies = _accuracies(Path(parity_file))
     torch.set_num_threads(cfg.threads)
+    phase = Phases()
     with contextlib.ExitStack() as workers:
-        timed, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
-        latency, rates = measure(cfg, timed)
+        with phase("runners (torch.compile, workers)"):
+            timed, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
+        with phase("interleaved rounds"):
+            latency, rates = measure(cfg, timed)
     flops = flops_per_image(variants[cfg.baseline])
     peak = runners.gemm_peak_gflops(cfg.threads)
     rows = {}
@@ -103,7 +105,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
                            "per_round": max(1, cfg.latency_runs // cfg.rounds)},
             "throughput": throughput,
             "bytes": onnx_utils.model_bytes(path) if path and path.suffix in (".onnx", ".ort") else None,
-            "peak_rss_mib": peak_rss(meta["rss"], path, cfg) if meta.get("rss") else None,
+            "peak_rss_mib": _probe_rss(meta, path, cfg, phase),
             "effective_gflops": throughput * flops / 1e9,
             "share_of_measured_peak": throughput * flops / 1e9 / peak["gflops"],
             "accuracy": accuracies.get(meta.get("variant", name)),
@@ -119,10 +121,11 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
         from pipeline.crossover import sweep
 
-        metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
+        with phase("INT8 crossover"):
+            metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
     plot = [{"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
              "accuracy": row["accuracy"]} for name, row in rows.items()]
-    return StageResult(metrics=metrics, plots={"bench": plot})
+    return StageResult(metrics=metrics, plots={"bench": plot}, observations={"phases_s": phase.seconds})
 
 
 def _inputs(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -195,11 +198,14 @@ def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     return latency, rates
 
 
-def peak_rss(kind: str, path: Path, cfg: BenchConfig) -> float | None:
-    target = path.parent if kind == "torch" else path
-    cmd = [sys.executable, "-m", "pipeline.rss_probe", kind, str(target), str(cfg.threads), str(cfg.throughput_batch)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    return float(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
+def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -> float | None:
+    from pipeline.rss_probe import peak_rss_mib
+
+    if not meta.get("rss"):
+        return None
+    with phase("peak RSS probes"):
+        return peak_rss_mib(meta["rss"], path.parent if meta["rss"] == "torch" else path, cfg.threads,
+                            cfg.throughput_batch)
 
 
 def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> None:
@@ -299,7 +305,7 @@ STAGE = Stage(
     inputs={"model_dir": "${paths.model}", "variants_dir": "${paths.variants}",
             "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
             "data_dir": "${paths.data}"},
-    plots=("bench",), table="bench_table", code=("pipeline/rss_probe.py", "pipeline/runtimes/worker.py"),
+    plots=("bench",), table="bench_table", code=("pipeline/runtimes/worker.py",),
     deterministic=False,
     headline=lambda m: {key: round(m["winner"]["shipped"][source], 2) if source in m["winner"]["shipped"] else None
                         for key, source in (("b1_vs_torch", "speedup_vs_torch"),

@@ -27,9 +27,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline import preprocessing, runtimes
-from pipeline.errors import GateFailure, PipelineError
+from pipeline import preprocessing, runtimes, selection
+from pipeline.errors import PipelineError
 from pipeline.stages import Schema, Stage, StageResult
+from pipeline.timing import Phases
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
@@ -91,8 +92,10 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
 
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
-    timer = runtimes.timer_for(cfg.providers[0], cfg.runtimes)
-    chosen, options, provider_options, reason, evidence = select(cfg, candidates, timer)
+    phase = Phases()
+    with phase("search"):
+        timer = runtimes.timer_for(cfg.providers[0], cfg.runtimes)
+        chosen, options, provider_options, reason, evidence = selection.choose(cfg, candidates, timer)
     block = _target_block(cfg, options, provider_options)
     with atomic_dir(Path(out_dir)) as staging:
         model_file, extras = _write_model(cfg, chosen["path"], staging)
@@ -111,8 +114,9 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
-        manifest["verified_on"] = runtimes.verified_on(staging, target, cfg.providers, cfg.runtimes,
-                                                       Path(device_runs))
+        with phase("runtime matrix"):
+            manifest["verified_on"] = runtimes.verified_on(staging, target, cfg.providers, cfg.runtimes,
+                                                           Path(device_runs))
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
@@ -129,7 +133,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
                  "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
                  "candidates": [_public(c) for c in candidates]},
         # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
-        observations={"selection": evidence, "verified_at": _now()},
+        observations={"selection": evidence, "verified_at": _now(), "phases_s": phase.seconds},
     )
 
 
@@ -168,49 +172,6 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: 
             "validated": entry is not None,
         })
     return candidates
-
-
-def select(cfg: TargetConfig, candidates: list[dict], timer: str | None) -> tuple[dict, dict, dict, str, dict]:
-    """(variant, session options, first provider's options, reason, evidence). Timed on the target's first
-    provider in the runtime `timer` (runtimes.timer_for) when there is one; the reason holds no number, since
-    it ships in the bundle (the evidence goes to metrics/timings/)."""
-    from pipeline import selection
-
-    eligible = [c for c in candidates if c["passed_gates"]]
-    if not eligible:
-        detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
-        raise GateFailure(f"no candidate passes its parity gates ({detail})")
-    skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
-    skipped = f" (skipped: {skipped})" if skipped else ""
-    primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])
-    if timer is None:
-        return eligible[0], selection.session_block(cfg.session), own_options, (
-            f"no runtime on this machine has {primary}, so nothing could be timed on it: shipped the first "
-            f"candidate in the target's order that passes its parity gates, with the target's own session "
-            f"options{skipped}"), {}
-    grid = [(c["name"], c["path"], session, options) for c in eligible for session in selection.grid(cfg)
-            for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
-    rounds = runtimes.time_candidates(timer, primary, grid, cfg.selection)
-    chosen_label, evidence = selection.decide(rounds, min_effect=cfg.selection.min_effect,
-                                              confidence=cfg.selection.confidence)
-    variant, _, session, options = next(g for g in grid if selection.label(*g[:1], *g[2:]) == chosen_label)
-    chosen = next(c for c in eligible if c["name"] == variant)
-    confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
-    on = f"{primary} ({timer})"
-    if chosen_label == evidence["preferred"]:
-        why = (f"no other of the {len(grid)} candidates (variant × session options) was faster at batch 1 on "
-               f"{on} with {confidence} confidence by more than {effect}, so the target's preference decides")
-    else:
-        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {on} than the fastest of the "
-               f"{len(grid)} candidates (variant × session options) with {confidence} confidence by more than "
-               f"{effect} (bootstrap over interleaved rounds); this is the first in preference order that is not")
-    return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
-
-
-def _why_not(candidate: dict) -> str:
-    if not candidate.get("built", True):
-        return "not built (not in the quantize/optimize config)"
-    return "not validated" if not candidate["validated"] else f"failed {', '.join(candidate['failed_gates'])}"
 
 
 def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, dict]:

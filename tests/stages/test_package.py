@@ -6,7 +6,6 @@ import pytest
 from pipeline import selection
 from pipeline.deploy import verify
 from pipeline.errors import GateFailure
-from pipeline.stages import package
 from tests.conftest import config, package_into
 
 
@@ -50,7 +49,7 @@ def test_the_session_grid_starts_with_the_targets_own_options():
 
 def test_selection_does_not_pretend_to_time_an_absent_provider():
     cfg = config().target["cuda"]
-    chosen, options, provider_options, reason, evidence = package.select(
+    chosen, options, provider_options, reason, evidence = selection.choose(
         cfg, [_candidate("fp16"), _candidate("optimized")], None)
     assert chosen["name"] == "fp16" and "no runtime on this machine has CUDAExecutionProvider" in reason
     assert evidence == {} and provider_options == {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE"}
@@ -60,7 +59,7 @@ def test_selection_does_not_pretend_to_time_an_absent_provider():
 def test_no_passing_candidate_is_a_gate_failure():
     cfg = config().target["cpu_x86"]
     with pytest.raises(GateFailure, match="no candidate passes its parity gates"):
-        package.select(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], None)
+        selection.choose(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], None)
 
 
 def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
@@ -128,8 +127,10 @@ def test_three_consecutive_runs_ship_the_same_variant_options_and_bytes(target, 
     cfg = config(f"target.{target}.runtimes=[{runtime}]").target[target]
     shipped = []
     for run in range(3):
-        metrics = package_into(tmp_path / str(run), cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir,
-                               mnist_dir).metrics
+        result = package_into(tmp_path / str(run), cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir,
+                              mnist_dir)
+        metrics = result.metrics
+        assert set(result.observations["phases_s"]) == {"search", "runtime matrix"}  # for `pipeline timings`
         manifest = json.loads((tmp_path / str(run) / target / "manifest.json").read_text())
         assert f"at batch 1 on {cfg.providers[0]} ({runtime})" in metrics["reason"]
         shipped.append((metrics["chosen"], manifest["target"]["session"], manifest["target"]["provider_options"],
