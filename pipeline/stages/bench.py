@@ -1,6 +1,6 @@
 """Benchmark the shipped CPU bundle against what a user would run instead, in one process and one run.
 
-Inputs:  model_dir (torch eager, torch.compile), the variants, validate's accuracies, the shipped cpu_x86 bundle
+Inputs:  model_dir (torch eager, torch.compile), the variants, validate's accuracies, the shipped bundles
 Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the shipped bundle with its
          manifest's session options; every variant on the ORT CPU EP (bench.session: graph level applied at
          load); the OpenVINO runtime on the fp32 and INT8 QDQ models; each of `runtime_targets` (openvino) as
@@ -8,7 +8,8 @@ Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the 
          and the fp32 baseline there with the same options
 Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, effective
          GFLOP/s as a share of a measured GEMM peak, every ratio vs torch eager, torch.compile, the shipped
-         bundle and ORT fp32 with a bootstrap interval, what won, the INT8 targets, the INT8 crossover.
+         cpu_x86 bundle, ORT fp32 and the OpenVINO runtime fp32 with a bootstrap interval, what won, INT8 vs
+         fp32 on each runtime, the INT8 targets, the INT8 crossover; observations: the phases' wall time.
 Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote. A
          runner in a worker process takes its turns like the others, timed on its side of the pipe.
 """
