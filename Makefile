@@ -44,7 +44,7 @@ test: $(STAMP) $(CHROMIUM) $(VEGA)
 	ruff check .
 	pytest
 
-## The CI parity gate: the CI-sized pipeline in a scratch copy, ending in `pipeline validate`.
+## The CI parity gate: the CI-sized pipeline up to the bundles (validate, the runtime matrix) in a scratch copy.
 gate: $(STAMP) $(CHROMIUM)
 	.ci/gate
 

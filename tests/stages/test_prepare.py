@@ -87,7 +87,7 @@ def test_idx_round_trip_through_gzipped_files(tmp_path, mnist_dir):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for key, stem in mnist.FILES.items():
-        (raw / f"{stem}.gz").write_bytes(gzip.compress(mnist.encode_idx(getattr(data, key))))
+        (raw / f"{stem}.gz").write_bytes(gzip.compress(mnist.encode_idx(getattr(data, key)), compresslevel=1))
     idx = prepare.DataConfig(source="idx", dir=str(raw), package="", version="", sha256="0" * 64, member="")
     result = prepare.run(idx, tmp_path / "out", tmp_path)
     assert result.metrics["digest"] == mnist.digest(mnist_dir)
