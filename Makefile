@@ -28,7 +28,7 @@ $(VEGA):
 	touch $(VEGA)
 
 # params.yaml is recomposed only when a conf/ file is newer: `dvc exp run -S k=v` and `pipeline params k=v`
-# write it themselves, and their overrides survive `make repro` (pipeline/params_file.py).
+# write it themselves, and their overrides survive `make repro` (pipeline/core/params_file.py).
 params.yaml: $(shell find conf -name '*.yaml') | $(STAMP)
 	pipeline params
 	touch params.yaml

@@ -1,6 +1,7 @@
-"""Take a PyTorch model to production through ONNX: export, optimize, quantize, validate, package."""
+"""Take a PyTorch model to production through ONNX: export, optimize, quantize, validate, package.
 
-__version__ = "0.1.0"
-# Bundle files carry this date (not the run's, which would change the bytes; not 1970, which reads as broken):
-# the release of the pipeline that packaged them, moved with __version__.
-RELEASE_DATE = "2026-11-25"
+The folders say what each part does: core/ (stage declaration and plumbing), stages/ (one module per stage),
+data/, model/ and measure/ (libraries the stages share), packaging/ (bundle writing), runtimes/ (the runtime
+matrix that proves each bundle), deploy/ (what ships inside a bundle) and present/ (tables, charts, progress).
+docs/architecture.md draws how they fit.
+"""

@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline import __version__
-from pipeline.stages import Stage, all_stages, load
+from pipeline.core.stage import Stage, all_stages, load
+from pipeline.packaging.release import VERSION
 
 app = typer.Typer(
     help="Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment.",
@@ -50,9 +50,9 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from pipeline.core.errors import GateFailure, PipelineError
         from pipeline.deploy.infer import InputError
         from pipeline.deploy.verify import BundleError, GoldenMismatch
-        from pipeline.errors import GateFailure, PipelineError
 
         try:
             return fn(*args, **kwargs)
@@ -71,7 +71,7 @@ def guarded(fn):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"pipeline {__version__}")
+        typer.echo(f"pipeline {VERSION}")
         raise typer.Exit()
 
 
@@ -89,7 +89,7 @@ def _root(
 
 
 def _config(params: Path | None, overrides: list[str] | None, **extra):
-    from pipeline.config import resolve
+    from pipeline.core.config import resolve
 
     return resolve(params, list(overrides or []), extra=extra)
 
@@ -98,7 +98,7 @@ def _stage_command(stage: Stage):
     """A typer command for a declared stage: overrides, --params, --<item> for foreach stages, its flags."""
 
     def command(overrides=None, params=None, **kwargs):
-        from pipeline import runner
+        from pipeline.core import runner
 
         cfg = _config(params, overrides)
         only = kwargs.pop(stage.item_arg, None) if stage.foreach else None
@@ -143,7 +143,7 @@ def export(
 
     The chain runs the same declared stages DVC runs (export, optimize, quantize), each timed on its own.
     """
-    from pipeline import runner
+    from pipeline.core import runner
 
     extra = {"export.opset": opset} if opset is not None else {}
     if quantize is QuantizeChoice.fp16:
@@ -173,14 +173,14 @@ def params(
     output: Annotated[Path, typer.Option("--output", help="Where to write the composition.")] = Path("params.yaml"),
 ) -> None:
     """Compose conf/ (+ overrides, recorded and kept until --reset) into params.yaml, which DVC tracks."""
-    from pipeline import params_file
-    from pipeline.io import write_text
+    from pipeline.core import params_file
+    from pipeline.core.io import write_text
 
     kept = [] if reset else params_file.merge(params_file.recorded(output), list(overrides or []))
     text = params_file.render(kept)
     current = output.read_text() if output.is_file() else None
     if check and current is None:
-        from pipeline.errors import PipelineError
+        from pipeline.core.errors import PipelineError
 
         raise PipelineError(f"{output.resolve()} not found: run from the repository root, or pass --output")
     if check:
@@ -208,7 +208,7 @@ def dvc(
 ) -> None:
     """Hold dvc.yaml against the stage declarations: deps (inputs and every project module each stage
     imports), params (every key it reads), outs, metrics and plots."""
-    from pipeline import dvcfile
+    from pipeline.core import dvcfile
 
     if write:
         dvcfile.write(file)
@@ -234,8 +234,8 @@ def timings(
                              "reading dvc.lock and params.yaml); run it right after a `dvc repro`.")] = False,
 ) -> None:
     """Per-stage wall time of the last run of each stage (from metrics/timings/), in pipeline order."""
-    from pipeline.report_table import timing_table
-    from pipeline.runner import noop_repro_seconds, stage_timings
+    from pipeline.core.runner import noop_repro_seconds, stage_timings
+    from pipeline.present.tables import timing_table
 
     timing_table(stage_timings(_config(params, overrides)))
     if noop_repro:
@@ -270,8 +270,8 @@ def verify(
 def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path | None) -> None:
     """One cell of the runtime matrix, after the checks that need something from outside the bundle."""
     from pipeline import runtimes
+    from pipeline.core.errors import PipelineError
     from pipeline.deploy.verify import load_manifest, opened_bundle
-    from pipeline.errors import PipelineError
 
     with opened_bundle(bundle, sha256, public_key) as folder:
         record = runtimes.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
@@ -290,10 +290,10 @@ def predict(
     """Classify digit images with a deployment bundle; one line per image, a table for several."""
     import tempfile
 
+    from pipeline.core.errors import PipelineError
     from pipeline.deploy.infer import classify
     from pipeline.deploy.verify import safe_extract
-    from pipeline.errors import PipelineError
-    from pipeline.report_table import prediction_table
+    from pipeline.present.tables import prediction_table
 
     chosen = bundle or Path("artifacts/deploy") / target
     if bundle is None and not chosen.is_dir():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import resolve
+from pipeline.core.config import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE_RUNS = REPO / "metrics" / "device_runs.json"
@@ -92,7 +92,7 @@ def package_into(deploy: Path, target_cfg, target: str, variants_dir: Path, pari
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[str, Path]:
     """The tiny model quantized for x86 and ARM64, validated, and packaged for cpu_x86 and arm64_mobile."""
-    from pipeline.io import write_json
+    from pipeline.core.io import write_json
     from pipeline.stages import validate
 
     cfg = config("quantize=[int8_static,int8_static_arm64]", "optimize.fp16.enabled=false", "validate.samples=2000",

@@ -101,7 +101,7 @@ def test_params_check_outside_the_repo_is_one_line(tmp_path):
 
 
 def test_params_check_explains_an_override_dvc_exp_run_wrote(tmp_path):
-    from pipeline.config import compose, to_yaml
+    from pipeline.core.config import compose, to_yaml
 
     target = tmp_path / "params.yaml"
     target.write_text(to_yaml(compose(["train.epochs=2"])))  # what `dvc exp run -S train.epochs=2` writes

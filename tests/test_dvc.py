@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.stages import all_stages
+from pipeline.core.stage import all_stages
 from tests.conftest import CACHE, REPO, run_cli
 
 # The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
@@ -79,7 +79,7 @@ def _every_written_file_is_a_declared_output(repo: Path) -> None:
 
 
 def _editing_a_module_marks_the_stages_that_import_it(repo: Path) -> None:
-    """pipeline/preprocessing.py was in no stage's deps once: appending a line changed nothing."""
+    """pipeline/data/preprocessing.py was in no stage's deps once: appending a line changed nothing."""
     module = repo / "pipeline" / "preprocessing.py"
     original = module.read_text()
     module.write_text(original + "# touched\n")

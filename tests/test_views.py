@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import browser
+from pipeline.runtimes import browser
 from tests.conftest import REPO
 
 SHOTS = REPO / ".cache" / "screenshots"

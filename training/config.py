@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from pipeline.stages import Schema
+from pipeline.core.stage import Schema
 
 
 class DistributedConfig(Schema):

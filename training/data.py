@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import mnist
-from pipeline.preprocessing import normalize
+from pipeline.data import mnist
+from pipeline.data.preprocessing import normalize
 
 
 def mnist_tensors(data_dir: Path, subset: int | None = None, eval_subset: int | None = None):

@@ -77,8 +77,8 @@ def main(job_path: str) -> None:
     import torch.distributed as torch_dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from pipeline import checkpoint
-    from pipeline.io import atomic_dir, write_json
+    from pipeline.core.io import atomic_dir, write_json
+    from pipeline.model import checkpoint
     from training.data import mnist_tensors
     from training.loop import fit, seed_everything
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.errors import GateFailure, PipelineError
+from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.runtimes import envs
 from pipeline.runtimes.envs import RuntimeUnavailable
 
@@ -118,12 +118,12 @@ def timer_for(provider: str, runtime_names: list[str]) -> str | None:
 
 def time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:
     """Per-round median batch-1 latencies of (variant, path, session, provider options) on `timer`."""
-    from pipeline import selection as choose
+    from pipeline.packaging import selection as choose
 
     if timer == "onnxruntime":
         return choose.measure(grid, provider, selection.rounds, selection.per_round)
     if RUNTIMES[timer].in_browser:
-        from pipeline import browser
+        from pipeline.runtimes import browser
 
         return browser.time_on_wasm([(choose.label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection)
     from pipeline.runtimes.remote import measure_there
@@ -180,7 +180,7 @@ def _script(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
 def _browser(bundle: Path, target: str) -> dict:
     """The page's verify(), then each golden picture's digit (as the bundle prepares it) drawn on its canvas:
     the page must show the label recorded for that picture."""
-    from pipeline import browser
+    from pipeline.runtimes import browser
 
     try:
         report = browser.check_page(bundle, browser.golden_digits(bundle))
@@ -198,7 +198,7 @@ def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[
     """The manifest's `verified_on`: one record per runtime cell run here, the runs recorded on hardware this
     machine lacks (metrics/device_runs.json) whose model bytes match the shipped model's, and a `verified:
     false` record, with the reason, for each of the target's providers that nothing proved."""
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
 
     records = [check(bundle, name, target) for name in runtimes]
     model = json.loads((bundle / "manifest.json").read_text())["model"]["file"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ class RemoteRunner:
 
     def __init__(self, runtime_name: str, model: Path, session: dict, providers: list[tuple[str, dict]],
                  one: np.ndarray, many: np.ndarray):
-        from pipeline.timing import idle_after
+        from pipeline.measure.timing import idle_after
 
         self.runtime_name = runtime_name
         self.idle_s = idle_after(session, providers[0][0])

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.deploy.session import open_session
-from pipeline.selection import measure
-from pipeline.timing import InProcess
+from pipeline.measure.timing import InProcess
+from pipeline.packaging.selection import measure
 
 
 def run_measure() -> None:

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from pipeline.errors import PipelineError
-from pipeline.stages import Schema, Stage, StageResult
-from pipeline.timing import Phases
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Schema, Stage, StageResult
+from pipeline.measure.timing import Phases
 
 EAGER = "torch_eager"
 COMPILED = "torch_compile"
@@ -77,8 +77,10 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
         parity_file: Path, deploy_dir: Path, data_dir: Path) -> StageResult:
     import torch
 
-    from pipeline import lineage, onnx_utils, runners
-    from pipeline.flops import flops_per_image
+    from pipeline.core import lineage
+    from pipeline.measure import bench_runners as runners
+    from pipeline.measure.flops import flops_per_image
+    from pipeline.model import onnx_utils
     from pipeline.stages.validate import variant_kinds
 
     variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in variant_kinds(quantize, fp16)}
@@ -120,7 +122,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
-        from pipeline.crossover import sweep
+        from pipeline.measure.crossover import sweep
 
         with phase("INT8 crossover"):
             metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
@@ -140,8 +142,9 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deplo
              workers: contextlib.ExitStack) -> tuple[dict, dict]:
     """Every runner to time (timing.InProcess, or a RemoteRunner whose worker `workers` closes), and what
     each is: runtime, variant, options (and how to probe its memory)."""
-    from pipeline import checkpoint, runners
-    from pipeline.timing import InProcess, idle_after
+    from pipeline.measure import bench_runners as runners
+    from pipeline.measure.timing import InProcess, idle_after
+    from pipeline.model import checkpoint
 
     model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
@@ -185,7 +188,7 @@ def _accuracies(parity_file: Path) -> dict[str, float | None]:
 
 def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved."""
-    from pipeline.timing import interleaved
+    from pipeline.measure.timing import interleaved
 
     for runner in timed.values():
         runner.latency(runs=cfg.warmup, warmup=0)
@@ -200,7 +203,7 @@ def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
 
 
 def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -> float | None:
-    from pipeline.rss_probe import peak_rss_mib
+    from pipeline.measure.rss_probe import peak_rss_mib
 
     if not meta.get("rss"):
         return None
@@ -212,7 +215,7 @@ def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -
 def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> None:
     """Speed-ups (latency) and throughput ratios against torch eager, torch.compile, the shipped bundle and
     ORT fp32, each with a bootstrap interval over the paired rounds."""
-    from pipeline.timing import ratio_interval
+    from pipeline.measure.timing import ratio_interval
 
     references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline,
                   "openvino": f"openvino_{cfg.baseline}"}
@@ -230,7 +233,7 @@ def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> Non
 
 def int8_vs_fp32(rows: dict, rates: dict, cfg: BenchConfig, quantized: set[str]) -> dict:
     """INT8 throughput over fp32 on each runtime, with its interval: where INT8 does not pay, ship fp32."""
-    from pipeline.timing import ratio_interval
+    from pipeline.measure.timing import ratio_interval
 
     pairs = {"onnxruntime": (cfg.int8_artifact, cfg.baseline),
              "openvino": (f"openvino_{cfg.int8_artifact}", f"openvino_{cfg.baseline}")}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import Field, PositiveInt
 
-from pipeline import mnist, preprocessing
-from pipeline.errors import PipelineError
-from pipeline.stages import Schema, Stage, StageResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Schema, Stage, StageResult
+from pipeline.data import mnist, preprocessing
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"
 # The dynamo exporter builds opset 18 and newer; asked for another, it silently builds 18 instead.
@@ -29,8 +29,9 @@ class ExportConfig(Schema):
 
 def run(cfg: ExportConfig, gates: dict, model_dir: Path, data_dir: Path, out_dir: Path) -> StageResult:
     """Export, then hold the ONNX model to validate's fp32 gates against PyTorch on real test images."""
-    from pipeline import checkpoint, lineage, onnx_utils, parity
-    from pipeline.io import atomic_dir
+    from pipeline.core import lineage
+    from pipeline.core.io import atomic_dir
+    from pipeline.model import checkpoint, onnx_utils, parity
 
     model, spec = checkpoint.load(Path(model_dir))
     proto = export_module(model, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
@@ -72,7 +73,7 @@ def export_module(model, *, opset: int, dynamic_batch: bool):
     example = torch.zeros(2, 1, preprocessing.HEIGHT, preprocessing.WIDTH)
     forward_arg = next(iter(_forward_params(model)), "x")
     dynamic = {forward_arg: {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
-    from pipeline.chatter import captured
+    from pipeline.present.chatter import captured
 
     try:
         with captured("export"):
@@ -115,8 +116,8 @@ def _forward_params(model) -> list[str]:
 
 def summarize_variants(written: dict[str, Path], model_dir: Path, data_dir: Path, samples: int) -> dict:
     """The one-shot command's closing table: each written variant's size, nodes and parity vs PyTorch."""
-    from pipeline import onnx_utils, parity
-    from pipeline.report_table import variant_table
+    from pipeline.model import onnx_utils, parity
+    from pipeline.present.tables import variant_table
 
     x, labels = mnist.test_batch(data_dir, samples)
     reference = parity.torch_logits(model_dir, x)

@@ -7,7 +7,7 @@ Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README
          session.py, digit.png[, required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
          metrics: the chosen variant and session options, why, and every candidate's gates; observations:
          their timings
-Selection: pipeline/selection.py, over (candidate that passed its gates × session options), timed on the
+Selection: pipeline/packaging/selection.py, over (candidate that passed its gates × session options), timed on the
          target's first provider when this machine has it; otherwise the first passing candidate in the
          target's order with its own session options, because CPU timings say nothing about that hardware.
 Proof:   `verified_on` holds a record per runtime cell that ran the bundle's own verify.py
@@ -27,10 +27,12 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline import preprocessing, runtimes, selection
-from pipeline.errors import PipelineError
-from pipeline.stages import Schema, Stage, StageResult
-from pipeline.timing import Phases
+from pipeline import runtimes
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Schema, Stage, StageResult
+from pipeline.data import preprocessing
+from pipeline.measure.timing import Phases
+from pipeline.packaging import selection
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
@@ -85,10 +87,10 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
 
-    from pipeline import bundle as bundle_io
-    from pipeline import lineage
+    from pipeline.core import lineage
+    from pipeline.core.io import atomic_dir, write_json
     from pipeline.deploy import verify
-    from pipeline.io import atomic_dir, write_json
+    from pipeline.packaging import bundle as bundle_io
 
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
@@ -156,8 +158,9 @@ def _public(candidate: dict) -> dict:
 
 def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
     """Each candidate variant in the target's order, with its gate verdicts from validate."""
-    from pipeline import lineage, onnx_utils
-    from pipeline.parity import SUMMARY
+    from pipeline.core import lineage
+    from pipeline.model import onnx_utils
+    from pipeline.model.parity import SUMMARY
 
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
     lineage.require_current({n: p for n, p in paths.items() if p.is_file()}, model_dir, stage="package")
@@ -176,8 +179,9 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: 
 
 def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, dict]:
     """Copy (or fix the batch of, or convert to .ort) the chosen model; return its file name and extras."""
-    from pipeline import bundle as bundle_io
-    from pipeline import mobile, onnx_utils
+    from pipeline.model import onnx_utils
+    from pipeline.packaging import bundle as bundle_io
+    from pipeline.packaging import mobile
 
     model = onnx_utils.load(source)
     if cfg.fixed_batch:
@@ -207,7 +211,8 @@ def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict
 def _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
     import onnxruntime as ort
 
-    from pipeline import __version__, onnx_utils
+    from pipeline.model import onnx_utils
+    from pipeline.packaging.release import VERSION
 
     source = onnx_utils.load(chosen["path"], check=False)
     meta = onnx_utils.metadata(source)
@@ -216,13 +221,13 @@ def _manifest(block, target, chosen, reason, candidates, shipped, session, golde
     return {
         "schema": "onnx-deploy-manifest",
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": "mnist-digits", "version": f"{__version__}+{checkpoint[:12]}",
+        "model": {"name": "mnist-digits", "version": f"{VERSION}+{checkpoint[:12]}",
                   "architecture": meta.get("model_target"), "variant": chosen["name"], "kind": chosen["kind"],
                   "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset},
         "target": {"name": target, **block},
         "provenance": {"checkpoint_sha256": checkpoint, "dataset_sha256": meta.get("dataset_sha256"),
                        "lineage": json.loads(meta.get("lineage", "{}")),
-                       "packaged_with": f"pipeline {__version__}, onnxruntime {ort.__version__}"},
+                       "packaged_with": f"pipeline {VERSION}, onnxruntime {ort.__version__}"},
         "io": {"inputs": [_io(i) for i in session.get_inputs()], "outputs": [_io(o) for o in session.get_outputs()]},
         "preprocessing": preprocessing.as_manifest(),
         "class_labels": preprocessing.CLASS_LABELS,
@@ -242,7 +247,7 @@ def _io(arg) -> dict:
 
 
 def model_card(manifest: dict) -> str:
-    from pipeline.model_card import render
+    from pipeline.packaging.model_card import render
 
     return render(manifest)
 

@@ -20,10 +20,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from pipeline import mnist
-from pipeline.errors import PipelineError
-from pipeline.io import atomic_dir, atomic_path, sha256_file
-from pipeline.stages import Schema, Stage, StageResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_dir, atomic_path, sha256_file
+from pipeline.core.stage import Schema, Stage, StageResult
+from pipeline.data import mnist
 
 # The pickle in the wheel was written by Python 2 numpy; these are the only globals it may name.
 _ALLOWED_GLOBALS = {

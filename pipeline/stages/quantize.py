@@ -21,8 +21,8 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt
 
-from pipeline.errors import PipelineError
-from pipeline.stages import Schema, Stage, StageResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Schema, Stage, StageResult
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 DYNAMIC_NOTE = "dynamic INT8 uses ConvInteger for convolutions: expect it slower than fp32 on the ORT CPU EP"
@@ -59,8 +59,9 @@ def gate_kind(cfg: QuantizeConfig) -> str:
 
 def run(cfg: QuantizeConfig, gates: dict, model_in: Path, model_dir: Path, data_dir: Path, out_dir: Path, *,
         variant: str, seed: int) -> StageResult:
-    from pipeline import lineage, onnx_utils
-    from pipeline.io import atomic_dir
+    from pipeline.core import lineage
+    from pipeline.core.io import atomic_dir
+    from pipeline.model import onnx_utils
 
     if cfg.mode == "static" and cfg.calibration is None:
         raise PipelineError(f"quantize.{variant}: static quantization needs a `calibration` section")
@@ -102,8 +103,8 @@ class _Quantizer:
                  name: str = "", gates: dict | None = None, model_dir: Path | None = None):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from pipeline import onnx_utils, parity
-        from pipeline.mnist import test_batch
+        from pipeline.data.mnist import test_batch
+        from pipeline.model import onnx_utils, parity
 
         self.cfg, self.name, self.gates = cfg, name, gates or {}
         self.data_dir, self.scratch, self.seed = data_dir, scratch, seed
@@ -122,7 +123,7 @@ class _Quantizer:
 
     def quantize_within_budget(self) -> tuple[Path, dict]:
         """Quantize; while validate's gates fail, keep the next most sensitive op in fp32."""
-        from pipeline import parity
+        from pipeline.model import parity
 
         excluded = self.base_exclusions()
         path, metrics, failed = self.quantize(list(excluded))
@@ -169,7 +170,7 @@ class _Quantizer:
 
     def quantize(self, exclude: list[str]) -> tuple[Path, dict, list[str]]:
         """One quantization run: its path, its parity vs PyTorch, and the gates it fails."""
-        from pipeline import parity
+        from pipeline.model import parity
 
         self._runs += 1
         out = self.scratch / f"candidate-{self._runs}.onnx"
@@ -185,8 +186,8 @@ class _Quantizer:
     def _quantize_static(self, out: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        from pipeline.calibration import MnistCalibrationReader, calibration_images
-        from pipeline.progress import progress_bar
+        from pipeline.data.calibration import MnistCalibrationReader, calibration_images
+        from pipeline.present.progress import progress_bar
 
         cal = self.cfg.calibration
         cache = self.scratch / "calibration-ranges.json"

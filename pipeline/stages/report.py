@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import charts
+from pipeline.core.stage import Stage, StageResult
+from pipeline.present import charts
 from pipeline.runtimes import where
-from pipeline.stages import Stage, StageResult
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
@@ -28,7 +28,7 @@ VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
 
 def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path, deploy_dir: Path, data_dir: Path,
         out_dir: Path, *, cpu_target: str = "cpu_x86") -> StageResult:
-    from pipeline.io import atomic_dir
+    from pipeline.core.io import atomic_dir
 
     metrics = {"train": _json(train_file), "parity": _json(parity_file), "bench": _json(bench_file),
                "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir))}
@@ -61,9 +61,9 @@ def _manifests(deploy_dir: Path) -> dict[str, dict]:
 
 def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
     """The shipped CPU model (as bundled) on the whole test set."""
-    from pipeline import mnist
+    from pipeline.data import mnist
+    from pipeline.data.preprocessing import normalize
     from pipeline.deploy.infer import Classifier
-    from pipeline.preprocessing import normalize
 
     data = mnist.load(data_dir)
     predicted, _ = Classifier(bundle).predict(normalize(data.test_images))
@@ -142,7 +142,7 @@ def _speed(m: dict) -> str:
 
 def _shipped(bench: dict) -> str:
     """What won: per target, what it ships and how that compares with what a user would run instead."""
-    from pipeline.selection import describe
+    from pipeline.packaging.selection import describe
 
     rows = []
     for name, t in bench.get("targets", {}).items():

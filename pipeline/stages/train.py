@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-from pipeline.errors import PipelineError
-from pipeline.stages import Stage, StageResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Stage, StageResult
 from training.config import TrainConfig
 
 
@@ -30,7 +30,7 @@ ModelSpec = Annotated[dict[str, Any], AfterValidator(_names_a_class)]
 
 
 def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, seed: int) -> StageResult:
-    from pipeline import checkpoint
+    from pipeline.model import checkpoint
 
     checkpoint.build(model_spec)  # a wrong class or argument fails here, before data loading or torchrun
     if cfg.distributed.world_size > 1:
@@ -55,9 +55,9 @@ def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, se
 def _train_single(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
     import torch
 
-    from pipeline import checkpoint
-    from pipeline.io import atomic_dir
-    from pipeline.progress import progress_bar
+    from pipeline.core.io import atomic_dir
+    from pipeline.model import checkpoint
+    from pipeline.present.progress import progress_bar
     from training.data import mnist_tensors
     from training.loop import fit, seed_everything
 

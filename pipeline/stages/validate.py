@@ -5,7 +5,7 @@ Outputs: metrics/validate.json: per variant accuracy, Δaccuracy, agreement, max
          relative error, cosine (min/mean), softmax max |Δ|, each gate's verdict; for failing variants (or
          with --explain) the first divergent node and the top nodes by error.
 Refuses (exit 2) any variant whose lineage does not match the current checkpoint. A failing gate does not
-raise here: the report is written first, then the runner exits 1 (pipeline.parity owns the gates).
+raise here: the report is written first, then the runner exits 1 (pipeline.model.parity owns the gates).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from pipeline.stages import Schema, Stage, StageResult
+from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.stages.quantize import QuantizeConfig, gate_kind
 
 
@@ -44,10 +44,11 @@ def variant_kinds(quantize: dict[str, QuantizeConfig], fp16: bool) -> dict[str, 
 
 def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path, *,
         explain: bool = False) -> StageResult:
-    from pipeline import lineage, onnx_utils, parity
-    from pipeline.errors import PipelineError
-    from pipeline.mnist import test_batch
-    from pipeline.progress import progress_bar
+    from pipeline.core import lineage
+    from pipeline.core.errors import PipelineError
+    from pipeline.data.mnist import test_batch
+    from pipeline.model import onnx_utils, parity
+    from pipeline.present.progress import progress_bar
 
     kinds = variant_kinds(quantize, fp16)
     unknown_kinds = sorted({k for k in kinds.values() if k not in cfg.gates})
@@ -88,7 +89,7 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
 def _localize_failing(cfg: ValidateConfig, report: dict, paths: dict[str, Path], x: np.ndarray, explain: bool
                       ) -> None:
     """Where a failing variant first diverges from the simplified fp32 ONNX model, node by node."""
-    from pipeline.localize import localize, modules
+    from pipeline.model.localize import localize, modules
 
     module_names = modules(paths["exported"]) if "exported" in paths else {}
     with tempfile.TemporaryDirectory(prefix="localize-") as scratch:

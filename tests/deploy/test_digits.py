@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import mnist
+from pipeline.data import mnist
 from pipeline.deploy import digits
 from tests.conftest import REPO
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import mnist
+from pipeline.data import mnist
 from pipeline.deploy.infer import Classifier, InputError, classify
 from tests.conftest import run_cli
 
@@ -60,7 +60,7 @@ def test_bad_arrays_are_refused_not_silently_labelled(bundles, array, message):
 
 
 def test_npy_batches_are_labelled_per_row(bundles, mnist_dir, tmp_path):
-    from pipeline.preprocessing import normalize
+    from pipeline.data.preprocessing import normalize
 
     data = mnist.load(mnist_dir)
     np.save(tmp_path / "batch.npy", normalize(data.test_images[:3]))
@@ -70,7 +70,7 @@ def test_npy_batches_are_labelled_per_row(bundles, mnist_dir, tmp_path):
 
 
 def test_fixed_batch_models_take_any_number_of_images(bundles, mnist_dir):
-    from pipeline.preprocessing import normalize
+    from pipeline.data.preprocessing import normalize
 
     data = mnist.load(mnist_dir)
     labels, _ = Classifier(bundles["arm64_mobile"]).predict(normalize(data.test_images[:5]))

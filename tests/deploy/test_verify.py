@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from pipeline.bundle import file_hashes
 from pipeline.deploy import verify
+from pipeline.packaging.bundle import file_hashes
 from tests.conftest import REPO, run_cli
 
 
@@ -205,7 +205,7 @@ def _keys(tmp_path):
 
 
 def test_a_signed_manifest_verifies_only_unchanged_and_under_the_producers_key(bundle_copy, tmp_path):
-    from pipeline.bundle import sign_manifest
+    from pipeline.packaging.bundle import sign_manifest
 
     private, public = _keys(tmp_path)
     with pytest.raises(verify.BundleError, match="the bundle is not signed"):
@@ -225,8 +225,8 @@ def test_a_signed_manifest_verifies_only_unchanged_and_under_the_producers_key(b
 
 
 def test_a_signing_key_that_is_not_ed25519_is_one_line(bundle_copy, tmp_path):
-    from pipeline.bundle import sign_manifest
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
+    from pipeline.packaging.bundle import sign_manifest
 
     (tmp_path / "key.pem").write_text("not a key")
     with pytest.raises(PipelineError, match=r"cannot read the signing key .*key\.pem"):
@@ -237,7 +237,7 @@ def test_a_signing_key_that_is_not_ed25519_is_one_line(bundle_copy, tmp_path):
 def test_extracted_files_carry_the_pipeline_release_date(bundles, tmp_path):
     import datetime
 
-    from pipeline import RELEASE_DATE
+    from pipeline.packaging.release import RELEASE_DATE
 
     with tarfile.open(bundles["cpu_x86"].with_suffix(".tar.gz")) as tar:
         tar.extractall(tmp_path, filter="data")

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from pipeline.io import write_json
+from pipeline.core.io import write_json
 from pipeline.stages import bench
 from tests.conftest import config, package_into
 
@@ -77,7 +77,8 @@ def test_flops_and_a_measured_peak_put_achieved_speed_in_context(bench_result):
 def test_torch_compile_peer_matches_eager_and_reports_its_warmup(tiny_model_dir):
     import numpy as np
 
-    from pipeline import checkpoint, runners
+    from pipeline.measure import bench_runners as runners
+    from pipeline.model import checkpoint
 
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
     model, _ = checkpoint.load(tiny_model_dir)

@@ -3,8 +3,9 @@ import onnx
 import pytest
 import torch
 
-from pipeline import checkpoint, lineage, onnx_utils
-from pipeline.errors import PipelineError
+from pipeline.core import lineage
+from pipeline.core.errors import PipelineError
+from pipeline.model import checkpoint, onnx_utils
 from pipeline.stages import export
 from tests.conftest import config
 

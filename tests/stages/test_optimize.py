@@ -2,9 +2,10 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline import lineage, onnx_utils
-from pipeline.errors import GateFailure, PipelineError
-from pipeline.mnist import test_batch as real_test_images
+from pipeline.core import lineage
+from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.data.mnist import test_batch as real_test_images
+from pipeline.model import onnx_utils
 from pipeline.stages import optimize
 from tests.conftest import config
 
@@ -63,7 +64,7 @@ def test_a_truncated_model_is_one_clear_error(tmp_path, variants_dir, mnist_dir)
 
 
 def test_each_variant_records_its_parent_and_checkpoint(variants_dir, tiny_model_dir):
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
 
     checkpoint = lineage.checkpoint_digest(tiny_model_dir)
     for name, parent in (("simplified", "exported"), ("optimized", "simplified"), ("fp16", "simplified")):

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import selection
+from pipeline.core.errors import GateFailure
 from pipeline.deploy import verify
-from pipeline.errors import GateFailure
+from pipeline.packaging import selection
 from tests.conftest import config, package_into
 
 
@@ -104,14 +104,14 @@ def test_mobile_bundle_is_ort_format_with_fixed_batch_and_a_usability_verdict(bu
 
 
 def test_tarball_is_byte_reproducible(bundles, tmp_path):
-    from pipeline.bundle import write_tarball
+    from pipeline.packaging.bundle import write_tarball
 
     first = write_tarball(bundles["cpu_x86"], tmp_path / "a.tar.gz").read_bytes()
     assert first == write_tarball(bundles["cpu_x86"], tmp_path / "b.tar.gz").read_bytes()
 
 
 def test_model_cards_name_the_package_that_provides_the_targets_provider():
-    from pipeline.model_card import runtime_package
+    from pipeline.packaging.model_card import runtime_package
 
     assert runtime_package("CUDAExecutionProvider") == "onnxruntime-gpu"
     assert runtime_package("OpenVINOExecutionProvider") == "onnxruntime-openvino"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import mnist
-from pipeline.errors import PipelineError
-from pipeline.io import sha256_file
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import sha256_file
+from pipeline.data import mnist
 from pipeline.stages import prepare
 from tests.conftest import run_cli
 

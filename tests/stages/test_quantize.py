@@ -3,9 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import lineage, onnx_utils
-from pipeline.calibration import MnistCalibrationReader, calibration_images
-from pipeline.mnist import test_batch as real_test_images
+from pipeline.core import lineage
+from pipeline.data.calibration import MnistCalibrationReader, calibration_images
+from pipeline.data.mnist import test_batch as real_test_images
+from pipeline.model import onnx_utils
 from pipeline.stages import quantize
 from tests.conftest import config
 

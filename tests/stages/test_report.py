@@ -1,7 +1,7 @@
 import csv
 import json
 
-from pipeline.io import write_json
+from pipeline.core.io import write_json
 from pipeline.stages import report
 
 

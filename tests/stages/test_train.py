@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from pipeline import checkpoint
-from pipeline.errors import PipelineError
-from pipeline.io import sha256_file
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import sha256_file
+from pipeline.model import checkpoint
 from pipeline.stages import train
 from tests.conftest import config
 

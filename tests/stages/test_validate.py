@@ -5,11 +5,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pipeline import onnx_utils
-from pipeline.errors import PipelineError
-from pipeline.localize import localize
-from pipeline.mnist import test_batch as real_test_images
-from pipeline.parity import IMPLICIT_GATES, compare, judge
+from pipeline.core.errors import PipelineError
+from pipeline.data.mnist import test_batch as real_test_images
+from pipeline.model import onnx_utils
+from pipeline.model.localize import localize
+from pipeline.model.parity import IMPLICIT_GATES, compare, judge
 from pipeline.stages import validate
 from tests.conftest import TINY, config, run_cli
 
@@ -69,7 +69,7 @@ def test_localization_names_the_node_whose_weights_were_perturbed(tmp_path, vari
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     faulty, consumer = _perturbed_copy(variants_dir, tmp_path, convs[1].input[1], lambda w: w * -1.0)
     x, _ = real_test_images(mnist_dir, 32)
-    from pipeline.localize import modules
+    from pipeline.model.localize import modules
 
     report = localize(variants_dir / "simplified" / "model.onnx", faulty, x, rel_threshold=0.1, top_k=5,
                       scratch=tmp_path, module_names=modules(variants_dir / "exported" / "model.onnx"))

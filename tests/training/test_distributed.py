@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from pipeline import checkpoint
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.model import checkpoint
 from pipeline.stages import export, train
 from tests.conftest import REPO, config
 from training.config import TrainConfig

@@ -1,5 +1,5 @@
 // Batch-1 latency of candidate models on onnxruntime-web (WebAssembly), in interleaved rounds as
-// pipeline/timing.py does them; the statistics (ratios, intervals, the decision) stay in Python.
+// pipeline/measure/timing.py does them; the statistics (ratios, intervals, the decision) stay in Python.
 // A browser's clock is coarse (100 µs without cross-origin isolation), so each sample is the mean of
 // CALLS_PER_SAMPLE consecutive runs.
 import * as ort from "./ort.wasm.min.mjs";

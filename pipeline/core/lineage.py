@@ -1,0 +1,92 @@
+"""Lineage: what each ONNX variant was built from, by content digest, so nothing stale is scored or shipped.
+
+Every variant carries, in its metadata, the digest of the checkpoint it descends from and the digest of
+the file it was derived from (checkpoint → exported → simplified → each variant). validate, package and
+bench refuse any variant whose recorded digests do not match the files on disk now. Digests, not the git
+commit: the same inputs give the same bytes on any commit, and a rerun that changes nothing stays a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+
+KEY = "lineage"
+# Each variant's parent, for the chain check: a variant built from an older `simplified` is stale too.
+PARENTS = {"exported": None, "simplified": "exported", "optimized": "simplified", "fp16": "simplified"}
+DEFAULT_PARENT = "simplified"  # every quantize variant
+REBUILD = "rebuild it with `dvc repro`, or `pipeline export --quantize …` and `pipeline quantize`"
+
+
+def checkpoint_digest(model_dir: Path) -> str:
+    """sha256 over the checkpoint's files (weights and the spec that rebuilds the module)."""
+    from pipeline.core.io import sha256_file
+    from pipeline.model.checkpoint import SPEC, WEIGHTS
+
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, SPEC):
+        file = Path(model_dir) / name
+        if not file.is_file():
+            raise PipelineError(f"missing checkpoint file {file} (run `pipeline train`)")
+        digest.update(f"{name}:{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def record(checkpoint: str, parent: Path | None = None) -> dict:
+    """The lineage entry for a new variant built from `parent` (None: straight from the checkpoint)."""
+    from pipeline.core.io import sha256_file
+
+    entry = {"checkpoint_sha256": checkpoint}
+    if parent is not None:
+        entry["parent_sha256"] = sha256_file(parent)
+    return entry
+
+
+def read(model_path: Path) -> dict:
+    """A variant's recorded lineage; {} for a model built before lineage existed (always stale)."""
+    from pipeline.model import onnx_utils
+
+    meta = onnx_utils.metadata(onnx_utils.load(model_path, check=False))
+    try:
+        return json.loads(meta.get(KEY, "{}"))
+    except json.JSONDecodeError:
+        return {}
+
+
+def inherit(parent_path: Path) -> str:
+    """The checkpoint digest a derived variant inherits from its parent file."""
+    checkpoint = read(parent_path).get("checkpoint_sha256")
+    if not checkpoint:
+        raise PipelineError(f"{parent_path} records no lineage (built by an older pipeline): {REBUILD}")
+    return checkpoint
+
+
+def stale(variants: dict[str, Path], checkpoint: str) -> dict[str, str]:
+    """{variant: why} for each variant not built from `checkpoint` or from its parent file as it is now."""
+    from pipeline.core.io import sha256_file
+
+    reasons = {}
+    for name, path in variants.items():
+        entry = read(path)
+        if entry.get("checkpoint_sha256") != checkpoint:
+            built = (entry.get("checkpoint_sha256") or "unknown")[:12]
+            reasons[name] = f"built from checkpoint {built}, current is {checkpoint[:12]}"
+            continue
+        parent = PARENTS.get(name, DEFAULT_PARENT)
+        parent_path = Path(path).parent.parent / parent / Path(path).name if parent else None
+        if parent_path is not None and parent_path.is_file() and entry.get("parent_sha256") != sha256_file(parent_path):
+            reasons[name] = f"built from an older {parent}"
+    return reasons
+
+
+def require_current(variants: dict[str, Path], model_dir: Path, *, stage: str) -> str:
+    """The current checkpoint digest, or one PipelineError line naming every stale variant."""
+    checkpoint = checkpoint_digest(model_dir)
+    reasons = stale(variants, checkpoint)
+    if reasons:
+        listed = "; ".join(f"{name} ({why})" for name, why in reasons.items())
+        raise PipelineError(f"{stage} refuses stale variant(s): {listed}; {REBUILD}")
+    return checkpoint

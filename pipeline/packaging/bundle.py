@@ -1,0 +1,163 @@
+"""Writing a deployment bundle: golden I/O in the ONNX test-data layout, golden pictures, file hashes, a
+byte-reproducible .tar.gz (sorted entries, owners zeroed, every file dated the pipeline's release), its
+published sha256, and the optional Ed25519 signature of the manifest."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from onnx import numpy_helper
+
+from pipeline.core.io import atomic_path, sha256_file
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes, base64; the manifest lists every other file
+
+
+def write_golden(bundle: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[str]:
+    """test_data_set_<i>/input_0.pb and output_0.pb, the layout onnx_test_runner reads."""
+    names = []
+    for i, (x, y) in enumerate(zip(inputs, outputs, strict=True)):
+        folder = bundle / f"test_data_set_{i}"
+        folder.mkdir()
+        (folder / "input_0.pb").write_bytes(numpy_helper.from_array(x, "input").SerializeToString())
+        (folder / "output_0.pb").write_bytes(numpy_helper.from_array(y, "logits").SerializeToString())
+        names.append(folder.name)
+    return names
+
+
+def write_golden_set(session, data_dir: Path, staging: Path, samples: int, fixed_batch: int | None,
+                     atol: float) -> dict:
+    """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout, in
+    chunks of the model's fixed batch where it has one; returns the manifest's `golden` block."""
+    from pipeline.data.mnist import test_batch
+
+    x, _ = test_batch(data_dir, samples)
+    step = fixed_batch or len(x)
+    inputs = [x[i : i + step] for i in range(0, len(x), step)]
+    outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]
+    return {"sets": write_golden(staging, inputs, outputs), "samples": len(x),
+            "tolerance": {"atol": atol, "top1_must_match": True},
+            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+
+
+def file_hashes(bundle: Path) -> dict[str, str]:
+    """sha256 of every file in the bundle except the manifest, which carries these hashes."""
+    return {
+        p.relative_to(bundle).as_posix(): sha256_file(p)
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+    }
+
+
+def _release_epoch() -> int:
+    import datetime
+
+    from pipeline.packaging.release import RELEASE_DATE
+
+    return int(datetime.datetime.fromisoformat(RELEASE_DATE).replace(tzinfo=datetime.UTC).timestamp())
+
+
+def write_tarball(bundle: Path, archive: Path) -> Path:
+    """A .tar.gz of `bundle` under its own name; identical inputs give identical bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in [bundle, *sorted(bundle.rglob("*"))]:
+            info = tar.gettarinfo(str(path), arcname=(Path(bundle.name) / path.relative_to(bundle)).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = _release_epoch(), 0, 0, "", ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    with atomic_path(archive) as tmp:
+        tmp.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    return archive
+
+
+def golden_pictures(images: np.ndarray) -> list[tuple[str, bytes]]:
+    """Raw PNG pictures of real MNIST test digits for the preparation check (verify.py runs them through the
+    bundle's own digits.py, the web page through digits.mjs): plain ones, one inverted and enlarged on white
+    paper, one drawn only in the alpha channel, off-centre on a larger transparent canvas."""
+    from PIL import Image
+
+    pictures = [(f"mnist_test_{i}", Image.fromarray(images[i])) for i in range(4)]
+    inverted = Image.fromarray(255 - images[4]).resize((84, 84), Image.Resampling.NEAREST)
+    alpha = np.zeros((90, 120, 4), np.uint8)
+    alpha[50:78, 70:98, 3] = images[5]
+    pictures += [("mnist_test_4_inverted_3x", inverted), ("mnist_test_5_alpha_offcentre", Image.fromarray(alpha))]
+    encoded = []
+    for name, picture in pictures:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        encoded.append((f"golden_pictures/{name}.png", buffer.getvalue()))
+    return encoded
+
+
+def write_digest(archive: Path, digest: Path) -> str:
+    """`<archive>.sha256` in sha256sum's format, published beside the archive (and in the stage's metrics):
+    `verify --sha256` and `sha256sum -c` check the download against it."""
+    value = sha256_file(archive)
+    with atomic_path(digest) as tmp:
+        tmp.write_text(f"{value}  {archive.name}\n")
+    return value
+
+
+def sign_manifest(bundle: Path, key_file: Path) -> None:
+    """manifest.sig: the Ed25519 signature of manifest.json, which pins every file's sha256."""
+    import base64
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from pipeline.core.errors import PipelineError
+
+    try:
+        key = load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise PipelineError(f"cannot read the signing key {key_file}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PipelineError(f"{key_file} is not an Ed25519 private key (openssl genpkey -algorithm ed25519)")
+    signature = key.sign((bundle / MANIFEST).read_bytes())
+    (bundle / SIGNATURE).write_text(base64.b64encode(signature).decode() + "\n")
+
+
+def write_web_page(staging: Path, page_dir: Path) -> None:
+    """The drawing page and the onnxruntime-web WebAssembly runtime it loads, all served from the bundle."""
+    from pipeline import runtimes
+
+    for source in (*sorted(page_dir.iterdir()), *runtimes.web_runtime_files()):
+        shutil.copy(source, staging / source.name)
+
+
+def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
+    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
+    an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
+    from pipeline.data import mnist, preprocessing
+    from pipeline.deploy import infer
+
+    expected = []
+    for name, png in golden_pictures(mnist.load(data_dir).test_images):
+        (staging / name).parent.mkdir(exist_ok=True)
+        (staging / name).write_bytes(png)
+        x = infer.picture_input(staging / name, preprocessing.as_manifest())
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+        expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],
+                         "logits": [float(v) for v in logits]})
+    return expected
+
+
+def write_sample_digit(data_dir: Path, path: Path) -> None:
+    """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
+    from PIL import Image
+
+    from pipeline.data import mnist
+
+    Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")

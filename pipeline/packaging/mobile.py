@@ -1,0 +1,81 @@
+"""ORT Mobile packaging: fixed batch, the mobile-usability verdict, and ORT format (.ort) conversion.
+
+NNAPI and CoreML take no nodes while a dimension is symbolic, so the batch is fixed first. The ORT
+format model is converted with the 'Runtime' optimization style, which ORT recommends when NNAPI or
+CoreML may run it ('Fixed' bakes in CPU-EP fusions those EPs cannot take).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from pipeline.core.errors import PipelineError
+from pipeline.present.chatter import captured
+
+
+def fix_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+
+    params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    for param in params:
+        make_dim_param_fixed(model.graph, param, batch)
+    fix_output_shapes(model)
+    return model
+
+
+def usability(model_path: Path) -> dict:
+    """onnxruntime's check_onnx_model_mobile_usability, as a verdict per EP plus the full report text."""
+    from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
+
+    stream = io.StringIO()
+    logger = logging.getLogger("pipeline.mobile_usability")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            analyze_model(Path(model_path), logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    # The checker names the file it read, a scratch path that differs every run: keep the bundle reproducible.
+    report = stream.getvalue().replace(str(Path(model_path).parent), ".")
+    verdicts = dict(re.findall(r"Model should perform well with (.+?) as is: (YES|NO)", report))
+    partitions = re.findall(
+        r"(\d+) partitions with a total of (\d+)/(\d+) nodes can be handled by the (.+?) EP", report)
+    return {
+        "verdicts": verdicts,
+        "coverage": {ep: f"{nodes}/{total} nodes in {parts} partitions" for parts, nodes, total, ep in partitions},
+        "report": report,
+    }
+
+
+def to_ort_format(model_path: Path, out_dir: Path, target_platform: str = "arm") -> tuple[Path, Path]:
+    """Convert to model.ort plus the required-operators config for a reduced (minimal) ORT build."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory(prefix="ort-format-") as scratch:
+        source = Path(scratch) / "model.onnx"
+        shutil.copy(model_path, source)
+        converted = Path(scratch) / "out"
+        with captured("ort_format"):  # the converter logs and prints a line per step
+            convert_onnx_models_to_ort(source, converted, [OptimizationStyle.Runtime], target_platform=target_platform)
+        ort_files = list(converted.glob("*.ort"))
+        configs = list(converted.glob("*.config"))
+        if len(ort_files) != 1 or len(configs) != 1:
+            raise PipelineError(f"ORT format conversion of {model_path} produced {len(ort_files)} .ort files")
+        ort_model = Path(out_dir) / "model.ort"
+        ops_config = Path(out_dir) / "required_operators.config"
+        shutil.move(ort_files[0], ort_model)
+        # The converter lists the scratch files it read in comments: drop them, the bundle must not name a temp path.
+        lines = configs[0].read_text().splitlines()
+        ops_config.write_text("".join(f"{line}\n" for line in lines if not line.startswith("# - ")))
+    return ort_model, ops_config

@@ -1,0 +1,139 @@
+"""Which variant and session options a target ships, measured on its own provider, decided with confidence
+(`choose`, for package).
+
+Candidates are (variant × session options): the variants that passed their gates, in the target's order,
+each with the target's own session options first and then every combination of the alternatives in
+`search` (graph optimization level applied at load, intra-op threads, spinning). All are timed at batch 1
+in interleaved rounds; per-round medians give each candidate's latency ratio to the preferred candidate
+(the first variant with the target's own options) and to the fastest, with bootstrap confidence intervals.
+The first candidate in preference order that is not slower than the fastest by more than `min_effect` with
+`confidence` ships: the preferred one unless something is faster with that confidence by more than that
+effect. Only large, certain differences (ORT_ENABLE_ALL vs EXTENDED: ~2×) decide; differences near the noise
+(±12 % here) fall to the preference order, so repeated runs ship the same variant and options and the bundle
+stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import preprocessing
+from pipeline.deploy.session import SPINNING, open_session
+
+
+def session_block(session) -> dict:
+    """A target's session options as the manifest (and deploy/session.py) read them."""
+    return {"graph_optimization_level": session.graph_optimization_level,
+            "intra_op_num_threads": session.intra_op_num_threads,
+            "execution_mode": session.execution_mode,
+            "config_entries": dict(session.config_entries)}
+
+
+def grid(cfg) -> list[dict]:
+    """Session option sets in preference order: the target's own first, then each alternative combination."""
+    base = session_block(cfg.session)
+    levels = [base["graph_optimization_level"], *cfg.search.graph_optimization_level]
+    threads = [base["intra_op_num_threads"], *cfg.search.intra_op_num_threads]
+    spinning = [base["config_entries"].get(SPINNING, "1"), *cfg.search.allow_spinning]
+    options = []
+    for level, thread_count, spin in itertools.product(*(list(dict.fromkeys(axis)) for axis in (levels, threads,
+                                                                                                  spinning))):
+        entries = {**base["config_entries"], SPINNING: spin} if spin != "1" else dict(base["config_entries"])
+        options.append({**base, "graph_optimization_level": level, "intra_op_num_threads": thread_count,
+                        "config_entries": entries})
+    return options
+
+
+def describe(session: dict, provider_options: dict | None = None) -> str:
+    spin = "off" if session["config_entries"].get(SPINNING, "1") == "0" else "on"
+    threads = session["intra_op_num_threads"]
+    threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
+    options = "".join(f", {k}={v}" for k, v in (provider_options or {}).items())
+    return f"{session['graph_optimization_level']}, {threads_text}, spinning {spin}{options}"
+
+
+def label(variant: str, session: dict, provider_options: dict | None = None) -> str:
+    return f"{variant} @ {describe(session, provider_options)}"
+
+
+def measure(candidates: list[tuple[str, Path, dict, dict]], provider: str, rounds: int,
+            per_round: int) -> dict[str, list[float]]:
+    """Per-round median batch-1 latency of each (variant, path, session, provider options) on `provider` in
+    this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/worker.py)."""
+    from pipeline.measure.timing import idle_after, interleaved_rounds
+
+    x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
+    runs, idle_s = {}, {}
+    for variant, path, session, options in candidates:
+        opened = open_session(path, session, [(provider, options)])
+        if opened.get_providers()[0] != provider:
+            raise RuntimeError(f"{provider} did not take {variant} (it ran on {opened.get_providers()[0]})")
+        name = label(variant, session, options)
+        runs[name] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
+        idle_s[name] = idle_after(session, provider)
+    return interleaved_rounds(runs, rounds=rounds, per_round=per_round, warmup=20, idle_s=idle_s)
+
+
+def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float) -> tuple[str, dict]:
+    """The candidate to ship (keys of `rounds` are in preference order; the first is the preferred one) and
+    the evidence: each candidate's median latency and latency ratio to the preferred one with its interval."""
+    from pipeline.measure.timing import ratio_interval
+
+    names = list(rounds)
+    preferred = names[0]
+    fastest = min(names, key=lambda n: float(np.median(rounds[n])))
+    versus = {n: {"vs_preferred": ratio_interval(rounds[n], rounds[preferred], confidence=confidence),
+                  "vs_fastest": ratio_interval(rounds[n], rounds[fastest], confidence=confidence)} for n in names}
+    contenders = [n for n in names if versus[n]["vs_fastest"]["low"] <= 1 + min_effect]
+    chosen = contenders[0]  # the fastest itself always qualifies
+    evidence = {n: {"median_ms": float(np.median(rounds[n])), **versus[n]} for n in names}
+    return chosen, {"preferred": preferred, "fastest": fastest, "chosen": chosen, "candidates": evidence,
+                    "not_slower_than_fastest": contenders, "min_effect": min_effect}
+
+
+def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, dict, str, dict]:
+    """(variant, session options, first provider's options, reason, evidence). Timed on the target's first
+    provider in the runtime `timer` (runtimes.timer_for) when there is one; the reason holds no number, since
+    it ships in the bundle (the evidence goes to metrics/timings/). `cfg` is the target's config."""
+    from pipeline import runtimes
+    from pipeline.core.errors import GateFailure
+
+    eligible = [c for c in candidates if c["passed_gates"]]
+    if not eligible:
+        detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
+        raise GateFailure(f"no candidate passes its parity gates ({detail})")
+    skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
+    skipped = f" (skipped: {skipped})" if skipped else ""
+    primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])
+    if timer is None:
+        return eligible[0], session_block(cfg.session), own_options, (
+            f"no runtime on this machine has {primary}, so nothing could be timed on it: shipped the first "
+            f"candidate in the target's order that passes its parity gates, with the target's own session "
+            f"options{skipped}"), {}
+    candidate_grid = [(c["name"], c["path"], session, options) for c in eligible for session in grid(cfg)
+            for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
+    rounds = runtimes.time_candidates(timer, primary, candidate_grid, cfg.selection)
+    chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
+                                              confidence=cfg.selection.confidence)
+    variant, _, session, options = next(g for g in candidate_grid if label(*g[:1], *g[2:]) == chosen_label)
+    chosen = next(c for c in eligible if c["name"] == variant)
+    confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
+    on, tried = f"{primary} ({timer})", f"{len(candidate_grid)} candidates (variant × session options)"
+    if chosen_label == evidence["preferred"]:
+        why = (f"no other of the {tried} was faster at batch 1 on {on} with {confidence} confidence by more than "
+               f"{effect}, so the target's preference decides")
+    else:
+        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {on} than the fastest of the {tried} "
+               f"with {confidence} confidence by more than {effect} (bootstrap over interleaved rounds); this is "
+               "the first in preference order that is not")
+    return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
+
+
+def _why_not(candidate: dict) -> str:
+    if not candidate.get("built", True):
+        return "not built (not in the quantize/optimize config)"
+    return "not validated" if not candidate["validated"] else f"failed {', '.join(candidate['failed_gates'])}"

@@ -1,0 +1,150 @@
+"""Terminal tables for stage results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.present.progress import console
+
+
+def human_size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return str(num_bytes)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def print_outputs(stage: str, outputs: dict[str, Path], metrics: dict) -> None:
+    if outputs:
+        _outputs_table(stage, outputs)
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
+    if scalars:
+        console.print("  ".join(f"[bold]{k}[/]={_fmt(v)}" for k, v in scalars.items()))
+
+
+def _outputs_table(stage: str, outputs: dict[str, Path]) -> None:
+    table = Table(title=f"{stage}: outputs", title_justify="left")
+    table.add_column("output")
+    table.add_column("path")
+    table.add_column("size", justify="right")
+    for name, path in outputs.items():
+        table.add_row(name, str(path), human_size(_size(Path(path))))
+    console.print(table)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def variant_table(title: str, rows: dict[str, dict]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("variant", "size", "nodes", "agreement", "max |Δlogit|", "accuracy"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in rows.items():
+        table.add_row(
+            name, human_size(row["bytes"]), str(row["nodes"]), f"{row['agreement']:.2%}",
+            f"{row['max_abs_logit']:.2e}", f"{row['accuracy']:.2%}",
+        )
+    console.print(table)
+
+
+def _node(row: dict) -> str:
+    """`node_Conv_51 [features.1]`: the ONNX node and, where known, the PyTorch module it came from."""
+    return f"{row['node']} [{row['module']}]" if row.get("module") else row["node"]
+
+
+def parity_table(report: dict) -> None:
+    """One row per variant, ✓/✗ per verdict, then where each failing variant diverges."""
+    table = Table(title=f"parity vs PyTorch on {report['samples']} test images "
+                        f"(PyTorch accuracy {report['torch_accuracy']:.2%})", title_justify="left")
+    for column in ("variant", "kind", "accuracy", "Δacc (pt)", "agreement", "max |Δlogit|", "cos min", "gates"):
+        table.add_column(column, justify="left" if column in ("variant", "kind", "gates") else "right")
+    for name, row in report["variants"].items():
+        failed = [g for g, v in row["gates"].items() if not v["passed"]]
+        verdict = "[green]✓[/]" if not failed else "[red]✗ " + ", ".join(failed) + "[/]"
+        table.add_row(name, row["kind"], f"{row['accuracy']:.2%}", f"{row['accuracy_delta_pt']:+.2f}",
+                      f"{row['agreement']:.2%}", f"{row['max_abs_logit']:.2e}", f"{row['cosine_min']:.4f}", verdict)
+    console.print(table)
+    for name, row in report["variants"].items():
+        divergence = row.get("divergence")
+        if divergence:
+            first = divergence["first_divergent"]
+            where = (f"{_node(first)} ({first['op']}, rel error {first['rel_error']:.3g})" if first else "none")
+            top = ", ".join(f"{_node(r)} {r['rel_error']:.3g}" for r in divergence["top"])
+            console.print(f"[bold]{name}[/]: first divergent node: {where}; top by rel error: {top}")
+    for message in report["failures"]:
+        console.print(f"[red]✗ {message}[/]")
+
+
+def timing_table(rows: list[tuple[str, float, float, dict]]) -> None:
+    """Stage wall times, in pipeline order, with the phases a stage reports."""
+    import datetime
+
+    table = Table(title="pipeline cost: wall time of each stage's last run", title_justify="left")
+    for column in ("stage", "seconds", "of which", "last run"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for stage, seconds, mtime, phases in rows:
+        table.add_row(stage, f"{seconds:.1f}", ", ".join(f"{name} {s:.1f}" for name, s in phases.items()),
+                      datetime.datetime.fromtimestamp(mtime).strftime("%H:%M:%S"))
+    table.add_row("[bold]total[/]", f"[bold]{sum(row[1] for row in rows):.1f}[/]", "", "")
+    console.print(table)
+
+
+def prediction_table(results: list[tuple[str, str, float]]) -> None:
+    table = Table(title=f"{len(results)} images", title_justify="left")
+    for column in ("image", "label", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for path, label, prob in results:
+        table.add_row(path, label, f"{prob:.2%}")
+    Console().print(table)
+
+
+def _ratio(row: dict, key: str) -> str:
+    if key not in row:
+        return "—"
+    low, high = row[f"{key}_ci"]
+    return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
+
+
+def bench_table(m: dict) -> None:
+    peak = m["measured_peak"]
+    table = Table(title=f"benchmark: {m['threads']} threads, batch-1 latency and batch-{m['batch']} throughput, "
+                        f"ratios with 95 % intervals ({m['flops_per_image'] / 1e6:.2f} MFLOP/image; measured peak "
+                        f"{peak['gflops']:.0f} GFLOP/s: {peak['probe']})", title_justify="left")
+    columns = ("runner", "runtime", "p50 ms", "img/s", "b1 vs torch", "img/s vs torch", "img/s vs compile",
+               "img/s vs shipped", "% peak", "peak RSS", "accuracy")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("runner", "runtime") else "right")
+    for name, r in m["variants"].items():
+        rss = f"{r['peak_rss_mib']:.0f} MiB" if r.get("peak_rss_mib") else "—"
+        accuracy = f"{r['accuracy']:.2%}" if r.get("accuracy") is not None else "—"
+        runtime = r["runtime"] + (f" ({r['environment']}, a worker process)" if r.get("environment") else "")
+        table.add_row(name, runtime, f"{r['latency_ms']['p50']:.3f}", f"{r['throughput']:,.0f}",
+                      _ratio(r, "speedup_vs_torch"), _ratio(r, "throughput_vs_torch"),
+                      _ratio(r, "throughput_vs_compile"), _ratio(r, "throughput_vs_shipped"),
+                      f"{r['share_of_measured_peak']:.0%}", rss, accuracy)
+    console.print(table)
+    for runtime, ratio in m.get("int8_vs_fp32", {}).items():
+        console.print(f"INT8/fp32 throughput on {runtime}: {ratio['ratio']:.2f}× [{ratio['low']:.2f}, "
+                      f"{ratio['high']:.2f}] ({'INT8 pays' if ratio['int8_pays'] else 'INT8 does not pay'})")
+    verdict = m["int8_targets"]
+    if verdict.get("measured"):
+        parts = [f"{k} {v['value']:.3g} {'✓' if v['met'] else '✗'}" for k, v in verdict.items()
+                 if isinstance(v, dict) and "met" in v]
+        console.print(f"INT8 artifact {verdict['artifact']} vs targets (throughput ≥ 1.3× fp32, accuracy drop "
+                      f"≤ 0.2 pt, size ≤ 30 %): " + ", ".join(parts))
+    for row in m.get("crossover", []):
+        (t_low, t_high), (l_low, l_high) = row["throughput_ratio_ci"], row["latency_ratio_ci"]
+        console.print(f"  crossover {row['model']:>24} {row['parameters']:>9,} params: INT8/fp32 throughput "
+                      f"{row['throughput_ratio']:.2f}× [{t_low:.2f}, {t_high:.2f}], batch-1 speed-up "
+                      f"{row['latency_ratio']:.2f}× [{l_low:.2f}, {l_high:.2f}], size {row['size_ratio']:.0%}")
