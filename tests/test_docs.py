@@ -1,0 +1,45 @@
+"""The README is a short front door and docs/ holds the depth: the README stays under its size limit, links to
+every page in docs/, and no relative link in the README or docs/ points at a file that is not there."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
+MAX_README_CHARS = 8000
+# `[text](target)` and `![alt](target)`; the target ends at whitespace or `)` (an optional "title" may follow).
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+EXTERNAL = ("http://", "https://", "mailto:")
+
+
+def relative_links(markdown: Path) -> list[str]:
+    """Every link target in the file that names a path here: no URL, no pure #anchor, #fragment removed."""
+    text = re.sub(r"```.*?```", "", markdown.read_text(), flags=re.DOTALL)  # code blocks hold no links
+    targets = []
+    for target in LINK.findall(text):
+        if target.startswith(EXTERNAL) or target.startswith("#"):
+            continue
+        targets.append(target.split("#", 1)[0])
+    return [t for t in targets if t]
+
+
+def test_the_readme_is_at_most_8000_characters():
+    length = len(README.read_text())
+    assert length <= MAX_README_CHARS, f"README.md has {length} characters; move depth into docs/"
+
+
+@pytest.mark.parametrize("markdown", [README, *DOCS], ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(markdown: Path):
+    broken = [t for t in relative_links(markdown) if not (markdown.parent / t).exists()]
+    assert not broken, f"{markdown.relative_to(REPO)} links to missing paths: {broken}"
+
+
+def test_the_readme_links_every_page_in_docs():
+    assert DOCS, "docs/ holds no .md page"
+    linked = {(README.parent / t).resolve() for t in relative_links(README)}
+    missing = [str(page.relative_to(REPO)) for page in DOCS if page.resolve() not in linked]
+    assert not missing, f"README.md does not link {missing}"
