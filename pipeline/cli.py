@@ -18,8 +18,19 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core import dvcfile, params_file, runner
+from pipeline.core.config import resolve
+from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.io import write_text
+from pipeline.core.runner import noop_repro_seconds, stage_timings
 from pipeline.core.stage import Stage, all_stages, load
+from pipeline.deploy.infer import InputError, classify
+from pipeline.deploy.verify import BundleError, GoldenMismatch, load_manifest, opened_bundle, safe_extract
+from pipeline.deploy.verify import verify as verify_bundle
+from pipeline.model.parity import variants_vs_torch
 from pipeline.packaging.release import VERSION
+from pipeline.present.tables import prediction_table, timing_table, variant_table
+from pipeline.runtimes import cells
 
 app = typer.Typer(
     help="Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment.",
@@ -47,13 +58,8 @@ QUANTIZE_VARIANT = {"int8": "int8_static", "int8-static": "int8_static", "int8-d
 
 def guarded(fn):
     """Bad input: one line on stderr, exit 2. A failed gate: exit 1. Never a traceback for either."""
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from pipeline.core.errors import GateFailure, PipelineError
-        from pipeline.deploy.infer import InputError
-        from pipeline.deploy.verify import BundleError, GoldenMismatch
-
         try:
             return fn(*args, **kwargs)
         except (PipelineError, BundleError, InputError) as exc:  # the deploy code ships standalone: own types
@@ -89,17 +95,12 @@ def _root(
 
 
 def _config(params: Path | None, overrides: list[str] | None, **extra):
-    from pipeline.core.config import resolve
-
     return resolve(params, list(overrides or []), extra=extra)
 
 
 def _stage_command(stage: Stage):
     """A typer command for a declared stage: overrides, --params, --<item> for foreach stages, its flags."""
-
     def command(overrides=None, params=None, **kwargs):
-        from pipeline.core import runner
-
         cfg = _config(params, overrides)
         only = kwargs.pop(stage.item_arg, None) if stage.foreach else None
         for item in runner.items(stage, cfg, only):
@@ -143,8 +144,6 @@ def export(
 
     The chain runs the same declared stages DVC runs (export, optimize, quantize), each timed on its own.
     """
-    from pipeline.core import runner
-
     extra = {"export.opset": opset} if opset is not None else {}
     if quantize is QuantizeChoice.fp16:
         extra["optimize.fp16.enabled"] = True
@@ -157,10 +156,11 @@ def export(
         stage = load("quantize")
         (variant,) = runner.items(stage, cfg, QUANTIZE_VARIANT[quantize.value])
         written.update(runner.execute(stage, cfg, variant).outputs)
-    from pipeline.stages.export import summarize_variants
 
     written = {name: path for name, path in written.items() if Path(path).suffix == ".onnx"}
-    summarize_variants(written, Path(cfg.paths.model), Path(cfg.paths.data), cfg.export.parity_samples)
+    samples = cfg.export.parity_samples
+    rows = variants_vs_torch(written, Path(cfg.paths.model), Path(cfg.paths.data), samples)
+    variant_table(f"variants vs PyTorch on {samples} test images", rows)
 
 
 @app.command()
@@ -173,14 +173,10 @@ def params(
     output: Annotated[Path, typer.Option("--output", help="Where to write the composition.")] = Path("params.yaml"),
 ) -> None:
     """Compose conf/ (+ overrides, recorded and kept until --reset) into params.yaml, which DVC tracks."""
-    from pipeline.core import params_file
-    from pipeline.core.io import write_text
-
     kept = [] if reset else params_file.merge(params_file.recorded(output), list(overrides or []))
     text = params_file.render(kept)
     current = output.read_text() if output.is_file() else None
     if check and current is None:
-        from pipeline.core.errors import PipelineError
 
         raise PipelineError(f"{output.resolve()} not found: run from the repository root, or pass --output")
     if check:
@@ -208,8 +204,6 @@ def dvc(
 ) -> None:
     """Hold dvc.yaml against the stage declarations: deps (inputs and every project module each stage
     imports), params (every key it reads), outs, metrics and plots."""
-    from pipeline.core import dvcfile
-
     if write:
         dvcfile.write(file)
         typer.echo(f"wrote {file} from the stage declarations")
@@ -234,9 +228,6 @@ def timings(
                              "reading dvc.lock and params.yaml); run it right after a `dvc repro`.")] = False,
 ) -> None:
     """Per-stage wall time of the last run of each stage (from metrics/timings/), in pipeline order."""
-    from pipeline.core.runner import noop_repro_seconds, stage_timings
-    from pipeline.present.tables import timing_table
-
     timing_table(stage_timings(_config(params, overrides)))
     if noop_repro:
         seconds = noop_repro_seconds()
@@ -249,17 +240,14 @@ def timings(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")],
     runtime: Annotated[str | None, typer.Option(
-        help="Run the bundle's own checker on this runtime of the matrix (onnxruntime, onnxruntime-openvino, "
-             "onnxruntime-aarch64, onnxruntime-node, onnxruntime-web), set up under .cache/runtimes/ on first "
-             "use.")] = None,
+        help=f"Run the bundle's own checker on this runtime of the matrix ({', '.join(cells.RUNTIMES)}), set up "
+             "under .cache/runtimes/ on first use.")] = None,
     sha256: Annotated[str | None, typer.Option(
         help="The published sha256 of the .tar.gz (hex, or its .sha256 file).")] = None,
     public_key: Annotated[Path | None, typer.Option(
         help="The producer's Ed25519 public key (PEM): manifest.sig must be its signature.")] = None,
 ) -> None:
     """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
-    from pipeline.deploy.verify import verify as verify_bundle
-
     if runtime is not None:
         return _verify_on(bundle, runtime, sha256, public_key)
     report = verify_bundle(bundle, None, sha256, public_key)
@@ -269,15 +257,11 @@ def verify(
 
 def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path | None) -> None:
     """One cell of the runtime matrix, after the checks that need something from outside the bundle."""
-    from pipeline import runtimes
-    from pipeline.core.errors import PipelineError
-    from pipeline.deploy.verify import load_manifest, opened_bundle
-
     with opened_bundle(bundle, sha256, public_key) as folder:
-        record = runtimes.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
+        record = cells.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
     if not record["verified"]:
         raise PipelineError(f"cannot set up {runtime} here: {record['reason']}")
-    typer.echo(f"verified: {runtimes.summary(record)}")
+    typer.echo(f"verified: {cells.summary(record)}")
 
 
 @app.command()
@@ -289,11 +273,6 @@ def predict(
 ) -> None:
     """Classify digit images with a deployment bundle; one line per image, a table for several."""
     import tempfile
-
-    from pipeline.core.errors import PipelineError
-    from pipeline.deploy.infer import classify
-    from pipeline.deploy.verify import safe_extract
-    from pipeline.present.tables import prediction_table
 
     chosen = bundle or Path("artifacts/deploy") / target
     if bundle is None and not chosen.is_dir():

@@ -9,10 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from pipeline.core import runner
 from pipeline.core.config import resolve
+from pipeline.core.io import write_json
+from pipeline.core.stage import StageResult, load
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE_RUNS = REPO / "metrics" / "device_runs.json"
@@ -24,6 +28,21 @@ TINY = ["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset
 def config(*overrides: str):
     """The validated config of the tiny pipeline (+ overrides), as the CLI would run it."""
     return resolve(None, [*TINY, *overrides])
+
+
+def with_groups(cfg, **groups):
+    """The composed config with some groups replaced (a hand-built DataConfig, a stricter gate set)."""
+    return SimpleNamespace(**{**vars(cfg), **groups})
+
+
+def run_stage(name: str, cfg, item: str | None = None, **given) -> StageResult:
+    """A stage's `run`, called as the runner calls it (core/runner.py `arguments`): the config values its
+    declaration names, taken from the composed `cfg`, and its declared paths. A test gives the paths it uses
+    by their keyword, and every output (nothing writes into the repository's artifacts/), plus run() options."""
+    stage = load(name)
+    missing = set(stage.outputs) - set(given)
+    assert not missing, f"{name}: the test must give its output paths {sorted(missing)}"
+    return stage.run(**{**runner.arguments(stage, cfg, item), **given})
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600):
@@ -41,37 +60,29 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory) -> Path:
-    from pipeline.stages import prepare
-
     out = tmp_path_factory.mktemp("data") / "mnist"
-    prepare.run(config().data, out, CACHE)
+    run_stage("prepare", config(), out_dir=out, cache_dir=CACHE)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_cfg, mnist_dir) -> Path:
-    from pipeline.stages import train
-
     out = tmp_path_factory.mktemp("model") / "model"
-    train.run(tiny_cfg.train, tiny_cfg.model, mnist_dir, out, seed=0)
+    run_stage("train", tiny_cfg, data_dir=mnist_dir, out_dir=out, seed=0)
     return out
 
 
 def build_variants(cfg, model_dir: Path, data_dir: Path, out: Path) -> Path:
     """export + optimize into out/{exported,simplified,optimized,fp16}, as the DVC stages do."""
-    from pipeline.stages import export, optimize
-
-    export.run(cfg.export, cfg.validate.gates["fp32"], model_dir, data_dir, out / "exported")
-    optimize.run(cfg.optimize, cfg.validate.gates, out / "exported" / "model.onnx", data_dir,
-                 out / "simplified", out / "optimized", out / "fp16")
+    run_stage("export", cfg, model_dir=model_dir, data_dir=data_dir, out_dir=out / "exported")
+    run_stage("optimize", cfg, model_in=out / "exported" / "model.onnx", data_dir=data_dir,
+              simplified_dir=out / "simplified", optimized_dir=out / "optimized", fp16_dir=out / "fp16")
     return out
 
 
 def quantize_variant(cfg, name: str, variants: Path, model_dir: Path, data_dir: Path):
-    from pipeline.stages import quantize
-
-    return quantize.run(cfg.quantize[name], cfg.validate.gates, variants / "simplified" / "model.onnx", model_dir,
-                        data_dir, variants / name, variant=name, seed=0)
+    return run_stage("quantize", cfg, name, model_in=variants / "simplified" / "model.onnx", model_dir=model_dir,
+                     data_dir=data_dir, out_dir=variants / name, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -80,29 +91,25 @@ def variants_dir(tmp_path_factory, tiny_cfg, tiny_model_dir, mnist_dir) -> Path:
     return build_variants(tiny_cfg, tiny_model_dir, mnist_dir, tmp_path_factory.mktemp("variants"))
 
 
-def package_into(deploy: Path, target_cfg, target: str, variants_dir: Path, parity_file: Path, model_dir: Path,
+def package_into(deploy: Path, cfg, target: str, variants_dir: Path, parity_file: Path, model_dir: Path,
                  data_dir: Path):
     """`pipeline package --target TARGET` with deploy/ as the output folder; the stage's result."""
-    from pipeline.stages import package
-
-    return package.run(target_cfg, variants_dir, parity_file, model_dir, data_dir, DEVICE_RUNS, deploy / target,
-                       deploy / f"{target}.tar.gz", deploy / f"{target}.tar.gz.sha256", target=target)
+    return run_stage("package", cfg, target, variants_dir=variants_dir, parity_file=parity_file,
+                     model_dir=model_dir, data_dir=data_dir, device_runs=DEVICE_RUNS, out_dir=deploy / target,
+                     archive=deploy / f"{target}.tar.gz", digest=deploy / f"{target}.tar.gz.sha256")
 
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[str, Path]:
     """The tiny model quantized for x86 and ARM64, validated, and packaged for cpu_x86 and arm64_mobile."""
-    from pipeline.core.io import write_json
-    from pipeline.stages import validate
-
     cfg = config("quantize=[int8_static,int8_static_arm64]", "optimize.fp16.enabled=false", "validate.samples=2000",
                  "quantize.int8_static.eval_samples=1000", "quantize.int8_static_arm64.eval_samples=1000")
     for name in cfg.quantize:
         quantize_variant(cfg, name, variants_dir, tiny_model_dir, mnist_dir)
-    parity = validate.run(cfg.validate, cfg.quantize, False, tiny_model_dir, mnist_dir, variants_dir).metrics
+    parity = run_stage("validate", cfg, model_dir=tiny_model_dir, data_dir=mnist_dir, variants_dir=variants_dir).metrics
     deploy = tmp_path_factory.mktemp("deploy")
     parity_file = write_json(deploy / "validate.json", parity)
     for target in ("cpu_x86", "arm64_mobile"):
-        package_into(deploy, cfg.target[target], target, variants_dir, parity_file, tiny_model_dir, mnist_dir)
+        package_into(deploy, cfg, target, variants_dir, parity_file, tiny_model_dir, mnist_dir)
     return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity,
             "parity_file": parity_file}

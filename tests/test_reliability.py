@@ -218,14 +218,13 @@ def test_quantize_killed_during_calibration_then_completes(tmp_path, variants_di
 
 @pytest.mark.slow
 def test_two_clean_runs_give_byte_identical_model_onnx_and_int8(tmp_path, mnist_dir):
-    from pipeline.stages import train
-    from tests.conftest import build_variants, config, quantize_variant
+    from tests.conftest import build_variants, config, quantize_variant, run_stage
 
     cfg = config("quantize.int8_static.eval_samples=1000")
     digests = []
     for run in ("a", "b"):
         root = tmp_path / run
-        train.run(cfg.train, cfg.model, mnist_dir, root / "model", seed=0)
+        run_stage("train", cfg, data_dir=mnist_dir, out_dir=root / "model", seed=0)
         build_variants(cfg, root / "model", mnist_dir, root / "v")
         quantize_variant(cfg, "int8_static", root / "v", root / "model", mnist_dir)
         files = [root / "model" / "model.pt", *sorted((root / "v").glob("*/model.onnx"))]

@@ -16,6 +16,8 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from pipeline.core.io import atomic_dir, write_json
+from pipeline.model import checkpoint
 from training.config import DistributedConfig, TrainConfig
 
 
@@ -77,8 +79,6 @@ def main(job_path: str) -> None:
     import torch.distributed as torch_dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from pipeline.core.io import atomic_dir, write_json
-    from pipeline.model import checkpoint
     from training.data import mnist_tensors
     from training.loop import fit, seed_everything
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.stage import Schema
+from pipeline.core.stage import Schema, all_stages
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -129,8 +129,6 @@ def schema() -> type[BaseModel]:
     """The whole config's schema: `seed`, `paths`, and each stage's own groups (its `owns`)."""
     from pydantic import Field, create_model
 
-    from pipeline.core.stage import all_stages
-
     groups: dict[str, Any] = {"seed": _non_negative_int(), "paths": Paths}
     for stage in all_stages():
         groups.update(stage.owns)
@@ -148,7 +146,6 @@ def _non_negative_int():
 
 class Paths(Schema):
     """Where each stage reads and writes; dvc.yaml interpolates the same keys from params.yaml."""
-
     data: str
     model: str
     variants: str

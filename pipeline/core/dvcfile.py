@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import write_text
 from pipeline.core.stage import Stage, all_stages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,16 +147,12 @@ def render() -> str:
 
 
 def write(file: Path) -> None:
-    from pipeline.core.io import write_text
-
     write_text(file, render())
 
 
 def check(file: Path) -> list[str]:
     """Every difference between `file` and the declarations, one line each (empty: they agree)."""
     import yaml
-
-    from pipeline.core.errors import PipelineError
 
     if not Path(file).is_file():
         raise PipelineError(f"{file} not found (run from the repository root, or `pipeline dvc --write`)")

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import sha256_file
+from pipeline.model import onnx_utils
+from pipeline.model.checkpoint import SPEC, WEIGHTS
 
 KEY = "lineage"
 # Each variant's parent, for the chain check: a variant built from an older `simplified` is stale too.
@@ -23,9 +26,6 @@ REBUILD = "rebuild it with `dvc repro`, or `pipeline export --quantize …` and 
 
 def checkpoint_digest(model_dir: Path) -> str:
     """sha256 over the checkpoint's files (weights and the spec that rebuilds the module)."""
-    from pipeline.core.io import sha256_file
-    from pipeline.model.checkpoint import SPEC, WEIGHTS
-
     digest = hashlib.sha256()
     for name in (WEIGHTS, SPEC):
         file = Path(model_dir) / name
@@ -37,8 +37,6 @@ def checkpoint_digest(model_dir: Path) -> str:
 
 def record(checkpoint: str, parent: Path | None = None) -> dict:
     """The lineage entry for a new variant built from `parent` (None: straight from the checkpoint)."""
-    from pipeline.core.io import sha256_file
-
     entry = {"checkpoint_sha256": checkpoint}
     if parent is not None:
         entry["parent_sha256"] = sha256_file(parent)
@@ -47,8 +45,6 @@ def record(checkpoint: str, parent: Path | None = None) -> dict:
 
 def read(model_path: Path) -> dict:
     """A variant's recorded lineage; {} for a model built before lineage existed (always stale)."""
-    from pipeline.model import onnx_utils
-
     meta = onnx_utils.metadata(onnx_utils.load(model_path, check=False))
     try:
         return json.loads(meta.get(KEY, "{}"))
@@ -66,8 +62,6 @@ def inherit(parent_path: Path) -> str:
 
 def stale(variants: dict[str, Path], checkpoint: str) -> dict[str, str]:
     """{variant: why} for each variant not built from `checkpoint` or from its parent file as it is now."""
-    from pipeline.core.io import sha256_file
-
     reasons = {}
     for name, path in variants.items():
         entry = read(path)

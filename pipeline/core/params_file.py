@@ -14,6 +14,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from pipeline.core.config import compose, to_plain, to_yaml, validate
+
 HEADER = "# pipeline params overrides: "
 
 
@@ -32,8 +34,6 @@ def merge(old: list[str], new: list[str]) -> list[str]:
 
 
 def render(overrides: list[str]) -> str:
-    from pipeline.core.config import compose, to_plain, to_yaml, validate
-
     composed = compose(list(overrides))
     validate(to_plain(composed))
     header = f"{HEADER}{shlex.join(overrides)}\n" if overrides else ""
@@ -56,8 +56,6 @@ def differences(actual: dict, wanted: dict, prefix: str = "") -> list[tuple[str,
 def explain(path: Path) -> list[str]:
     """One line per key where `path` differs from conf/, saying where the difference comes from."""
     import yaml
-
-    from pipeline.core.config import compose, to_plain
 
     actual = yaml.safe_load(path.read_text()) or {}
     kept = {item.split("=", 1)[0] for item in recorded(path)}

@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import lookup
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.io import write_json, write_text
+from pipeline.core.provenance import source_commit
 from pipeline.core.stage import Stage, StageResult, names
+from pipeline.present import tables as report_table
 
 _PATH_KEY = re.compile(r"\$\{paths\.(\w+)\}")
 
@@ -50,8 +53,6 @@ def arguments(stage: Stage, cfg, item: str | None) -> dict:
 
 def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, **options) -> StageResult:
     """Run the stage once, write its metrics/observations/plots, print what it wrote."""
-    from pipeline.core.provenance import source_commit
-
     started = time.perf_counter()
     result = stage.run(**arguments(stage, cfg, item), **options)
     _refuse_undeclared(stage, cfg, item, result)
@@ -60,21 +61,17 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
                     "source_commit": source_commit()}
     write_files(stage, cfg, item, result, observations)
     if not quiet:
-        from pipeline.present import tables as report_table
 
         report_table.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
         if stage.table:
             getattr(report_table, stage.table)(result.metrics)
     if result.gate_failures:
-        from pipeline.core.errors import GateFailure
 
         raise GateFailure("; ".join(result.gate_failures))
     return result
 
 
 def write_files(stage: Stage, cfg, item: str | None, result: StageResult, observations: dict) -> None:
-    from pipeline.core.io import write_json
-
     write_json(path(cfg, stage.metrics_file, item), result.metrics)
     if stage.headline is not None:
         write_json(path(cfg, stage.summary_file, item), stage.headline(result.metrics))
@@ -99,8 +96,6 @@ def write_plot(file: Path, rows: list[dict]) -> None:
     """Plot data for `dvc plots show`, as CSV: one row per line keeps large tables small and diffable."""
     import csv
     import io
-
-    from pipeline.core.io import write_text
 
     buffer = io.StringIO()
     if rows:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
 
 from pipeline.data import mnist, preprocessing
 
@@ -21,7 +20,9 @@ def calibration_images(data_dir: Path, samples: int, seed: int) -> np.ndarray:
     return preprocessing.normalize(data.train_images[chosen])
 
 
-class MnistCalibrationReader(CalibrationDataReader):
+class MnistCalibrationReader:
+    """ORT's CalibrationDataReader protocol (get_next/rewind; ORT accepts any class with get_next), without
+    importing onnxruntime where the stage declarations are read."""
     def __init__(self, images: np.ndarray, batch_size: int, input_name: str, progress=None):
         self.images = images
         self.batch_size = batch_size
@@ -41,6 +42,15 @@ class MnistCalibrationReader(CalibrationDataReader):
         if self.progress:
             self.progress.update(self._task, advance=len(batch))
         return {self.input_name: batch}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self.get_next()
+        if batch is None:
+            raise StopIteration
+        return batch
 
     def rewind(self) -> None:
         self._offset = 0

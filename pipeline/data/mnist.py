@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.data.preprocessing import normalize
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -124,7 +125,5 @@ def digest(directory: Path) -> str:
 def test_batch(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` real test images, normalized exactly as in training, and their labels: what every
     parity check, calibration evaluation and golden file uses."""
-    from pipeline.data.preprocessing import normalize
-
     data = load(data_dir)
     return normalize(data.test_images[:count]), data.test_labels[:count].astype(np.int64)

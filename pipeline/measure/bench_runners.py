@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
+from pipeline.deploy.session import open_session
+from pipeline.runtimes import cells
+from pipeline.runtimes.remote import RemoteRunner
+
 
 def torch_eager(model):
     """The PyTorch module as loaded (eval mode), under no_grad."""
@@ -47,8 +52,6 @@ def torch_compiled(model, shapes: list[tuple[int, ...]]) -> tuple[object, float]
 
 def onnxruntime(path: Path, session: dict):
     """ONNX Runtime's CPU EP with the given session options (as a bundle's manifest states them)."""
-    from pipeline.deploy.session import open_session
-
     opened = open_session(path, session, [("CPUExecutionProvider", {})])
     name = opened.get_inputs()[0].name
     return lambda x: opened.run(None, {name: x})
@@ -83,17 +86,13 @@ def on_own_runtime(bundle: Path, baseline: tuple[str, Path], one: np.ndarray, ma
     """The bundle as shipped, opened by a worker in its runtime's environment, and the fp32 baseline there
     with the same options (INT8 vs fp32 on that runtime): {row name: (runner, what it is)}; none where the
     bundle is missing or its runtime cannot be set up here (timer_for warns)."""
-    from pipeline import runtimes
-    from pipeline.core.errors import PipelineError
-    from pipeline.runtimes.remote import RemoteRunner
-
     if not (bundle / "manifest.json").is_file():
         return {}
     manifest = json.loads((bundle / "manifest.json").read_text())
     target = manifest["target"]
     provider, options = target["providers"][0], (target.get("provider_options") or [{}])[0]
-    cells = [r["runtime"] for r in manifest["verified_on"] if r.get("runtime") and r["provider"] == provider]
-    runtime = runtimes.timer_for(provider, cells)
+    verified = [r["runtime"] for r in manifest["verified_on"] if r.get("runtime") and r["provider"] == provider]
+    runtime = cells.timer_for(provider, verified)
     if runtime is None or runtime == "onnxruntime":  # none can run here, or it needs no worker
         return {}
     shipped = (f"shipped_{target['name']}", manifest["model"]["variant"], bundle / manifest["model"]["file"])

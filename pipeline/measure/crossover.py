@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.measure import bench_runners as runners
+from pipeline.measure.timing import idle_after, interleaved_rounds, interleaved_throughput, ratio_interval
+from pipeline.model import checkpoint, onnx_utils
+from pipeline.model.quantization import quantize_plain
+from pipeline.model.torch_export import export_module
+
 
 def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
     import torch
-
-    from pipeline.measure import bench_runners as runners
-    from pipeline.measure.timing import idle_after, interleaved_rounds, interleaved_throughput, ratio_interval
-    from pipeline.model import checkpoint, onnx_utils
-    from pipeline.stages import export, quantize
 
     # Both models spin while they run but stop when Run returns (same throughput; batch-1 latency pays the
     # wake-up alike): the next turn needs no 120 ms pause for parked threads, which made this sweep 16 s longer.
@@ -36,8 +37,8 @@ def sweep(cfg, *, quantize_cfg, data_dir: Path, seed: int) -> list[dict]:
             torch.manual_seed(seed)
             module = checkpoint.build(dict(spec)).eval()
             fp32 = Path(scratch) / f"m{i}.onnx"
-            onnx_utils.save(export.export_module(module, opset=18, dynamic_batch=True), fp32)
-            int8 = quantize.quantize_for_timing(qcfg, fp32, data_dir, Path(scratch) / f"q{i}.onnx", seed)
+            onnx_utils.save(export_module(module, opset=18, dynamic_batch=True), fp32)
+            int8 = quantize_plain(qcfg, fp32, data_dir, Path(scratch) / f"q{i}.onnx", seed)
             fns = {"fp32": runners.onnxruntime(fp32, session), "int8": runners.onnxruntime(int8, session)}
             idle_s = dict.fromkeys(fns, idle_after(session))
             latency = interleaved_rounds({k: functools.partial(f, one) for k, f in fns.items()}, rounds=cfg.rounds,

@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper, shape_inference
+
+from pipeline.packaging.mobile import fix_batch
 
 
 def flops_per_image(model_path: Path) -> int:
     """Shape-infer at batch 1 and count 2·MACs of each Conv / Gemm / MatMul."""
-    from pipeline.packaging.mobile import fix_batch
+    import onnx
+    from onnx import numpy_helper, shape_inference
 
     model = shape_inference.infer_shapes(fix_batch(onnx.load(str(model_path)), 1))
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]

@@ -26,6 +26,7 @@ def peak_rss_mib(kind: str, path: Path, threads: int, batch: int) -> float | Non
 
 def main(kind: str, path: str, threads: int, batch: int) -> float:
     x = np.zeros((batch, 1, 28, 28), np.float32)
+    # Each probe imports only what its kind loads (a project module too): its peak RSS is the runner's own.
     if kind == "torch":
         import torch
 

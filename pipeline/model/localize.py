@@ -11,30 +11,37 @@ exporter's `pkg.torch.onnx.name_scopes` metadata on the exported model (later pa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from pipeline.model import onnx_utils
 
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+if TYPE_CHECKING:  # annotations only: onnx and onnxruntime load inside the functions
+    import onnx
 
 
 def expose_intermediates(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose graph outputs include every float tensor a node produces."""
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     typed = {vi.name: vi for vi in inferred.graph.value_info}
     existing = {o.name for o in inferred.graph.output}
     for node in inferred.graph.node:
         for name in node.output:
             info = typed.get(name)
-            if info is not None and name not in existing and info.type.tensor_type.elem_type in _FLOAT_TYPES:
+            is_float = info is not None and info.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT,
+                                                                                onnx.TensorProto.FLOAT16)
+            if is_float and name not in existing:
                 inferred.graph.output.append(info)
                 existing.add(name)
     return inferred
 
 
 def intermediate_values(path: Path, x: np.ndarray, scratch: Path) -> dict[str, np.ndarray]:
+    import onnx
+
     model = expose_intermediates(onnx_utils.load(path, check=False))
     augmented = scratch / f"{Path(path).parent.name}-intermediates.onnx"
     onnx.save_model(model, str(augmented))

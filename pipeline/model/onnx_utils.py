@@ -1,5 +1,6 @@
 """ONNX and ONNX Runtime helpers shared by every stage: load with clear errors, save atomically, count
-ops, open sessions, run in batches. Imports onnx/onnxruntime at module level: import it lazily.
+ops, open sessions, run in batches. onnx and onnxruntime are imported inside the functions that use them, so
+`pipeline --help` and the stage declarations stay light.
 """
 
 from __future__ import annotations
@@ -7,21 +8,20 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import onnxruntime as ort
-from google.protobuf.message import DecodeError
 
 from pipeline.core.errors import PipelineError
 
 MODEL_FILE = "model.onnx"
-_LEVELS = {
-    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+# The config's optimization level names, as ORT's GraphOptimizationLevel members.
+_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+if TYPE_CHECKING:  # annotations only: onnx and onnxruntime load inside the functions
+    import onnx
+    import onnxruntime as ort
 
 
 def variant_path(variants_dir: Path, name: str) -> Path:
@@ -30,6 +30,9 @@ def variant_path(variants_dir: Path, name: str) -> Path:
 
 def load(path: Path, *, check: bool = True) -> onnx.ModelProto:
     """Load a model file; empty, truncated, non-model or invalid files are one PipelineError line."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"ONNX model not found: {path}")
@@ -48,6 +51,8 @@ def load(path: Path, *, check: bool = True) -> onnx.ModelProto:
 
 def check_model(model: onnx.ModelProto | Path, name: Path | str = "model") -> None:
     """onnx.checker with full_check (which also runs strict shape inference)."""
+    import onnx
+
     try:
         onnx.checker.check_model(model if isinstance(model, onnx.ModelProto) else str(model), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -56,6 +61,8 @@ def check_model(model: onnx.ModelProto | Path, name: Path | str = "model") -> No
 
 def save(model: onnx.ModelProto, path: Path, *, external_threshold_bytes: int | None = None) -> Path:
     """Save into `path` (inside a staging folder); weights beyond the threshold go to model.onnx.data."""
+    import onnx
+
     path = Path(path)
     external = external_threshold_bytes is not None and model.ByteSize() > external_threshold_bytes
     if external:
@@ -98,16 +105,20 @@ def model_bytes(path: Path) -> int:
 
 
 def session_options(*, threads: int = 2, level: str = "extended") -> ort.SessionOptions:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = _LEVELS[level]
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     options.log_severity_level = 3
     return options
 
 
 def session(path: Path, *, threads: int = 2, level: str = "extended",
             providers: list[str] | None = None) -> ort.InferenceSession:
+    import onnxruntime as ort
+
     try:
         return ort.InferenceSession(str(path), session_options(threads=threads, level=level),
                                     providers=providers or ["CPUExecutionProvider"])
@@ -117,6 +128,8 @@ def session(path: Path, *, threads: int = 2, level: str = "extended",
 
 def optimize_offline(model_in: Path, model_out: Path, level: str) -> None:
     """ORT's offline graph optimization: a session at `level` serializes what it optimized."""
+    import onnxruntime as ort
+
     options = session_options(level=level)
     options.optimized_model_filepath = str(model_out)
     try:

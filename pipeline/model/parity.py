@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.data import mnist
+from pipeline.model import checkpoint, onnx_utils
 
 # Gate key in conf/validate -> (metric from `compare`, comparison that must hold).
 GATES = {
@@ -111,19 +113,27 @@ def torch_logits(model_dir: Path, x: np.ndarray, batch: int = 1000) -> np.ndarra
     """The reference: the PyTorch checkpoint in eval mode on `x`."""
     import torch
 
-    from pipeline.model import checkpoint
-
     model, _ = checkpoint.load(Path(model_dir))
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
 
 
 def onnx_logits(model_path: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
-    from pipeline.model import onnx_utils
-
     return onnx_utils.run_batched(onnx_utils.session(model_path), x, batch)
 
 
 def score(model_path: Path, reference: np.ndarray, x: np.ndarray, labels: np.ndarray, batch: int = 1000) -> dict:
     """A model's parity metrics against reference logits on the same images."""
     return compare(reference, onnx_logits(model_path, x, batch), labels)
+
+
+def variants_vs_torch(written: dict[str, Path], model_dir: Path, data_dir: Path, samples: int) -> dict:
+    """Each variant's size, nodes and parity vs PyTorch on `samples` test images (the one-shot export's table)."""
+    x, labels = mnist.test_batch(data_dir, samples)
+    reference = torch_logits(model_dir, x)
+    rows = {}
+    for name, path in written.items():
+        graph = onnx_utils.load(path, check=False)
+        rows[name] = {"path": str(path), **onnx_utils.graph_summary(graph, path),
+                      **score(path, reference, x, labels)}
+    return rows

@@ -11,9 +11,14 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-from onnx import numpy_helper
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_path, sha256_file
+from pipeline.data import mnist, preprocessing
+from pipeline.data.mnist import test_batch
+from pipeline.deploy import infer
+from pipeline.packaging.release import RELEASE_DATE
+from pipeline.runtimes import cells
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes, base64; the manifest lists every other file
@@ -21,6 +26,8 @@ SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes, base64; the ma
 
 def write_golden(bundle: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[str]:
     """test_data_set_<i>/input_0.pb and output_0.pb, the layout onnx_test_runner reads."""
+    from onnx import numpy_helper
+
     names = []
     for i, (x, y) in enumerate(zip(inputs, outputs, strict=True)):
         folder = bundle / f"test_data_set_{i}"
@@ -35,8 +42,6 @@ def write_golden_set(session, data_dir: Path, staging: Path, samples: int, fixed
                      atol: float) -> dict:
     """Real test images and the shipped model's own outputs on the CPU EP, in the ONNX test-data layout, in
     chunks of the model's fixed batch where it has one; returns the manifest's `golden` block."""
-    from pipeline.data.mnist import test_batch
-
     x, _ = test_batch(data_dir, samples)
     step = fixed_batch or len(x)
     inputs = [x[i : i + step] for i in range(0, len(x), step)]
@@ -57,8 +62,6 @@ def file_hashes(bundle: Path) -> dict[str, str]:
 
 def _release_epoch() -> int:
     import datetime
-
-    from pipeline.packaging.release import RELEASE_DATE
 
     return int(datetime.datetime.fromisoformat(RELEASE_DATE).replace(tzinfo=datetime.UTC).timestamp())
 
@@ -117,8 +120,6 @@ def sign_manifest(bundle: Path, key_file: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from pipeline.core.errors import PipelineError
-
     try:
         key = load_pem_private_key(key_file.read_bytes(), password=None)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -131,18 +132,13 @@ def sign_manifest(bundle: Path, key_file: Path) -> None:
 
 def write_web_page(staging: Path, page_dir: Path) -> None:
     """The drawing page and the onnxruntime-web WebAssembly runtime it loads, all served from the bundle."""
-    from pipeline import runtimes
-
-    for source in (*sorted(page_dir.iterdir()), *runtimes.web_runtime_files()):
+    for source in (*sorted(page_dir.iterdir()), *cells.web_runtime_files()):
         shutil.copy(source, staging / source.name)
 
 
 def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
     """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
     an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
-    from pipeline.data import mnist, preprocessing
-    from pipeline.deploy import infer
-
     expected = []
     for name, png in golden_pictures(mnist.load(data_dir).test_images):
         (staging / name).parent.mkdir(exist_ok=True)
@@ -157,7 +153,5 @@ def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
 def write_sample_digit(data_dir: Path, path: Path) -> None:
     """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
     from PIL import Image
-
-    from pipeline.data import mnist
 
     Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")

@@ -14,11 +14,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from pipeline.core.errors import PipelineError
 from pipeline.present.chatter import captured
+
+if TYPE_CHECKING:  # annotations only: onnx and onnxruntime load inside the functions
+    import onnx
 
 
 def fix_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:

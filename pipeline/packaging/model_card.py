@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.runtimes import summary
-
-# The PyPI package that provides each execution provider (they all install the `onnxruntime` module).
-RUNTIME_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "TensorrtExecutionProvider": "onnxruntime-gpu",
-                    "OpenVINOExecutionProvider": "onnxruntime-openvino"}
-
-
-def runtime_package(provider: str) -> str:
-    return RUNTIME_PACKAGES.get(provider, "onnxruntime")
+from pipeline.runtimes.cells import provider_package, summary
 
 
 def _web_lines() -> list[str]:
@@ -33,7 +25,7 @@ def render(m: dict) -> str:
         "## Run it",
         *(_web_lines() if target.get("format") == "web" else []),
         "```bash",
-        f"pip install {runtime_package(target['providers'][0])} numpy pillow",
+        f"pip install {provider_package(target['providers'][0])} numpy pillow",
         "python verify.py .            # sha256 of every file, manifest schema, golden outputs and pictures",
         "python infer.py digit.png     # label and probability",
         "```",

@@ -15,14 +15,17 @@ stays byte-identical.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import preprocessing
-from pipeline.deploy.session import SPINNING, open_session
+from pipeline.core.errors import GateFailure
+from pipeline.deploy.session import SPINNING
+from pipeline.measure.candidates import label, measure
+from pipeline.measure.timing import ratio_interval
+from pipeline.runtimes import browser, cells
+from pipeline.runtimes.remote import measure_there
 
 
 def session_block(session) -> dict:
@@ -48,41 +51,9 @@ def grid(cfg) -> list[dict]:
     return options
 
 
-def describe(session: dict, provider_options: dict | None = None) -> str:
-    spin = "off" if session["config_entries"].get(SPINNING, "1") == "0" else "on"
-    threads = session["intra_op_num_threads"]
-    threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
-    options = "".join(f", {k}={v}" for k, v in (provider_options or {}).items())
-    return f"{session['graph_optimization_level']}, {threads_text}, spinning {spin}{options}"
-
-
-def label(variant: str, session: dict, provider_options: dict | None = None) -> str:
-    return f"{variant} @ {describe(session, provider_options)}"
-
-
-def measure(candidates: list[tuple[str, Path, dict, dict]], provider: str, rounds: int,
-            per_round: int) -> dict[str, list[float]]:
-    """Per-round median batch-1 latency of each (variant, path, session, provider options) on `provider` in
-    this process's onnxruntime, interleaved. Also run inside other runtimes' environments (runtimes/worker.py)."""
-    from pipeline.measure.timing import idle_after, interleaved_rounds
-
-    x = np.zeros((1, 1, preprocessing.HEIGHT, preprocessing.WIDTH), np.float32)
-    runs, idle_s = {}, {}
-    for variant, path, session, options in candidates:
-        opened = open_session(path, session, [(provider, options)])
-        if opened.get_providers()[0] != provider:
-            raise RuntimeError(f"{provider} did not take {variant} (it ran on {opened.get_providers()[0]})")
-        name = label(variant, session, options)
-        runs[name] = functools.partial(opened.run, None, {opened.get_inputs()[0].name: x})
-        idle_s[name] = idle_after(session, provider)
-    return interleaved_rounds(runs, rounds=rounds, per_round=per_round, warmup=20, idle_s=idle_s)
-
-
 def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float) -> tuple[str, dict]:
     """The candidate to ship (keys of `rounds` are in preference order; the first is the preferred one) and
     the evidence: each candidate's median latency and latency ratio to the preferred one with its interval."""
-    from pipeline.measure.timing import ratio_interval
-
     names = list(rounds)
     preferred = names[0]
     fastest = min(names, key=lambda n: float(np.median(rounds[n])))
@@ -99,9 +70,6 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     """(variant, session options, first provider's options, reason, evidence). Timed on the target's first
     provider in the runtime `timer` (runtimes.timer_for) when there is one; the reason holds no number, since
     it ships in the bundle (the evidence goes to metrics/timings/). `cfg` is the target's config."""
-    from pipeline import runtimes
-    from pipeline.core.errors import GateFailure
-
     eligible = [c for c in candidates if c["passed_gates"]]
     if not eligible:
         detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
@@ -116,7 +84,7 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
             f"options{skipped}"), {}
     candidate_grid = [(c["name"], c["path"], session, options) for c in eligible for session in grid(cfg)
             for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
-    rounds = runtimes.time_candidates(timer, primary, candidate_grid, cfg.selection)
+    rounds = _time_candidates(timer, primary, candidate_grid, cfg.selection)
     chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
                                               confidence=cfg.selection.confidence)
     variant, _, session, options = next(g for g in candidate_grid if label(*g[:1], *g[2:]) == chosen_label)
@@ -131,6 +99,18 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
                f"with {confidence} confidence by more than {effect} (bootstrap over interleaved rounds); this is "
                "the first in preference order that is not")
     return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
+
+
+def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:
+    """Per-round median batch-1 latencies of (variant, path, session, provider options) on `timer`."""
+    if timer == "onnxruntime":
+        return measure(grid, provider, selection.rounds, selection.per_round)
+    if cells.RUNTIMES[timer].in_browser:
+        return browser.time_on_wasm([(label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection,
+                                    cells.web_runtime_files())
+    return measure_there(timer, {"provider": provider, "rounds": selection.rounds, "per_round": selection.per_round,
+                                 "candidates": [{"variant": v, "path": str(p), "session": s, "provider_options": o}
+                                                for v, p, s, o in grid]})
 
 
 def _why_not(candidate: dict) -> str:

@@ -19,6 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline.deploy.infer import digit_pixels
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google's hosts, which this network refuses.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -90,8 +92,6 @@ def golden_digits(bundle: Path) -> list[tuple[np.ndarray, str]]:
     """The bundle's golden pictures as infer.py prepares them (28x28), with their recorded labels."""
     import json
 
-    from pipeline.deploy.infer import digit_pixels
-
     pictures = json.loads((bundle / "manifest.json").read_text())["golden"]["pictures"]
     return [(digit_pixels(bundle / picture["file"]), picture["label"]) for picture in pictures]
 
@@ -109,19 +109,18 @@ def check_page(bundle: Path, digits: list[tuple[np.ndarray, str]], screenshot: P
                                                                   "labels": shown}}
 
 
-def time_on_wasm(candidates: list[tuple[str, Path, dict]], selection) -> dict[str, list[float]]:
+def time_on_wasm(candidates: list[tuple[str, Path, dict]], selection,
+                 runtime_files: list[Path]) -> dict[str, list[float]]:
     """Per-round median batch-1 latency (ms) of each (label, model, session options) on onnxruntime-web in
-    Chromium: runtimes/wasm_timing/ served with the candidates and the WebAssembly runtime files."""
+    Chromium: runtimes/wasm_timing/ served with the candidates and onnxruntime-web's `runtime_files`."""
     import shutil
     import tempfile
-
-    from pipeline import runtimes
 
     harness = Path(__file__).resolve().parent / "wasm_timing"
     page_files = [*harness.iterdir(), Path(__file__).resolve().parents[1] / "deploy" / "golden.mjs"]
     with tempfile.TemporaryDirectory(prefix="wasm-timing-") as scratch:
         folder = Path(scratch)
-        for source in (*page_files, *runtimes.web_runtime_files()):
+        for source in (*page_files, *runtime_files):
             shutil.copy(source, folder / source.name)
         specs = []
         for i, (label, model, session) in enumerate(candidates):

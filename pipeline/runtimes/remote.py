@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.measure.timing import idle_after
+from pipeline.runtimes.cells import RUNTIMES, environment
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _command(runtime_name: str, mode: str) -> tuple[list[str], dict[str, str]]:
-    from pipeline.runtimes import RUNTIMES, environment
-
     runtime = RUNTIMES[runtime_name]
     interpreter, extra_env = runtime.command(environment(runtime))
     return [*interpreter, str(WORKER), mode], {**os.environ, **extra_env, "PYTHONPATH": str(REPO)}
@@ -34,7 +34,7 @@ def _last_line(text: str) -> str:
 
 
 def measure_there(runtime_name: str, job: dict) -> dict[str, list[float]]:
-    """selection.measure run by the worker in `runtime_name`'s environment: {label: per-round medians (ms)}."""
+    """candidates.measure run by the worker in `runtime_name`'s environment: {label: per-round medians (ms)}."""
     command, env = _command(runtime_name, "measure")
     done = subprocess.run(command, input=json.dumps(job), env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -46,10 +46,8 @@ class RemoteRunner:
     """A model opened by a worker in another runtime's environment; answers `latency(runs, warmup)` (median
     ms of batch-1 calls) and `throughput(runs, warmup)` (img/s of batch-N calls), and has `idle_s`, like
     timing.InProcess."""
-
     def __init__(self, runtime_name: str, model: Path, session: dict, providers: list[tuple[str, dict]],
                  one: np.ndarray, many: np.ndarray):
-        from pipeline.measure.timing import idle_after
 
         self.runtime_name = runtime_name
         self.idle_s = idle_after(session, providers[0][0])

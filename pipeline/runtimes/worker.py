@@ -1,5 +1,5 @@
 """The worker run inside another runtime's environment (the OpenVINO EP's venv), by file path with the repo on
-PYTHONPATH, so timings there come from the same code as here (selection.measure, timing.InProcess). It must
+PYTHONPATH, so timings there come from the same code as here (candidates.measure, timing.InProcess). It must
 not import pipeline.runtimes, which needs this environment's onnxruntime distribution. Two commands:
 
     worker.py measure < job.json   ->  {label: [per-round median ms]}: package's candidates, interleaved there
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.deploy.session import open_session
+from pipeline.measure.candidates import measure
 from pipeline.measure.timing import InProcess
-from pipeline.packaging.selection import measure
 
 
 def run_measure() -> None:

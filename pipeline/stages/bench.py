@@ -25,9 +25,16 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, Stage, StageResult
-from pipeline.measure.timing import Phases
+from pipeline.measure import bench_runners as runners
+from pipeline.measure.crossover import sweep
+from pipeline.measure.flops import flops_per_image
+from pipeline.measure.rss_probe import peak_rss_mib
+from pipeline.measure.timing import InProcess, Phases, idle_after, interleaved, ratio_interval
+from pipeline.model import checkpoint, onnx_utils
+from pipeline.model.quantization import variant_kinds
 
 EAGER = "torch_eager"
 COMPILED = "torch_compile"
@@ -42,7 +49,6 @@ class CrossoverConfig(Schema):
 
 class Int8Targets(Schema):
     """What the CPU x86 INT8 artifact should reach against ORT fp32 (reported, not enforced)."""
-
     min_throughput_ratio: PositiveFloat
     max_accuracy_drop_pt: float
     max_size_ratio: PositiveFloat
@@ -50,7 +56,6 @@ class Int8Targets(Schema):
 
 class Peers(Schema):
     """The alternatives a user would pick instead of our bundle, measured in the same run."""
-
     torch_compile: bool
     openvino: bool
 
@@ -76,12 +81,6 @@ class BenchConfig(Schema):
 def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path, variants_dir: Path,
         parity_file: Path, deploy_dir: Path, data_dir: Path) -> StageResult:
     import torch
-
-    from pipeline.core import lineage
-    from pipeline.measure import bench_runners as runners
-    from pipeline.measure.flops import flops_per_image
-    from pipeline.model import onnx_utils
-    from pipeline.stages.validate import variant_kinds
 
     variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in variant_kinds(quantize, fp16)}
     variants = {name: path for name, path in variants.items() if path.is_file()}
@@ -122,7 +121,6 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
-        from pipeline.measure.crossover import sweep
 
         with phase("INT8 crossover"):
             metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
@@ -142,10 +140,6 @@ def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deplo
              workers: contextlib.ExitStack) -> tuple[dict, dict]:
     """Every runner to time (timing.InProcess, or a RemoteRunner whose worker `workers` closes), and what
     each is: runtime, variant, options (and how to probe its memory)."""
-    from pipeline.measure import bench_runners as runners
-    from pipeline.measure.timing import InProcess, idle_after
-    from pipeline.model import checkpoint
-
     model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
     fns = {EAGER: runners.torch_eager(model)}
@@ -188,8 +182,6 @@ def _accuracies(parity_file: Path) -> dict[str, float | None]:
 
 def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved."""
-    from pipeline.measure.timing import interleaved
-
     for runner in timed.values():
         runner.latency(runs=cfg.warmup, warmup=0)
     per_round = max(1, cfg.latency_runs // cfg.rounds)
@@ -203,8 +195,6 @@ def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
 
 
 def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -> float | None:
-    from pipeline.measure.rss_probe import peak_rss_mib
-
     if not meta.get("rss"):
         return None
     with phase("peak RSS probes"):
@@ -215,8 +205,6 @@ def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -
 def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> None:
     """Speed-ups (latency) and throughput ratios against torch eager, torch.compile, the shipped bundle and
     ORT fp32, each with a bootstrap interval over the paired rounds."""
-    from pipeline.measure.timing import ratio_interval
-
     references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline,
                   "openvino": f"openvino_{cfg.baseline}"}
     for name, row in rows.items():
@@ -233,8 +221,6 @@ def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> Non
 
 def int8_vs_fp32(rows: dict, rates: dict, cfg: BenchConfig, quantized: set[str]) -> dict:
     """INT8 throughput over fp32 on each runtime, with its interval: where INT8 does not pay, ship fp32."""
-    from pipeline.measure.timing import ratio_interval
-
     pairs = {"onnxruntime": (cfg.int8_artifact, cfg.baseline),
              "openvino": (f"openvino_{cfg.int8_artifact}", f"openvino_{cfg.baseline}")}
     for target in cfg.runtime_targets:  # the shipped INT8 model against fp32 under its own options

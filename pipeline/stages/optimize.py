@@ -14,8 +14,13 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
+from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
+from pipeline.data.mnist import test_batch
+from pipeline.model import onnx_utils, parity
+from pipeline.present.chatter import captured
 
 
 class Fp16Config(Schema):
@@ -33,10 +38,6 @@ class OptimizeConfig(Schema):
 def run(cfg: OptimizeConfig, gates: dict, model_in: Path, data_dir: Path,
         simplified_dir: Path, optimized_dir: Path, fp16_dir: Path) -> StageResult:
     """Each step is held to validate's gates for its kind against the model it was derived from."""
-    from pipeline.core import lineage
-    from pipeline.data.mnist import test_batch
-    from pipeline.model import onnx_utils
-
     source = onnx_utils.load(Path(model_in))
     checkpoint = lineage.inherit(Path(model_in))
     x, _ = test_batch(Path(data_dir), cfg.check_samples)
@@ -63,9 +64,6 @@ def run(cfg: OptimizeConfig, gates: dict, model_in: Path, data_dir: Path,
 
 def _write(out_dir: Path, name: str, model) -> Path:
     """Check and write one variant folder atomically."""
-    from pipeline.core.io import atomic_dir
-    from pipeline.model import onnx_utils
-
     onnx_utils.check_model(model, name)
     with atomic_dir(Path(out_dir)) as staging:
         onnx_utils.save(model, staging / onnx_utils.MODEL_FILE)
@@ -74,10 +72,6 @@ def _write(out_dir: Path, name: str, model) -> Path:
 
 def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry: dict) -> Path:
     """ORT offline optimization, tagged with its level and whether it is portable across CPUs."""
-    from pipeline.core import lineage
-    from pipeline.core.io import atomic_dir
-    from pipeline.model import onnx_utils
-
     with atomic_dir(Path(out_dir)) as staging:
         path = staging / onnx_utils.MODEL_FILE
         onnx_utils.optimize_offline(source, path, level)
@@ -90,8 +84,6 @@ def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry:
 
 def _simplify(model):
     import onnxsim
-
-    from pipeline.present.chatter import captured
 
     try:
         # Check at batch 4: onnxsim would otherwise set the dynamic batch to 1 and say so three times.
@@ -107,8 +99,6 @@ def _simplify(model):
 
 def _to_fp16(model, keep_io_types: bool):
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    from pipeline.model import onnx_utils
 
     converted = convert_float_to_float16(model, keep_io_types=keep_io_types)
     onnx_utils.set_metadata(converted, {"precision": "fp16", "io_types": "float32" if keep_io_types else "float16"})
@@ -136,8 +126,6 @@ def topological_sort(model):
 def _checked(path: Path, reference: Path, x, kind: str, gates: dict) -> dict:
     """Graph summary plus this model's parity against the model it was derived from, held to validate's
     gates for its kind (a failed rewrite is a drift, exit 1, not bad input)."""
-    from pipeline.model import onnx_utils, parity
-
     reference_logits = parity.onnx_logits(reference, x)
     metrics = parity.score(path, reference_logits, x, reference_logits.argmax(1))
     parity.require(path.parent.name, kind, metrics, gates[kind], context=f"{path.parent.name} vs its input")

@@ -27,12 +27,20 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline import runtimes
+from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import preprocessing
+from pipeline.deploy import verify
 from pipeline.measure.timing import Phases
-from pipeline.packaging import selection
+from pipeline.model import onnx_utils
+from pipeline.model.parity import SUMMARY
+from pipeline.packaging import bundle as bundle_io
+from pipeline.packaging import mobile, selection
+from pipeline.packaging.model_card import render
+from pipeline.packaging.release import VERSION
+from pipeline.runtimes import cells
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
@@ -45,7 +53,6 @@ GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED
 
 class SessionConfig(Schema):
     """The target's own (preferred) session options; the graph level is applied at load, on the consumer's CPU."""
-
     graph_optimization_level: GraphLevel
     intra_op_num_threads: int = Field(ge=0)
     execution_mode: Literal["ORT_SEQUENTIAL", "ORT_PARALLEL"]
@@ -54,7 +61,6 @@ class SessionConfig(Schema):
 
 class SearchConfig(Schema):
     """Alternatives to the session options, tried on the target's provider when this machine has it."""
-
     graph_optimization_level: list[GraphLevel]
     intra_op_num_threads: list[int]
     allow_spinning: list[Literal["0", "1"]]
@@ -80,23 +86,19 @@ class TargetConfig(Schema):
     golden_atol: float = Field(gt=0)
     golden_samples: PositiveInt
     # The runtime matrix cells (pipeline/runtimes/) whose own verify.py run the bundle before it is named.
-    runtimes: list[Literal[tuple(runtimes.RUNTIMES)]]
+    runtimes: list[Literal[tuple(cells.RUNTIMES)]]
 
 
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
         device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
 
-    from pipeline.core import lineage
-    from pipeline.core.io import atomic_dir, write_json
-    from pipeline.deploy import verify
-    from pipeline.packaging import bundle as bundle_io
 
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
     phase = Phases()
     with phase("search"):
-        timer = runtimes.timer_for(cfg.providers[0], cfg.runtimes)
+        timer = cells.timer_for(cfg.providers[0], cfg.runtimes)
         chosen, options, provider_options, reason, evidence = selection.choose(cfg, candidates, timer)
     block = _target_block(cfg, options, provider_options)
     with atomic_dir(Path(out_dir)) as staging:
@@ -117,7 +119,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         write_json(staging / bundle_io.MANIFEST, manifest)
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
         with phase("runtime matrix"):
-            manifest["verified_on"] = runtimes.verified_on(staging, target, cfg.providers, cfg.runtimes,
+            manifest["verified_on"] = cells.verified_on(staging, target, cfg.providers, cfg.runtimes,
                                                            Path(device_runs))
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
@@ -158,10 +160,6 @@ def _public(candidate: dict) -> dict:
 
 def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
     """Each candidate variant in the target's order, with its gate verdicts from validate."""
-    from pipeline.core import lineage
-    from pipeline.model import onnx_utils
-    from pipeline.model.parity import SUMMARY
-
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
     lineage.require_current({n: p for n, p in paths.items() if p.is_file()}, model_dir, stage="package")
     candidates = []
@@ -179,10 +177,6 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: 
 
 def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, dict]:
     """Copy (or fix the batch of, or convert to .ort) the chosen model; return its file name and extras."""
-    from pipeline.model import onnx_utils
-    from pipeline.packaging import bundle as bundle_io
-    from pipeline.packaging import mobile
-
     model = onnx_utils.load(source)
     if cfg.fixed_batch:
         model = mobile.fix_batch(model, cfg.fixed_batch)
@@ -210,9 +204,6 @@ def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict
 
 def _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
     import onnxruntime as ort
-
-    from pipeline.model import onnx_utils
-    from pipeline.packaging.release import VERSION
 
     source = onnx_utils.load(chosen["path"], check=False)
     meta = onnx_utils.metadata(source)
@@ -247,8 +238,6 @@ def _io(arg) -> dict:
 
 
 def model_card(manifest: dict) -> str:
-    from pipeline.packaging.model_card import render
-
     return render(manifest)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.core.stage import Stage, StageResult
 from pipeline.present import charts
-from pipeline.runtimes import where
+from pipeline.runtimes.cells import where
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
@@ -142,7 +142,7 @@ def _speed(m: dict) -> str:
 
 def _shipped(bench: dict) -> str:
     """What won: per target, what it ships and how that compares with what a user would run instead."""
-    from pipeline.packaging.selection import describe
+    from pipeline.measure.candidates import describe
 
     rows = []
     for name, t in bench.get("targets", {}).items():

@@ -13,7 +13,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Stage, StageResult
+from pipeline.model import checkpoint
+from pipeline.present.progress import progress_bar
 from training.config import TrainConfig
 
 
@@ -30,8 +33,6 @@ ModelSpec = Annotated[dict[str, Any], AfterValidator(_names_a_class)]
 
 
 def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, seed: int) -> StageResult:
-    from pipeline.model import checkpoint
-
     checkpoint.build(model_spec)  # a wrong class or argument fails here, before data loading or torchrun
     if cfg.distributed.world_size > 1:
         history = _train_distributed(cfg, model_spec, data_dir, out_dir, seed)
@@ -55,9 +56,8 @@ def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, se
 def _train_single(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
     import torch
 
-    from pipeline.core.io import atomic_dir
-    from pipeline.model import checkpoint
-    from pipeline.present.progress import progress_bar
+    # training/ defines torch modules at its top, so it is heavy like torch itself: imported here, not at
+    # module level, where `pipeline --help` reads this stage's declaration.
     from training.data import mnist_tensors
     from training.loop import fit, seed_everything
 

@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from pipeline.core import lineage
+from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, Stage, StageResult
-from pipeline.stages.quantize import QuantizeConfig, gate_kind
+from pipeline.data.mnist import test_batch
+from pipeline.model import onnx_utils, parity
+from pipeline.model.localize import localize, modules
+from pipeline.model.quantization import variant_kinds
+from pipeline.present.progress import progress_bar
 
 
 class LocalizeConfig(Schema):
@@ -33,22 +39,8 @@ class ValidateConfig(Schema):
     localize: LocalizeConfig
 
 
-def variant_kinds(quantize: dict[str, QuantizeConfig], fp16: bool) -> dict[str, str]:
-    """Every ONNX variant the config builds, in pipeline order, with the gate kind it is held to."""
-    kinds = {"exported": "fp32", "simplified": "fp32", "optimized": "fp32"}
-    if fp16:
-        kinds["fp16"] = "fp16"
-    kinds.update({name: gate_kind(qcfg) for name, qcfg in quantize.items()})
-    return kinds
-
-
 def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path, *,
         explain: bool = False) -> StageResult:
-    from pipeline.core import lineage
-    from pipeline.core.errors import PipelineError
-    from pipeline.data.mnist import test_batch
-    from pipeline.model import onnx_utils, parity
-    from pipeline.present.progress import progress_bar
 
     kinds = variant_kinds(quantize, fp16)
     unknown_kinds = sorted({k for k in kinds.values() if k not in cfg.gates})
@@ -89,8 +81,6 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
 def _localize_failing(cfg: ValidateConfig, report: dict, paths: dict[str, Path], x: np.ndarray, explain: bool
                       ) -> None:
     """Where a failing variant first diverges from the simplified fp32 ONNX model, node by node."""
-    from pipeline.model.localize import localize, modules
-
     module_names = modules(paths["exported"]) if "exported" in paths else {}
     with tempfile.TemporaryDirectory(prefix="localize-") as scratch:
         for name, entry in report.items():

@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
-from pipeline import runtimes
 from pipeline.core.errors import GateFailure
-from pipeline.stages import package
-from tests.conftest import DEVICE_RUNS, config, run_cli
+from pipeline.runtimes import cells
+from tests.conftest import DEVICE_RUNS, config, run_cli, run_stage
 
 
 def _manifest(bundle):
@@ -40,12 +39,13 @@ def test_the_arm64_bundle_runs_on_aarch64_under_emulation_and_says_what_was_not_
 def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bundles, tiny_model_dir, mnist_dir,
                                                                            variants_dir, tmp_path):
     """OpenVINO's INT8 kernels differ from the CPU EP's by ~1e-6: an atol below that must fail on the EP."""
-    cfg = config("target.openvino.golden_atol=1e-12").target["openvino"]
+    cfg = config("target.openvino.golden_atol=1e-12")
     out = tmp_path / "openvino"
     with pytest.raises(GateFailure, match=r"openvino: the bundle's verify.py failed on onnxruntime-openvino "
                                           r"\(OpenVINOExecutionProvider\): .*exceeds atol"):
-        package.run(cfg, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir, DEVICE_RUNS, out,
-                    tmp_path / "openvino.tar.gz", tmp_path / "openvino.tar.gz.sha256", target="openvino")
+        run_stage("package", cfg, "openvino", variants_dir=variants_dir, parity_file=bundles["parity_file"],
+                  model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
+                  archive=tmp_path / "openvino.tar.gz", digest=tmp_path / "openvino.tar.gz.sha256")
     assert not out.exists() and not (tmp_path / "openvino.tar.gz").exists()
     assert not list(tmp_path.glob(".openvino*"))
 
@@ -60,18 +60,18 @@ def test_runs_recorded_on_other_hardware_count_only_for_the_same_model_bytes(bun
     runs = tmp_path / "device_runs.json"
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     runs.write_text(json.dumps({"runs": [{**run, "model_sha256": digest}]}))
-    records = runtimes.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
+    records = cells.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
     assert [r["verified"] for r in records] == [True, False] and records[0]["device"] == "GPU"
     runs.write_text(json.dumps({"runs": [{**run, "model_sha256": "0" * 64}]}))
-    records = runtimes.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
+    records = cells.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
     assert records[0]["verified"] is False and f"sha256 {digest[:12]}" in records[0]["reason"]
 
 
 def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_path, monkeypatch, capsys):
     (tmp_path / "debian_version").write_text("11.9\n")
-    monkeypatch.setattr(runtimes.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
-    monkeypatch.setattr(runtimes, "CACHE", tmp_path / "cache")
-    record = runtimes.check(bundles["arm64_mobile"], "onnxruntime-aarch64", "arm64_mobile")
+    monkeypatch.setattr(cells.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
+    monkeypatch.setattr(cells, "CACHE", tmp_path / "cache")
+    record = cells.check(bundles["arm64_mobile"], "onnxruntime-aarch64", "arm64_mobile")
     assert record["verified"] is False and "this machine is Debian 11" in record["reason"]
     assert "warning: arm64_mobile not verified on onnxruntime-aarch64" in capsys.readouterr().err
 
@@ -113,10 +113,10 @@ def test_verify_runs_twice_in_the_bundle_folder(bundles, tmp_path):
 
 @pytest.fixture(scope="module")
 def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factory):
-    cfg = config().target["web"]
     out = tmp_path_factory.mktemp("web") / "web"
-    package.run(cfg, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir, DEVICE_RUNS, out,
-                out.with_suffix(".tar.gz"), out.with_suffix(".tar.gz.sha256"), target="web")
+    run_stage("package", config(), "web", variants_dir=variants_dir, parity_file=bundles["parity_file"],
+              model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
+              archive=out.with_suffix(".tar.gz"), digest=out.with_suffix(".tar.gz.sha256"))
     return out
 
 

@@ -3,8 +3,7 @@ import shutil
 import pytest
 
 from pipeline.core.io import write_json
-from pipeline.stages import bench
-from tests.conftest import config, package_into
+from tests.conftest import config, package_into, run_stage, with_groups
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +12,7 @@ def deploy_dir(tmp_path_factory, bundles, variants_dir, tiny_model_dir, mnist_di
     deploy = tmp_path_factory.mktemp("bench_deploy")
     for target in ("cpu_x86", "arm64_mobile"):
         shutil.copytree(bundles[target], deploy / target)
-    cfg = config("target.openvino.selection.rounds=3", "target.openvino.selection.per_round=5").target["openvino"]
+    cfg = config("target.openvino.selection.rounds=3", "target.openvino.selection.per_round=5")
     package_into(deploy, cfg, "openvino", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
     return deploy
 
@@ -25,8 +24,9 @@ def bench_result(tmp_path_factory, tiny_model_dir, variants_dir, deploy_dir, bun
                  "bench.crossover.models=[{_target_: training.models.CompactCNN, width: 4}]",
                  "bench.peers.torch_compile=false")  # its ~30 s compile is tested once, below
     parity_file = write_json(tmp_path_factory.mktemp("bench") / "validate.json", bundles["parity"])
-    return bench.run(cfg.bench, cfg.quantize, True, 0, tiny_model_dir, variants_dir, parity_file, deploy_dir,
-                     mnist_dir).metrics
+    return run_stage("bench", with_groups(cfg, optimize=config().optimize), model_dir=tiny_model_dir,
+                     variants_dir=variants_dir, parity_file=parity_file, deploy_dir=deploy_dir,
+                     data_dir=mnist_dir).metrics
 
 
 def test_every_variant_the_shipped_bundle_and_the_peers_are_measured_in_one_run(bench_result):
@@ -107,6 +107,7 @@ def test_bench_without_validate_runs_and_says_accuracy_is_unknown(tmp_path, tiny
     cfg = config("bench.latency_runs=12", "bench.rounds=3", "bench.warmup=2", "bench.throughput_batch=16",
                  "bench.throughput_runs=3", "bench.crossover.models=[]", "quantize=[int8_static]",
                  "bench.peers.torch_compile=false", "bench.peers.openvino=false")
-    metrics = bench.run(cfg.bench, cfg.quantize, False, 0, tiny_model_dir, variants_dir, tmp_path / "validate.json",
-                        bundles["cpu_x86"].parent, mnist_dir).metrics
+    metrics = run_stage("bench", cfg, model_dir=tiny_model_dir, variants_dir=variants_dir,
+                        parity_file=tmp_path / "validate.json", deploy_dir=bundles["cpu_x86"].parent,
+                        data_dir=mnist_dir).metrics
     assert metrics["variants"]["optimized"]["accuracy"] is None and metrics["variants"]["optimized"]["throughput"] > 0

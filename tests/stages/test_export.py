@@ -5,12 +5,17 @@ import torch
 
 from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
-from pipeline.model import checkpoint, onnx_utils
-from pipeline.stages import export
-from tests.conftest import config
+from pipeline.model import checkpoint, onnx_utils, torch_export
+from tests.conftest import config, run_stage, with_groups
 
 CFG = config("export.parity_samples=64")
 GATES = CFG.validate.gates["fp32"]
+
+
+def _run(export_cfg, model_dir, mnist_dir, out_dir):
+    """export as the runner calls it, with `export_cfg` as its group."""
+    return run_stage("export", with_groups(CFG, export=export_cfg), model_dir=model_dir, data_dir=mnist_dir,
+                     out_dir=out_dir)
 
 
 def _checkpoint(tmp_path, spec: dict):
@@ -28,7 +33,7 @@ def _checkpoint(tmp_path, spec: dict):
 ], ids=["compact", "large", "user-module"])
 def test_export_matches_pytorch_with_a_dynamic_batch(tmp_path, mnist_dir, spec):
     model_dir = _checkpoint(tmp_path, spec)
-    result = export.run(CFG.export, GATES, model_dir, mnist_dir, tmp_path / "exported")
+    result = _run(CFG.export, model_dir, mnist_dir, tmp_path / "exported")
     path = result.outputs["exported"]
     assert result.metrics["parity"]["agreement"] == 1.0
     assert result.metrics["parity"]["max_abs_logit"] <= GATES["max_abs_logit"]
@@ -55,7 +60,7 @@ def test_metadata_records_lineage_and_preprocessing(variants_dir, tiny_model_dir
 def test_large_weights_go_to_external_data(tmp_path, mnist_dir):
     model_dir = _checkpoint(tmp_path, {"_target_": "training.models.LargeCNN"})
     cfg = config("export.external_data_threshold_mb=1", "export.parity_samples=32").export
-    path = export.run(cfg, GATES, model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
+    path = _run(cfg, model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
     assert (path.parent / "model.onnx.data").stat().st_size > 4_000_000
     assert path.stat().st_size < 100_000
     assert onnx_utils.session(path).run(None, {"input": np.zeros((2, 1, 28, 28), np.float32)})[0].shape == (2, 10)
@@ -68,7 +73,7 @@ def test_large_weights_go_to_external_data(tmp_path, mnist_dir):
 def test_a_module_that_cannot_be_exported_is_one_clear_error(tmp_path, mnist_dir, module, cause):
     model_dir = _checkpoint(tmp_path, {"_target_": f"tests.helpers.user_models.{module}"})
     with pytest.raises(PipelineError, match=f"torch.onnx.export failed for {module}: ") as raised:
-        export.run(CFG.export, GATES, model_dir, mnist_dir, tmp_path / "exported")
+        _run(CFG.export, model_dir, mnist_dir, tmp_path / "exported")
     assert cause in str(raised.value) and "\x1b" not in str(raised.value)
     assert not (tmp_path / "exported").exists()
 
@@ -79,14 +84,14 @@ def test_a_corrupt_checkpoint_is_one_clear_error(tmp_path, mnist_dir, tiny_model
     (broken / "model.json").write_text((tiny_model_dir / "model.json").read_text())
     (broken / "model.pt").write_bytes((tiny_model_dir / "model.pt").read_bytes()[:500])
     with pytest.raises(PipelineError, match="is not a loadable state_dict checkpoint"):
-        export.run(CFG.export, GATES, broken, mnist_dir, tmp_path / "exported")
+        _run(CFG.export, broken, mnist_dir, tmp_path / "exported")
     assert not (tmp_path / "exported").exists()
 
 
 @pytest.mark.parametrize("opset", [18, 21])
 def test_the_requested_opset_is_the_one_built(tmp_path, mnist_dir, tiny_model_dir, opset):
     cfg = config(f"export.opset={opset}", "export.parity_samples=32").export
-    path = export.run(cfg, GATES, tiny_model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
+    path = _run(cfg, tiny_model_dir, mnist_dir, tmp_path / "exported").outputs["exported"]
     assert max(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")) == opset
 
 
@@ -108,5 +113,5 @@ def test_the_exported_bytes_do_not_depend_on_where_the_checkout_lives(variants_d
     reproduce the committed dvc.lock, so none may remain."""
     model = onnx.load(variants_dir / "exported" / "model.onnx")
     keys = {p.key for node in model.graph.node for p in node.metadata_props}
-    assert export.STACK_TRACE not in keys and "pkg.torch.onnx.name_scopes" in keys
+    assert torch_export.STACK_TRACE not in keys and "pkg.torch.onnx.name_scopes" in keys
     assert b"site-packages" not in (variants_dir / "exported" / "model.onnx").read_bytes()

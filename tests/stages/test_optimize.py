@@ -6,14 +6,17 @@ from pipeline.core import lineage
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.data.mnist import test_batch as real_test_images
 from pipeline.model import onnx_utils
-from pipeline.stages import optimize
-from tests.conftest import config
+from tests.conftest import config, run_stage, with_groups
 
 GATES = config().validate.gates
 
 
-def _run(cfg, model_in, data_dir, out):
-    return optimize.run(cfg, GATES, model_in, data_dir, out / "simplified", out / "optimized", out / "fp16")
+def _run(cfg, model_in, data_dir, out, gates=GATES):
+    """optimize as the runner calls it, with `cfg` as its optimize group and `gates` as validate's gates."""
+    full = config()
+    full = with_groups(full, optimize=cfg, validate=full.validate.model_copy(update={"gates": gates}))
+    return run_stage("optimize", full, model_in=model_in, data_dir=data_dir, simplified_dir=out / "simplified",
+                     optimized_dir=out / "optimized", fp16_dir=out / "fp16")
 
 
 @pytest.mark.parametrize("level", ["basic", "extended", "all"])
@@ -77,5 +80,4 @@ def test_a_rewrite_that_drifts_fails_the_fp32_gate_with_exit_1_semantics(tmp_pat
     """optimize holds each rewrite to validate's gates: a drift is a GateFailure (exit 1), not bad input."""
     strict = {**GATES, "fp16": {"max_abs_logit": 1e-9}}
     with pytest.raises(GateFailure, match=r"fp16 \(fp16\): max_abs_logit = .*, needs <= 1e-09"):
-        optimize.run(config().optimize, strict, variants_dir / "exported" / "model.onnx", mnist_dir,
-                     tmp_path / "simplified", tmp_path / "optimized", tmp_path / "fp16")
+        _run(config().optimize, variants_dir / "exported" / "model.onnx", mnist_dir, tmp_path, gates=strict)

@@ -111,11 +111,11 @@ def test_tarball_is_byte_reproducible(bundles, tmp_path):
 
 
 def test_model_cards_name_the_package_that_provides_the_targets_provider():
-    from pipeline.packaging.model_card import runtime_package
+    from pipeline.runtimes.cells import provider_package
 
-    assert runtime_package("CUDAExecutionProvider") == "onnxruntime-gpu"
-    assert runtime_package("OpenVINOExecutionProvider") == "onnxruntime-openvino"
-    assert runtime_package("CPUExecutionProvider") == "onnxruntime"
+    assert provider_package("CUDAExecutionProvider") == "onnxruntime-gpu"
+    assert provider_package("OpenVINOExecutionProvider") == "onnxruntime-openvino"
+    assert provider_package("CPUExecutionProvider") == "onnxruntime"
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_three_consecutive_runs_ship_the_same_variant_options_and_bytes(target, 
                                                                        tiny_model_dir, mnist_dir, tmp_path):
     """Each run times every candidate afresh on the target's runtime (the CPU EP here; the OpenVINO EP in its
     venv); differences within the noise fall to the preference order, so the bundle never changes."""
-    cfg = config(f"target.{target}.runtimes=[{runtime}]").target[target]
+    cfg = config(f"target.{target}.runtimes=[{runtime}]")
     shipped = []
     for run in range(3):
         result = package_into(tmp_path / str(run), cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir,
@@ -132,7 +132,7 @@ def test_three_consecutive_runs_ship_the_same_variant_options_and_bytes(target, 
         metrics = result.metrics
         assert set(result.observations["phases_s"]) == {"search", "runtime matrix"}  # for `pipeline timings`
         manifest = json.loads((tmp_path / str(run) / target / "manifest.json").read_text())
-        assert f"at batch 1 on {cfg.providers[0]} ({runtime})" in metrics["reason"]
+        assert f"at batch 1 on {cfg.target[target].providers[0]} ({runtime})" in metrics["reason"]
         shipped.append((metrics["chosen"], manifest["target"]["session"], manifest["target"]["provider_options"],
                         metrics["archive_sha256"]))
     assert shipped[0] == shipped[1] == shipped[2]

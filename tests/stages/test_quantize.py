@@ -8,7 +8,7 @@ from pipeline.data.calibration import MnistCalibrationReader, calibration_images
 from pipeline.data.mnist import test_batch as real_test_images
 from pipeline.model import onnx_utils
 from pipeline.stages import quantize
-from tests.conftest import config
+from tests.conftest import config, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (REPO / "conf" / "quantize").glob("*.yaml"))
@@ -17,8 +17,8 @@ VARIANTS = sorted(p.stem for p in (REPO / "conf" / "quantize").glob("*.yaml"))
 def _run(name: str, variants_dir, model_dir, mnist_dir, out: Path, *overrides: str):
     """The variant exactly as conf/quantize/<name>.yaml composes, evaluated on 1000 images."""
     cfg = config(f"quantize=[{name}]", f"quantize.{name}.eval_samples=1000", *overrides)
-    return quantize.run(cfg.quantize[name], cfg.validate.gates, variants_dir / "simplified" / "model.onnx",
-                        model_dir, mnist_dir, out, variant=name, seed=0)
+    return run_stage("quantize", cfg, name, model_in=variants_dir / "simplified" / "model.onnx", model_dir=model_dir,
+                     data_dir=mnist_dir, out_dir=out, seed=0)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -6,8 +6,7 @@ import torch
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.model import checkpoint
-from pipeline.stages import train
-from tests.conftest import config
+from tests.conftest import config, run_stage
 
 
 def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
@@ -19,7 +18,7 @@ def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
 
 def test_train_metrics_report_accuracy(tmp_path, mnist_dir):
     cfg = config()
-    result = train.run(cfg.train, cfg.model, mnist_dir, tmp_path / "m", seed=0)
+    result = run_stage("train", cfg, data_dir=mnist_dir, out_dir=tmp_path / "m", seed=0)
     assert result.metrics["test_accuracy"] > 0.96
     assert len(result.plots["train"]) == 2 and "training_seconds" in result.observations
     assert (tmp_path / "m" / "model.pt").is_file()
@@ -28,7 +27,7 @@ def test_train_metrics_report_accuracy(tmp_path, mnist_dir):
 def test_same_config_gives_byte_identical_weights(tmp_path, mnist_dir):
     cfg = config("train.epochs=1", "train.subset=2000", "train.eval_subset=500")
     for run in ("a", "b"):
-        train.run(cfg.train, cfg.model, mnist_dir, tmp_path / run, seed=0)
+        run_stage("train", cfg, data_dir=mnist_dir, out_dir=tmp_path / run, seed=0)
     assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
 
 

@@ -10,16 +10,14 @@ from pipeline.data.mnist import test_batch as real_test_images
 from pipeline.model import onnx_utils
 from pipeline.model.localize import localize
 from pipeline.model.parity import IMPLICIT_GATES, compare, judge
-from pipeline.stages import validate
-from tests.conftest import TINY, config, run_cli
+from tests.conftest import TINY, config, run_cli, run_stage
 
 FP32 = ("exported", "simplified", "optimized")
 
 
 def _run(variants_dir, tiny_model_dir, mnist_dir, *overrides):
     cfg = config("validate.samples=2000", "quantize=[]", *overrides)
-    return validate.run(cfg.validate, cfg.quantize, cfg.optimize.fp16.enabled, tiny_model_dir, mnist_dir,
-                        variants_dir)
+    return run_stage("validate", cfg, model_dir=tiny_model_dir, data_dir=mnist_dir, variants_dir=variants_dir)
 
 
 def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, mnist_dir):

@@ -8,8 +8,7 @@ import pytest
 
 from pipeline.core.errors import PipelineError
 from pipeline.model import checkpoint
-from pipeline.stages import export, train
-from tests.conftest import REPO, config
+from tests.conftest import REPO, config, run_stage, with_groups
 from training.config import TrainConfig
 
 
@@ -33,7 +32,8 @@ def importable_tests(monkeypatch):
 @pytest.mark.slow
 def test_two_processes_train_a_checkpoint_that_exports_like_a_single_process_one(tmp_path, mnist_dir, tiny_model_dir):
     cfg, spec = _ddp_cfg()
-    result = train.run(cfg, spec, mnist_dir, tmp_path / "model", seed=0)
+    result = run_stage("train", with_groups(config(), train=cfg, model=spec), data_dir=mnist_dir,
+                       out_dir=tmp_path / "model", seed=0)
     assert result.metrics["world_size"] == 2 and len(result.plots["train"]) == 2
     single = json.loads((tiny_model_dir / "model.json").read_text())
     assert json.loads((tmp_path / "model" / "model.json").read_text())["parameters"] == single["parameters"]
@@ -41,7 +41,7 @@ def test_two_processes_train_a_checkpoint_that_exports_like_a_single_process_one
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]  # rank 0 only
     model, _ = checkpoint.load(tmp_path / "model")
     small = config("export.parity_samples=64")
-    exported = export.run(small.export, small.validate.gates["fp32"], tmp_path / "model", mnist_dir, tmp_path / "onnx")
+    exported = run_stage("export", small, model_dir=tmp_path / "model", data_dir=mnist_dir, out_dir=tmp_path / "onnx")
     assert exported.metrics["parity"]["agreement"] == 1.0 and model.training is False
 
 
@@ -50,7 +50,8 @@ def test_a_worker_that_dies_fails_the_launch_with_a_clear_message(tmp_path, mnis
     cfg, _ = _ddp_cfg("train.distributed.timeout_s=120")
     spec = {"_target_": "tests.helpers.user_models.DiesOnRank1"}
     with pytest.raises(PipelineError, match=r"distributed training failed: .*(exitcode|exit code).*17"):
-        train.run(cfg, spec, mnist_dir, tmp_path / "model", seed=0)
+        run_stage("train", with_groups(config(), train=cfg, model=spec), data_dir=mnist_dir,
+                  out_dir=tmp_path / "model", seed=0)
     assert not (tmp_path / "model").exists()
 
 
@@ -59,4 +60,5 @@ def test_a_launch_that_cannot_finish_is_killed_at_its_timeout(tmp_path, mnist_di
     """nnodes=2 with only this node started: rendezvous waits for a peer that never comes."""
     cfg, spec = _ddp_cfg("train.distributed.nnodes=2", "train.distributed.timeout_s=8")
     with pytest.raises(PipelineError, match="did not finish within 8s; all workers killed"):
-        train.run(cfg, spec, mnist_dir, tmp_path / "model", seed=0)
+        run_stage("train", with_groups(config(), train=cfg, model=spec), data_dir=mnist_dir,
+                  out_dir=tmp_path / "model", seed=0)

@@ -1,0 +1,225 @@
+"""The runtime matrix: each bundle proven by its own consumer code on the runtime it will run on.
+
+A deployment team runs a bundle with only its runtime installed, so each cell runs the bundle's shipped
+checker in an environment that holds that runtime and nothing from this repo (envs.py builds them):
+
+- `onnxruntime`: `verify.py` on this environment's onnxruntime, CPU EP, native x86-64;
+- `onnxruntime-openvino`: `verify.py` in an isolated venv (its module is also called `onnxruntime`), OpenVINO EP;
+- `onnxruntime-aarch64`: `verify.py` on the aarch64 onnxruntime wheel in a Debian arm64 sysroot with an
+  aarch64 Python 3.11, under qemu-aarch64 10.x user-mode emulation (bookworm's qemu 7.2 segfaults on it);
+- `onnxruntime-node`: `verify.mjs` with onnxruntime-node from npm, run from a copy of the bundle inside the
+  env's project folder (as a Node team would place it, so `import "onnxruntime-node"` resolves);
+- `onnxruntime-web`: the web bundle's own page in headless Chromium (browser.py): its verify() on WebAssembly,
+  then the golden pictures' digits drawn on its canvas.
+
+Environments are cached under `.cache/runtimes/` beside the code, so scratch copies and later runs reuse them.
+A record holds no date or timing: the manifest that carries it must be the same bytes on every run of the
+same commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.io import sha256_file
+from pipeline.runtimes import browser, envs
+from pipeline.runtimes.envs import RuntimeUnavailable
+
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "runtimes"
+
+
+# The PyPI package that gives each execution provider (each installs the `onnxruntime` module): what a model
+# card tells a deployment team to install. The one map of provider to package.
+PROVIDER_PACKAGES = {"CPUExecutionProvider": "onnxruntime", "CUDAExecutionProvider": "onnxruntime-gpu",
+                     "TensorrtExecutionProvider": "onnxruntime-gpu",
+                     "OpenVINOExecutionProvider": "onnxruntime-openvino"}
+
+
+def provider_package(provider: str) -> str:
+    return PROVIDER_PACKAGES.get(provider, "onnxruntime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    """One cell of the runtime matrix, declared once: what it is, how its environment is set up, how the
+    bundle's checker runs in it. A target lists cells by name (conf/target/*.yaml `runtimes:`)."""
+    name: str
+    package: str                                  # what runs the model, pinned (recorded in verified_on)
+    provider: str                                 # the execution provider the checker must run on
+    architecture: str
+    emulated: bool = False
+    spec: Callable[[], str] | None = None         # what the cached environment holds; None: nothing to build
+    build: Callable[[Path], None] | None = None   # fills an empty folder with that environment
+    command: Callable[[Path], tuple[list[str], dict[str, str]]] = lambda _: ([sys.executable], {})
+    script: str = "verify.py"                     # the bundle's checker this cell runs
+    # Node resolves packages from the script's folder upwards: the bundle runs from a copy inside the env.
+    runs_inside_env: bool = False
+    in_browser: bool = False                      # the bundle's own page in Chromium, not a script
+
+
+ORT = f"onnxruntime=={version('onnxruntime')}"
+RUNTIMES = {r.name: r for r in (
+    Runtime(name="onnxruntime", package=ORT, provider="CPUExecutionProvider", architecture="x86_64"),
+    Runtime(name="onnxruntime-openvino", package=envs.OPENVINO_EP_PACKAGE, provider="OpenVINOExecutionProvider",
+            architecture="x86_64", spec=envs.openvino_spec, build=envs.build_openvino,
+            command=lambda root: ([str(root / "bin" / "python")], {})),
+    Runtime(name="onnxruntime-aarch64", package=f"{ORT} (manylinux aarch64 wheel)", provider="CPUExecutionProvider",
+            architecture="aarch64", emulated=True, spec=envs.aarch64_spec, build=envs.build_aarch64,
+            command=envs.aarch64_command),
+    Runtime(name="onnxruntime-node", package=envs.NODE_PACKAGE, provider="CPUExecutionProvider",
+            architecture="x86_64", spec=lambda: envs.NODE_PACKAGE, build=envs.build_npm(envs.NODE_PACKAGE),
+            command=lambda _: (["node"], {}), script="verify.mjs", runs_inside_env=True),
+    Runtime(name="onnxruntime-web", package=f"{envs.WEB_PACKAGE} in Chromium", provider="wasm",
+            architecture="wasm32", spec=lambda: envs.WEB_PACKAGE, build=envs.build_npm(envs.WEB_PACKAGE),
+            in_browser=True),
+)}
+
+
+def environment(runtime: Runtime) -> Path:
+    """The runtime's cached folder, (re)built when what it holds is not what is wanted."""
+    root = CACHE / runtime.name
+    if runtime.spec is None:
+        return root
+    wanted = runtime.spec()
+    ready = root / ".ready"
+    if ready.is_file() and ready.read_text() == wanted:
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    runtime.build(root)
+    ready.write_text(wanted)
+    return root
+
+
+def ready(runtime: Runtime) -> Path:
+    """The runtime's environment, built if need be, and Chromium where it runs in a browser; raises
+    RuntimeUnavailable with the reason this machine cannot run it."""
+    root = environment(runtime)
+    if runtime.in_browser:
+        envs.check_browser()
+    return root
+
+
+def web_runtime_files() -> list[Path]:
+    """onnxruntime-web's WebAssembly build, which the web bundle ships."""
+    try:
+        root = environment(RUNTIMES["onnxruntime-web"])
+    except RuntimeUnavailable as exc:
+        raise PipelineError(f"cannot build the web bundle: {exc}") from None
+    return [root / "node_modules" / "onnxruntime-web" / "dist" / name for name in envs.WEB_RUNTIME_FILES]
+
+
+def timer_for(provider: str, runtime_names: list[str]) -> str | None:
+    """The target's runtime that runs `provider` and can be set up here, to time candidates on; else None."""
+    for name in runtime_names:
+        runtime = RUNTIMES[name]
+        if runtime.provider != provider:
+            continue
+        try:
+            ready(runtime)
+        except RuntimeUnavailable as exc:
+            print(f"warning: not timing on {name}: {exc}", file=sys.stderr)
+            continue
+        return name
+    return None
+
+
+def check(bundle: Path, name: str, target: str) -> dict:
+    """Run the bundle's own checker on one runtime. Returns the record for `verified_on`; a runtime this
+    machine cannot set up gives a record with `verified: false` and the reason (and a warning line); a failed
+    golden check or a provider that did not run raises GateFailure naming target, runtime and cause."""
+    runtime = RUNTIMES.get(name)
+    if runtime is None:
+        raise PipelineError(f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
+    listed = json.loads((bundle / "manifest.json").read_text())["target"]["providers"]
+    if runtime.provider not in listed:
+        raise PipelineError(f"{target} does not run on {runtime.provider} ({runtime.name}); its providers: "
+                            f"{', '.join(listed)}")
+    cell = {"runtime": runtime.name, "package": runtime.package, "provider": runtime.provider,
+            "architecture": runtime.architecture, "emulated": runtime.emulated}
+    try:
+        root = ready(runtime)
+    except RuntimeUnavailable as exc:
+        print(f"warning: {target} not verified on {runtime.name}: {exc}", file=sys.stderr)
+        return {**cell, "verified": False, "reason": str(exc)}
+    report = _browser(bundle, target) if runtime.in_browser else _script(bundle, runtime, root, target)
+    return {**cell, "verified": True, "onnxruntime": report["onnxruntime"], "machine": report["machine"],
+            "golden_samples": report["golden_samples"], "golden_pictures": report.get("golden_pictures", 0),
+            "max_abs_delta": float(f"{report['max_abs_delta']:.2g}"),
+            "top1_agreement": float(report["top1_agreement"]),
+            **({"browser": report["browser"], "drawn": report["drawn"]} if "drawn" in report else {})}
+
+
+def _script(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
+    """verify.py / verify.mjs --provider P --json, with nothing of this environment's Python leaking in."""
+    interpreter, extra_env = runtime.command(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"PYTHONDONTWRITEBYTECODE": "1", **extra_env}
+    if runtime.runs_inside_env:
+        place = root / "bundles" / target
+        shutil.rmtree(place, ignore_errors=True)
+        bundle = Path(shutil.copytree(bundle, place))
+    done = subprocess.run([*interpreter, runtime.script, ".", "--provider", runtime.provider, "--json"], cwd=bundle,
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
+        raise GateFailure(f"{target}: the bundle's {runtime.script} failed on {runtime.name} ({runtime.provider}): "
+                          f"{reason}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _browser(bundle: Path, target: str) -> dict:
+    """The page's verify(), then each golden picture's digit (as the bundle prepares it) drawn on its canvas:
+    the page must show the label recorded for that picture."""
+    try:
+        report = browser.check_page(bundle, browser.golden_digits(bundle))
+    except Exception as exc:  # the page's own errors come back as playwright errors
+        raise GateFailure(f"{target}: the web page failed in Chromium (onnxruntime-web, wasm): "
+                          f"{str(exc).splitlines()[0]}") from None
+    drawn = report["drawn"]
+    if drawn["read_correctly"] != drawn["digits"]:
+        raise GateFailure(f"{target}: the web page read {drawn['read_correctly']} of {drawn['digits']} drawn digits "
+                          f"as recorded (it showed {drawn['labels']})")
+    return report
+
+
+def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[str], device_runs: Path) -> list[dict]:
+    """The manifest's `verified_on`: one record per runtime cell run here, the runs recorded on hardware this
+    machine lacks (metrics/device_runs.json) whose model bytes match the shipped model's, and a `verified:
+    false` record, with the reason, for each of the target's providers that nothing proved."""
+    records = [check(bundle, name, target) for name in runtimes]
+    model = json.loads((bundle / "manifest.json").read_text())["model"]["file"]
+    digest = sha256_file(bundle / model)
+    recorded = json.loads(device_runs.read_text())["runs"] if device_runs.is_file() else []
+    records += [{k: v for k, v in run.items() if k not in ("target", "model_sha256")} for run in recorded
+                if run["target"] == target and run["model_sha256"] == digest]
+    for provider in providers:
+        if not any(r["provider"] == provider for r in records):
+            records.append({"provider": provider, "verified": False, "reason": (
+                f"no runtime with {provider} runs on this machine, and {device_runs.name} records no run of this "
+                f"model (sha256 {digest[:12]}) on it")})
+    return records
+
+
+def where(record: dict) -> str:
+    """Where a record's run happened: the device, or the architecture and whether it was emulated."""
+    if record.get("device"):
+        return record["device"]
+    return record.get("architecture", "—") + (" (emulated)" if record.get("emulated") else "")
+
+
+def summary(record: dict) -> str:
+    """One line for model cards, reports and tables."""
+    if not record["verified"]:
+        return f"{record['provider']}: not verified ({record['reason']})"
+    return (f"{record['provider']} on {where(record)} with {record['package']}: {record['golden_samples']} golden "
+            f"samples, max |Δ| {record['max_abs_delta']:.2g}, top-1 agreement {record['top1_agreement']:.0%}")
