@@ -110,3 +110,12 @@ def test_bench_without_validate_runs_and_says_accuracy_is_unknown(tmp_path, tiny
     metrics = bench.run(cfg.bench, cfg.quantize, False, 0, tiny_model_dir, variants_dir, tmp_path / "validate.json",
                         bundles["cpu_x86"].parent, mnist_dir).metrics
     assert metrics["variants"]["optimized"]["accuracy"] is None and metrics["variants"]["optimized"]["throughput"] > 0
+
+
+def test_the_machine_is_recorded_with_the_date():
+    """What the report names under Speed: the CPU model, the logical CPUs, the architecture, the date."""
+    import datetime
+
+    machine = bench.machine()
+    assert machine["cpu"] and machine["logical_cpus"] >= 1
+    assert machine["architecture"] and datetime.datetime.fromisoformat(machine["measured_at"]).tzinfo is not None
