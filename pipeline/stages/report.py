@@ -133,9 +133,13 @@ def _variants(m: dict) -> str:
 
 
 def _targets(m: dict) -> str:
-    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>", _Why(escape(p["selection"]["reason"]))]
-            for name, p in m.get("targets", {}).items()]
-    return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why"), rows) + _matrix(m)
+    from pipeline.packaging.selection import describe
+
+    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>",
+             escape(describe(p["target"]["session"], (p["target"].get("provider_options") or [{}])[0])),
+             _Why(escape(p["selection"]["reason"]))] for name, p in m.get("targets", {}).items()]
+    return ("<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "session options", "why"), rows)
+            + _matrix(m))
 
 
 def _matrix(m: dict) -> str:
@@ -206,29 +210,26 @@ def _ranked(rows: dict, samples: int | None) -> str:
 def _shipped(bench: dict, web_observed: dict) -> str:
     """What won: per target, what it ships and how that compares with what a user would run instead. A target
     bench cannot run says why on its row, with the batch-1 latency package measured where there is one."""
-    from pipeline.packaging.selection import describe
-
     rows = []
-    for name, t in bench.get("targets", {}).items():
-        options = describe(t["session"], t.get("provider_options"))
-        lead, tail = [escape(name), escape(t["variant"]), escape(t["runtime"])], [escape(options)]
+    for name, t in bench.get("targets", {}).items():  # session options: under Chosen artifact per target
+        lead = [escape(name), escape(t["variant"]), escape(t["runtime"])]
         if "throughput" in t:
             rows.append([*lead, f"{t['latency_ms_b1'] * 1000:,.0f} µs", f"{t['throughput']:,.0f}",
                          _ci(t, "speedup_vs_torch"), _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
-                         _ci(t, "throughput_vs_openvino"), *tail])
+                         _ci(t, "throughput_vs_openvino")])
             continue
         latency = _package_latency(web_observed) if name == "web" else None
         if latency is not None:
             rows.append([*lead, f"{latency * 1000:,.0f} µs",
                          _Why("batch-1 latency timed by package in headless Chromium (onnxruntime-web, one thread); "
-                              "no throughput or ratios: bench has no browser runner", span=5), *tail])
+                              "no throughput or ratios: bench has no browser runner", span=5)])
         elif name == "web" or "by package" in t.get("measured", ""):
             rows.append([*lead, _Why("not timed here: package times this target in its own runtime and its "
-                                     "timing was not recorded; bench has no runner for it", span=6), *tail])
+                                     "timing was not recorded; bench has no runner for it", span=6)])
         else:
-            rows.append([*lead, _Why(escape(t.get("measured", "not timed")), span=6), *tail])
+            rows.append([*lead, _Why(escape(t.get("measured", "not timed")), span=6)])
     head = ("target", "variant", "runtime", "batch-1 latency", "img/s", "b1 vs torch eager", "img/s vs torch eager",
-            "img/s vs torch.compile", "img/s vs OpenVINO runtime fp32", "session options")
+            "img/s vs torch.compile", "img/s vs OpenVINO runtime fp32")
     return "<h3>What each target ships, against the alternatives (95 % intervals)</h3>" + _table(head, rows)
 
 
