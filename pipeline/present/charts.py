@@ -1,5 +1,6 @@
-"""The HTML report's charts: matplotlib drawing inline SVG, so every chart has axes, tick values, labelled
-points and a legend, and the report still opens anywhere without JavaScript or network."""
+"""The HTML report's charts: matplotlib drawing inline SVG, so every chart has axes, tick values and a legend,
+and the report still opens anywhere without JavaScript or network. Text stays text in the SVG (the page's
+font, selectable, searchable)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ def _figure(title: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"
 
     figure, axes = plt.subplots(figsize=(WIDTH, HEIGHT), dpi=100)
     axes.set_title(title, fontsize=11)
@@ -29,27 +32,6 @@ def _svg(plt, figure) -> str:
     return text[text.index("<svg"):]
 
 
-def scatter(points: dict[str, tuple[float, float]], title: str, x_label: str, y_label: str) -> str:
-    """One point per name, each with its own colour and marker, named in a legend beside the plot (points
-    often sit on top of each other, where text labels would overlap); the y-range hugs the data."""
-    if not points:
-        return ""
-    plt, figure, axes = _figure(title)
-    figure.set_size_inches(WIDTH * 1.35, HEIGHT)
-    markers = "os^Dv<>pPX*h"
-    colours = plt.get_cmap("tab20").colors
-    for i, (name, (x, y)) in enumerate(points.items()):
-        axes.scatter([x], [y], s=36, marker=markers[i % len(markers)], color=colours[i % len(colours)], label=name,
-                     zorder=3)
-    ys = [y for _, y in points.values()]
-    span = (max(ys) - min(ys)) or abs(max(ys)) * 0.01 or 0.01
-    axes.set_ylim(min(ys) - 0.3 * span, max(ys) + 0.3 * span)
-    axes.set_xlabel(x_label)
-    axes.set_ylabel(y_label)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    return _svg(plt, figure)
-
-
 def bars(values: dict[str, float], title: str, x_label: str) -> str:
     """Horizontal bars, longest first, each with its value."""
     if not values:
@@ -64,13 +46,19 @@ def bars(values: dict[str, float], title: str, x_label: str) -> str:
     return _svg(plt, figure)
 
 
-def lines(series: dict[str, list[tuple[float, float]]], title: str, x_label: str, y_label: str) -> str:
+def lines(series: dict[str, list[tuple[float, float]]], title: str, x_label: str, y_label: str,
+          integer_x: bool = True) -> str:
+    """One line per series; x ticks on whole numbers (epochs) unless integer_x is False."""
     if not any(series.values()):
         return ""
+    from matplotlib.ticker import MaxNLocator
+
     plt, figure, axes = _figure(title)
     for name, points in series.items():
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3, label=name)
+    if integer_x:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(x_label)
     axes.set_ylabel(y_label)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="best")
     return _svg(plt, figure)

@@ -131,16 +131,18 @@ def time_on_wasm(candidates: list[tuple[str, Path, dict]], selection,
                                  [specs, selection.rounds, selection.per_round])
 
 
-def render(folder: Path, page_path: str, screenshot: Path, ready: str) -> dict:
-    """Open `page_path` served from `folder` with every request off 127.0.0.1 refused, wait for `ready`, save a
-    full-page screenshot; return what a reader would notice: refused requests, console errors, page width."""
+def render(folder: Path, page_path: str, screenshot: Path, ready: str, width: int = 1200,
+           probe: str | None = None) -> dict:
+    """Open `page_path` served from `folder` in a `width`-px window with every request off 127.0.0.1 refused,
+    wait for `ready`, save a full-page screenshot; return what a reader would notice: refused requests, console
+    errors, page width, and what the `probe` expression (JavaScript, run in the page) returns."""
     from playwright.sync_api import sync_playwright
 
     refused, errors = [], []
     with serve(folder) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": 900})
             page.route(lambda target: not target.startswith(url),
                        lambda route: (refused.append(route.request.url), route.abort()))
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -148,7 +150,8 @@ def render(folder: Path, page_path: str, screenshot: Path, ready: str) -> dict:
             page.goto(url + page_path)
             page.wait_for_function(ready, timeout=30_000)
             page.screenshot(path=str(screenshot), full_page=True)
-            width = page.evaluate("document.documentElement.scrollWidth")
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            probed = page.evaluate(probe) if probe else None
         finally:
             browser.close()
-    return {"refused": refused, "errors": errors, "scroll_width": width}
+    return {"refused": refused, "errors": errors, "scroll_width": scroll_width, "probe": probed}

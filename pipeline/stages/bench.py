@@ -9,7 +9,8 @@ Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the 
 Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, effective
          GFLOP/s as a share of a measured GEMM peak, every ratio vs torch eager, torch.compile, the shipped
          cpu_x86 bundle, ORT fp32 and the OpenVINO runtime fp32 with a bootstrap interval, what won, INT8 vs
-         fp32 on each runtime, the INT8 targets, the INT8 crossover; observations: the phases' wall time.
+         fp32 on each runtime, the INT8 targets, the INT8 crossover; observations: the phases' wall time and the
+         machine it ran on (CPU model, logical CPUs, date).
 Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote. A
          runner in a worker process takes its turns like the others, timed on its side of the pipe.
 """
@@ -126,7 +127,23 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
             metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
     plot = [{"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
              "accuracy": row["accuracy"]} for name, row in rows.items()]
-    return StageResult(metrics=metrics, plots={"bench": plot}, observations={"phases_s": phase.seconds})
+    return StageResult(metrics=metrics, plots={"bench": plot},
+                       observations={"phases_s": phase.seconds, "machine": machine()})
+
+
+def machine() -> dict:
+    """Where the figures were measured: CPU model, logical CPUs this process may use, architecture, date."""
+    import datetime
+    import os
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+             if line.startswith(("model name", "Model", "Hardware"))]
+    return {"cpu": names[0] if names else platform.processor() or "unknown CPU",
+            "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "architecture": platform.machine(),
+            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def _inputs(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:

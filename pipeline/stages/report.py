@@ -1,7 +1,9 @@
 """The page a person opens to pick a deployment variant: variants, gates, chosen artifact per target and
 why, speed, the shipped CPU model's confusion matrix, training curves, and what the pipeline cost.
 
-Inputs:  metrics/{train,validate,bench}.json, metrics/plots/train.csv, every bundle's manifest, data_dir
+Inputs:  metrics/{train,validate,bench}.json, metrics/plots/train.csv, every bundle's manifest, data_dir;
+         observations: train's and bench's timings (training time; the machine and date of the benchmark) and
+         package's for the web target (its batch-1 latency in Chromium, which bench cannot time)
 Outputs: out_dir/index.html (self-contained); plot data: the confusion matrix rows for `dvc plots show`
 It renders the benchmark's timings, so it is an observation like bench (not byte-reproducible).
 """
@@ -14,24 +16,39 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Stage, StageResult
+from pipeline.data import mnist
+from pipeline.data.preprocessing import normalize
+from pipeline.deploy.infer import Classifier
+from pipeline.measure.candidates import describe
 from pipeline.present import charts
 from pipeline.runtimes.cells import where
 
-CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-       "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-       "th{background:#eee}td.n{text-align:right}td,th{overflow-wrap:anywhere}.ok{color:#2a7}"
-       ".bad{color:#c00;font-weight:bold}")
+# Words and numbers never break inside a cell: a table wider than the window scrolls in its own box (.wide),
+# numbers and intervals stay on one line, and charts shrink to the window.
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}@media(max-width:600px){body{margin:"
+       "1em}}p{overflow-wrap:break-word}.wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
+       "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:normal;"
+       "word-break:normal;hyphens:none}th{background:#eee}td.n{text-align:right;white-space:nowrap}"
+       "td.why>div{min-width:16em}svg{max-width:100%;height:auto}.ok{color:#2a7}.bad{color:#c00;font-weight:bold}"
+       ".note{color:#555}.w{white-space:nowrap}.ci{display:block;font-size:85%;color:#555}")
+# What each loss in metrics/plots/train.csv is (training/loop.py): the train loss is the training objective,
+# cross-entropy with train.label_smoothing on randomly shifted batches (train.augment_shift), averaged over the
+# epoch while the weights change; the test loss is plain cross-entropy on the test set after the epoch.
+LOSSES = {"train_loss": "train loss (label-smoothed, on augmented batches, mean over the epoch)",
+          "test_loss": "test loss (plain cross-entropy, test set after the epoch)"}
 # Pipeline order for variants; anything unlisted follows alphabetically.
 VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
 
 
 def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path, deploy_dir: Path, data_dir: Path,
-        out_dir: Path, *, cpu_target: str = "cpu_x86") -> StageResult:
-    from pipeline.core.io import atomic_dir
-
+        out_dir: Path, train_timings: Path | None = None, bench_timings: Path | None = None,
+        web_timings: Path | None = None, *, cpu_target: str = "cpu_x86") -> StageResult:
     metrics = {"train": _json(train_file), "parity": _json(parity_file), "bench": _json(bench_file),
-               "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir))}
+               "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir)),
+               "timings": {"train": _json(train_timings), "bench": _json(bench_timings),
+                           "package_web": _json(web_timings)}}
     confusion = confusion_matrix(Path(deploy_dir) / cpu_target, Path(data_dir)) \
         if (Path(deploy_dir) / cpu_target / "manifest.json").is_file() else None
     page = render(metrics, confusion, cpu_target)
@@ -42,8 +59,8 @@ def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path,
     return StageResult(outputs={"report": Path(out_dir) / "index.html"}, plots={"confusion": rows})
 
 
-def _json(path: Path) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+def _json(path: Path | None) -> dict:
+    return json.loads(Path(path).read_text()) if path is not None and Path(path).is_file() else {}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -61,10 +78,6 @@ def _manifests(deploy_dir: Path) -> dict[str, dict]:
 
 def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
     """The shipped CPU model (as bundled) on the whole test set."""
-    from pipeline.data import mnist
-    from pipeline.data.preprocessing import normalize
-    from pipeline.deploy.infer import Classifier
-
     data = mnist.load(data_dir)
     predicted, _ = Classifier(bundle).predict(normalize(data.test_images))
     matrix = np.zeros((10, 10), dtype=np.int64)
@@ -76,6 +89,7 @@ def render(m: dict, confusion: np.ndarray | None, cpu_target: str) -> str:
     sections = [f"<h1>MNIST → ONNX deployment report</h1>{_summary(m)}", _variants(m), _targets(m),
                 _speed(m), _confusion(confusion, cpu_target), _training(m)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deployment report</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
 
 
@@ -85,8 +99,19 @@ def _summary(m: dict) -> str:
               else "<span class='bad'>parity gates FAIL</span>" if parity else "not validated")
     accuracy = f"{train['test_accuracy']:.2%}" if train.get("test_accuracy") is not None else "?"
     return (f"<p>PyTorch test accuracy <b>{accuracy}</b> after {train.get('epochs', '?')} epochs "
-            f"({train.get('seconds', '?')} s); {status} over {parity.get('samples', '?')} test images.</p>"
+            f"({_training_time(m.get('timings', {}).get('train', {}))}); {status} over "
+            f"{parity.get('samples', '?')} test images.</p>"
             + "".join(f"<p class='bad'>✗ {escape(f)}</p>" for f in parity.get("failures", [])))
+
+
+def _training_time(observed: dict) -> str:
+    """train's observations: the training loop's time and the whole stage's (loading data, writing files)."""
+    loop, wall = observed.get("training_seconds"), observed.get("wall_seconds")
+    if loop is None and wall is None:
+        return "training time not recorded: metrics/timings/train.json is missing"
+    if loop is None:
+        return f"{wall:.0f} s for the train stage"
+    return f"{loop:.0f} s of training" + (f", {wall:.0f} s for the whole stage" if wall is not None else "")
 
 
 def _variants(m: dict) -> str:
@@ -102,13 +127,17 @@ def _variants(m: dict) -> str:
                      f"{p['agreement']:.2%}", f"{p['max_abs_logit']:.2e}", f"{p['cosine_min']:.4f}", gates,
                      _num(b.get("latency_ms", {}).get("p50"), "{:.3f}"), _num(b.get("throughput"), "{:,.0f}"),
                      _num(b.get("throughput_vs_torch"), "{:.2f}×"), _size(b.get("bytes"))])
-    return "<h2>Variants (parity vs PyTorch, speed on this CPU)</h2>" + _table(head, rows)
+    return ("<h2>Variants (parity vs PyTorch; speed on the benchmark machine, see Speed)</h2>"
+            + _table(head, rows))
 
 
 def _targets(m: dict) -> str:
-    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>", escape(p["selection"]["reason"]),
-             ] for name, p in m.get("targets", {}).items()]
-    return "<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "why"), rows) + _matrix(m)
+
+    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>",
+             escape(describe(p["target"]["session"], (p["target"].get("provider_options") or [{}])[0])),
+             _Why(escape(p["selection"]["reason"]))] for name, p in m.get("targets", {}).items()]
+    return ("<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "session options", "why"), rows)
+            + _matrix(m))
 
 
 def _matrix(m: dict) -> str:
@@ -119,7 +148,7 @@ def _matrix(m: dict) -> str:
             result = (f"✓ max |Δ| {r['max_abs_delta']:.2g}, top-1 {r['top1_agreement']:.0%} of {r['golden_samples']}"
                       if r["verified"] else f"✗ {r['reason']}")
             rows.append([escape(name), escape(r["provider"]), escape(r.get("package", "—")), escape(where(r)),
-                         escape(result)])
+                         _Why(escape(result))])
     return ("<h2>Runtime matrix (each bundle's own verify.py, golden I/O)</h2>"
             + _table(("target", "provider", "runtime", "architecture", "result"), rows))
 
@@ -129,42 +158,91 @@ def _speed(m: dict) -> str:
     if not bench:
         return "<h2>Speed</h2><p>not benchmarked (run <code>pipeline bench</code>)</p>"
     rows = bench["variants"]
-    scatter = charts.scatter({n: (r["latency_ms"]["p50"], r["accuracy"]) for n, r in rows.items() if r["accuracy"]},
-                          "accuracy vs batch-1 latency", "batch-1 p50 latency (ms)", "test accuracy")
     bar = charts.bars({n: r["throughput"] for n, r in rows.items()}, "throughput",
                    f"images/s at batch {bench['batch']}, {bench['threads']} threads")
     cross = [[escape(c["model"]), f"{c['parameters']:,}", _ci(c, "throughput_ratio"), _ci(c, "latency_ratio"),
               f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
-    return ("<h2>Speed</h2>" + _shipped(bench) + scatter + bar
+    return ("<h2>Speed</h2>" + _machine(bench, m.get("timings", {}).get("bench", {}))
+            + _shipped(bench, m.get("timings", {}).get("package_web", {}))
+            + _ranked(rows, m.get("parity", {}).get("samples")) + bar
             + "<h3>Where INT8 pays off (INT8 / fp32, random-init models, 95 % intervals)</h3>"
             + _table(("model", "parameters", "throughput", "batch-1 speedup", "size"), cross))
 
 
-def _shipped(bench: dict) -> str:
-    """What won: per target, what it ships and how that compares with what a user would run instead."""
-    from pipeline.measure.candidates import describe
+def _machine(bench: dict, observed: dict) -> str:
+    """Where and when bench measured, from its observations (older runs did not record the machine)."""
+    machine = observed.get("machine")
+    threads = f"{bench['threads']} threads"
+    if not machine:
+        return (f"<p class='machine'>Measured with {threads} on a machine this bench run did not record "
+                "(CPU model and date are recorded from the next <code>pipeline bench</code> on).</p>")
+    return (f"<p class='machine'>Measured on <b>{escape(machine['cpu'])}</b> ({machine['logical_cpus']} logical "
+            f"CPUs, {escape(machine['architecture'])}) with <b>{threads}</b>, on "
+            f"<b>{escape(machine['measured_at'][:10])}</b>.</p>")
 
+
+def _ranked(rows: dict, samples: int | None) -> str:
+    """Every runner by batch-1 latency, fastest first, with its accuracy: accuracies that differ by a handful of
+    test images read better as numbers than as points on an axis."""
+    ranked = sorted(rows.items(), key=lambda item: item[1]["latency_ms"]["p50"])
+    measured = [r["accuracy"] for _, r in ranked if r.get("accuracy") is not None]
+    best = max(measured, default=None)
+    body = []
+    for rank, (name, r) in enumerate(ranked, 1):
+        accuracy = r.get("accuracy")
+        if accuracy is None:
+            accuracy_cells = [_Why("not evaluated: validate has no accuracy for this runner"), ""]
+        else:
+            missed = "—" if samples is None else f"{round((best - accuracy) * samples):d}"
+            accuracy_cells = [f"{accuracy:.2%}", missed]
+        body.append([str(rank), escape(name), escape(r["runtime"]), f"{r['latency_ms']['p50'] * 1000:,.0f} µs",
+                     *accuracy_cells])
+    spread = ("" if best is None or samples is None else
+              f" Accuracies span {round((best - min(measured)) * samples)} of {samples:,} test images.")
+    head = ("#", "runner / variant", "runtime", "batch-1 p50 latency", "test accuracy",
+            "test images behind the best")
+    return ("<h3>Every runner, fastest first at batch 1, with its test accuracy</h3>"
+            + (f"<p class='note'>{spread.strip()}</p>" if spread else "") + _table(head, body))
+
+
+def _shipped(bench: dict, web_observed: dict) -> str:
+    """What won: per target, what it ships and how that compares with what a user would run instead. A target
+    bench cannot run says why on its row, with the batch-1 latency package measured where there is one."""
     rows = []
-    for name, t in bench.get("targets", {}).items():
-        options = describe(t["session"], t.get("provider_options"))
-        if "throughput" not in t:
-            rows.append([escape(name), escape(t["runtime"]), escape(t["variant"]), escape(options),
-                         escape(t["measured"]), "", "", "", "", ""])
+    for name, t in bench.get("targets", {}).items():  # session options: under Chosen artifact per target
+        lead = [escape(name), escape(t["variant"]), escape(t["runtime"])]
+        if "throughput" in t:
+            rows.append([*lead, f"{t['latency_ms_b1'] * 1000:,.0f} µs", f"{t['throughput']:,.0f}",
+                         _ci(t, "speedup_vs_torch"), _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
+                         _ci(t, "throughput_vs_openvino")])
             continue
-        rows.append([escape(name), escape(t["runtime"]), escape(t["variant"]), escape(options),
-                     f"{t['latency_ms_b1'] * 1000:.0f} µs", f"{t['throughput']:,.0f}", _ci(t, "speedup_vs_torch"),
-                     _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
-                     _ci(t, "throughput_vs_openvino")])
-    head = ("target", "runtime", "variant", "session options", "batch-1 latency", "img/s", "b1 vs torch eager",
-            "img/s vs torch eager", "img/s vs torch.compile", "img/s vs OpenVINO runtime fp32")
+        latency = _package_latency(web_observed) if name == "web" else None
+        if latency is not None:
+            rows.append([*lead, f"{latency * 1000:,.0f} µs",
+                         _Why("batch-1 latency timed by package in headless Chromium (onnxruntime-web, one thread); "
+                              "no throughput or ratios: bench has no browser runner", span=5)])
+        elif name == "web" or "by package" in t.get("measured", ""):
+            rows.append([*lead, _Why("not timed here: package times this target in its own runtime and its "
+                                     "timing was not recorded; bench has no runner for it", span=6)])
+        else:
+            rows.append([*lead, _Why(escape(t.get("measured", "not timed")), span=6)])
+    head = ("target", "variant", "runtime", "batch-1 latency", "img/s", "b1 vs torch eager", "img/s vs torch eager",
+            "img/s vs torch.compile", "img/s vs OpenVINO runtime fp32")
     return "<h3>What each target ships, against the alternatives (95 % intervals)</h3>" + _table(head, rows)
+
+
+def _package_latency(observed: dict) -> float | None:
+    """The chosen candidate's median batch-1 latency (ms) from package's selection observations."""
+    selection = observed.get("selection", {})
+    chosen = selection.get("candidates", {}).get(selection.get("chosen"), {})
+    return chosen.get("median_ms")
 
 
 def _ci(row: dict, key: str) -> str:
     if key not in row:
         return "—"
     low, high = row[f"{key}_ci"]
-    return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
+    return f"{row[key]:.2f}×<span class='ci'>[{low:.2f}, {high:.2f}]</span>"
 
 
 def _confusion(matrix: np.ndarray | None, target: str) -> str:
@@ -180,22 +258,44 @@ def _confusion(matrix: np.ndarray | None, target: str) -> str:
 
 def _training(m: dict) -> str:
     history = m.get("history", [])
-    series = {key: [(h["epoch"], h[key]) for h in history] for key in ("train_loss", "test_loss")}
-    accuracy = {"test_accuracy": [(h["epoch"], h["test_accuracy"]) for h in history]}
-    return ("<h2>Training</h2>" + charts.lines(series, "loss per epoch", "epoch", "loss")
+    series = {label: [(h["epoch"], h[key]) for h in history] for key, label in LOSSES.items()}
+    accuracy = {"test accuracy (test set, after each epoch)": [(h["epoch"], h["test_accuracy"]) for h in history]}
+    return ("<h2>Training</h2>" + charts.lines(series, "loss per epoch", "epoch", "cross-entropy loss")
             + charts.lines(accuracy, "test accuracy per epoch", "epoch", "accuracy"))
 
 
+class _Why(str):
+    """A cell of prose (a reason, a verdict): it wraps between words, and may span the cells it explains."""
+    def __new__(cls, text: str, span: int = 1):
+        cell = super().__new__(cls, text)
+        cell.span = span
+        return cell
+
+
 def _table(head, rows) -> str:
-    header = "".join(f"<th>{h}</th>" for h in head)
+    """In its own horizontally scrolling box, so a wide table never widens the page or breaks a word."""
+    header = "".join(f"<th>{_whole_words(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{header}</tr>{body}</table>"
+    return f"<div class='wide'><table><tr>{header}</tr>{body}</table></div>"
 
 
 def _cell(content: str) -> str:
-    """Numbers right-aligned, words left-aligned."""
+    """Numbers right-aligned on one line, words left-aligned, prose wrapping between words."""
+    if isinstance(content, _Why):
+        span = f" colspan='{content.span}'" if content.span > 1 else ""
+        return f"<td class='why'{span}><div>{_whole_words(content)}</div></td>"
     numeric = content[:1].isdigit() or content[:1] in "+-−" or content.startswith("<span style")
-    return f"<td class='n'>{content}</td>" if numeric else f"<td>{content}</td>"
+    return f"<td class='n'>{content}</td>" if numeric else f"<td>{_whole_words(content)}</td>"
+
+
+def _whole_words(html: str) -> str:
+    """Words the browser would otherwise break at a hyphen, slash or bar (`batch-1`, `img/s`, `|Δlogit|`)
+    kept on one line; the text between them still wraps at spaces. Tags are left as they are."""
+    import re
+
+    return "".join(part if part.startswith("<") else re.sub(r"[^\s<>]*[-/|][^\s<>]*",
+                                                            lambda word: f"<span class='w'>{word[0]}</span>", part)
+                   for part in re.split(r"(<[^>]+>)", html))
 
 
 def _rank(name: str, order: tuple[str, ...]) -> tuple[int, str]:
@@ -215,6 +315,9 @@ STAGE = Stage(
     name="report", run=run, help="Write artifacts/report/index.html from the metrics, and the confusion matrix plot.",
     inputs={"train_file": "${paths.metrics}/train.json", "parity_file": "${paths.metrics}/validate.json",
             "bench_file": "${paths.metrics}/bench.json", "train_plot": "${paths.metrics}/plots/train.csv",
-            "deploy_dir": "${paths.deploy}", "data_dir": "${paths.data}"},
+            "deploy_dir": "${paths.deploy}", "data_dir": "${paths.data}",
+            "train_timings": "${paths.metrics}/timings/train.json",
+            "bench_timings": "${paths.metrics}/timings/bench.json",
+            "web_timings": "${paths.metrics}/timings/package_web.json"},
     outputs={"out_dir": "${paths.report}"}, plots=("confusion",), deterministic=False,
 )

@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from pipeline.core.io import write_json
+from pipeline.stages import bench
 from tests.conftest import config, package_into, run_stage, with_groups
 
 
@@ -111,3 +112,12 @@ def test_bench_without_validate_runs_and_says_accuracy_is_unknown(tmp_path, tiny
                         parity_file=tmp_path / "validate.json", deploy_dir=bundles["cpu_x86"].parent,
                         data_dir=mnist_dir).metrics
     assert metrics["variants"]["optimized"]["accuracy"] is None and metrics["variants"]["optimized"]["throughput"] > 0
+
+
+def test_the_machine_is_recorded_with_the_date():
+    """What the report names under Speed: the CPU model, the logical CPUs, the architecture, the date."""
+    import datetime
+
+    machine = bench.machine()
+    assert machine["cpu"] and machine["logical_cpus"] >= 1
+    assert machine["architecture"] and datetime.datetime.fromisoformat(machine["measured_at"]).tzinfo is not None

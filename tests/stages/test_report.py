@@ -1,8 +1,10 @@
 import csv
 import json
+import re
 
 from pipeline.core.io import write_json
 from pipeline.stages import report
+from tests.conftest import config, run_stage
 
 
 def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, mnist_dir):
@@ -17,8 +19,11 @@ def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, 
         writer.writeheader()
         writer.writerows(history)
     manifest = json.loads((bundles["cpu_x86"] / "manifest.json").read_text())
-    result = report.run(files["train"], files["validate"], files["bench"], tmp_path / "train.csv",
-                        bundles["cpu_x86"].parent, mnist_dir, tmp_path / "report")
+    result = run_stage("report", config(), train_file=files["train"], parity_file=files["validate"],
+                       bench_file=files["bench"], train_plot=tmp_path / "train.csv",
+                       deploy_dir=bundles["cpu_x86"].parent, data_dir=mnist_dir, out_dir=tmp_path / "report",
+                       **{k: tmp_path / "timings" / f"{k}.json" for k in ("train_timings", "bench_timings",
+                                                                            "web_timings")})
     page = (tmp_path / "report" / "index.html").read_text()
     assert "98.12%" in page and "all parity gates pass" in page
     for name, row in parity["variants"].items():
@@ -29,3 +34,51 @@ def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, 
     assert len(rows) == 10000
     correct = sum(r["actual"] == r["predicted"] for r in rows) / len(rows)
     assert f"({correct:.2%})" in page and correct > 0.95
+
+
+def _committed(*parts: str) -> dict:
+    from tests.conftest import REPO
+
+    return json.loads(REPO.joinpath("metrics", *parts).read_text())
+
+
+def _page(timings: dict) -> str:
+    """The report's page from the committed metrics (no bundles, no confusion matrix)."""
+    m = {"train": _committed("train.json"), "parity": _committed("validate.json"), "bench": _committed("bench.json"),
+         "history": [], "targets": {}, "timings": timings}
+    return report.render(m, None, "cpu_x86")
+
+
+def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_machine():
+    machine = {"cpu": "Some CPU 9000", "logical_cpus": 8, "architecture": "x86_64",
+               "measured_at": "2026-11-30T08:00:00+00:00"}
+    page = _page({"train": _committed("timings", "train.json"),
+                  "package_web": _committed("timings", "package_web.json"),
+                  "bench": {**_committed("timings", "bench.json"), "machine": machine}})
+    train = _committed("timings", "train.json")
+    assert (f"after {_committed('train.json')['epochs']} epochs ({train['training_seconds']:.0f} s of training, "
+            f"{train['wall_seconds']:.0f} s for the whole stage)") in page
+    assert "<b>Some CPU 9000</b> (8 logical CPUs, x86_64) with <b>2 threads</b>, on <b>2026-11-30</b>" in page
+    shipped = page[page.index("What each target ships"):page.index("Every runner, fastest first")]
+    rows = shipped.split("<tr>")[2:]
+    assert len(rows) == len(_committed("bench.json")["targets"])
+    for row in rows:
+        figure = re.findall(r"<td[^>]*>(.*?)</td>", row)[3]
+        assert re.fullmatch(r"[\d,]+ µs", figure) or "not timed" in figure, row
+    web = next(row for row in rows if row.startswith("<td>web</td>"))
+    selection = _committed("timings", "package_web.json")["selection"]
+    web_ms = selection["candidates"][selection["chosen"]]["median_ms"]
+    assert f"<td class='n'>{web_ms * 1000:,.0f} µs</td>" in web and "metrics/" not in web
+    # The ranked table: every runner, fastest first.
+    ranked = page[page.index("Every runner, fastest first"):page.index("Where INT8 pays off")]
+    latencies = [float(v.replace(",", "")) for v in re.findall(r"<td class='n'>([\d,]+) µs</td>", ranked)]
+    assert len(latencies) == len(_committed("bench.json")["variants"]) and latencies == sorted(latencies)
+    assert "overflow-wrap:anywhere" not in page
+
+
+def test_missing_observations_are_said_not_shown_as_question_marks():
+    page = _page({})
+    assert "(? s)" not in page and "training time not recorded" in page
+    assert "did not record" in page and "2 threads" in page
+    web = page[page.index("<td>web</td>"):].split("</tr>")[0]
+    assert "not timed here" in web and "µs" not in web
