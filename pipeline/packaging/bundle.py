@@ -150,8 +150,11 @@ def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
     return expected
 
 
-def write_sample_digit(data_dir: Path, path: Path) -> None:
-    """The first MNIST test digit as a PNG, so the model card's `python infer.py digit.png` runs as written."""
+def write_sample_digit(data_dir: Path, bundle: Path) -> None:
+    """The first MNIST test digit as digit.png and as digit.pgm (binary 28x28, what the C++ consumer reads), so
+    the model card's `infer.py digit.png` and `consumer --classify digit.pgm` run as written."""
     from PIL import Image
 
-    Image.fromarray(mnist.load(data_dir).test_images[0]).save(path, format="PNG")
+    digit = mnist.load(data_dir).test_images[0]
+    Image.fromarray(digit).save(bundle / "digit.png", format="PNG")
+    (bundle / "digit.pgm").write_bytes(b"P5\n%d %d\n255\n" % (digit.shape[1], digit.shape[0]) + digit.tobytes())

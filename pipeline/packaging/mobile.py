@@ -48,8 +48,11 @@ def usability(model_path: Path) -> dict:
             analyze_model(Path(model_path), logger=logger)
     finally:
         logger.removeHandler(handler)
-    # The checker names the file it read, a scratch path that differs every run: keep the bundle reproducible.
-    report = stream.getvalue().replace(str(Path(model_path).parent), ".")
+    # The checker names the file it read, a scratch path that differs every run (the bundle must be
+    # reproducible), and a model.onnx the bundle does not ship: say which model it is.
+    report = stream.getvalue().replace(f"Checking {model_path} ", "Checking the fixed-batch ONNX model that model.ort "
+                                       "was converted from ")
+    report = report.replace(str(Path(model_path).parent), ".")
     verdicts = dict(re.findall(r"Model should perform well with (.+?) as is: (YES|NO)", report))
     partitions = re.findall(
         r"(\d+) partitions with a total of (\d+)/(\d+) nodes can be handled by the (.+?) EP", report)
@@ -58,6 +61,24 @@ def usability(model_path: Path) -> dict:
         "coverage": {ep: f"{nodes}/{total} nodes in {parts} partitions" for parts, nodes, total, ep in partitions},
         "report": report,
     }
+
+
+# The usability checker's names for the execution providers it judges.
+CHECKED_AS = {"NNAPI": "NnapiExecutionProvider", "CoreML NeuralNetwork": "CoreMLExecutionProvider",
+              "CoreML MLProgram": "CoreMLExecutionProvider"}
+
+
+def usable_providers(block: dict, verdicts: dict[str, str]) -> dict:
+    """The manifest's target block without the providers the usability check says will not perform well (every
+    form of it says NO), which move to `not_usable` with the reason: what a team may list is what can work."""
+    judged: dict[str, list[str]] = {}
+    for checked, verdict in verdicts.items():
+        judged.setdefault(CHECKED_AS.get(checked, checked), []).append(verdict)
+    rejected = {p for p, said in judged.items() if "YES" not in said}
+    kept = [(p, o) for p, o in zip(block["providers"], block["provider_options"], strict=True) if p not in rejected]
+    return {**block, "providers": [p for p, _ in kept], "provider_options": [o for _, o in kept],
+            "not_usable": {p: "ORT's mobile usability check: should not perform well as is (mobile_usability.txt)"
+                           for p in block["providers"] if p in rejected}}
 
 
 def to_ort_format(model_path: Path, out_dir: Path, target_platform: str = "arm") -> tuple[Path, Path]:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from pipeline.runtimes import envs
 from pipeline.runtimes.cells import provider_package, summary
+
+# What each GPU provider needs beside the Python package: the system libraries ONNX Runtime loads at run time.
+SYSTEM_LIBRARIES = {
+    "CUDAExecutionProvider": "the CUDA runtime, cuBLAS and cuDNN 9 libraries of the CUDA major version that "
+                             "onnxruntime-gpu release was built for",
+    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer) as well as the CUDA and cuDNN libraries",
+}
 
 
 def _web_lines() -> list[str]:
@@ -10,7 +18,47 @@ def _web_lines() -> list[str]:
             "```bash", "python -m http.server -b 127.0.0.1 8000   # then open http://127.0.0.1:8000/", "```",
             "Everything runs in the browser with onnxruntime-web on WebAssembly (ort.wasm.min.mjs and "
             "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image.",
-            "The Python tools below check the same model on the CPU EP.", ""]
+            "The Python and C++ tools below check the same model on the CPU EP.", ""]
+
+
+def _pinned(m: dict, provider: str) -> str:
+    """The provider's package at the version a runtime cell verified this bundle with (`onnxruntime==1.32.0`);
+    unpinned when no cell ran that package here."""
+    package = provider_package(provider)
+    for record in m["verified_on"]:
+        if record.get("verified") and record.get("package", "").startswith(f"{package}=="):
+            return record["package"].split()[0]
+    return package
+
+
+def _consumer_lines(m: dict) -> list[str]:
+    """How to check and run the bundle from Python, Node.js and C++: commands run from the folder that holds the
+    bundle, so nothing lands inside it (every checker refuses files the manifest does not list)."""
+    name, primary = m["target"]["name"], m["target"]["providers"][0]
+    python_package = _pinned(m, primary)
+    needs = SYSTEM_LIBRARIES.get(primary)
+    lines = [f"Run these from the folder that holds this bundle (`{name}/`): nothing is written inside it.", "",
+             f"Python 3.9 or newer with `{python_package}`" + (f", and {needs}" if needs else "") + ":",
+             "```bash",
+             "python3 -m venv consumer-venv && . consumer-venv/bin/activate",
+             f"pip install {python_package} numpy pillow",
+             f"python {name}/verify.py {name}  # every file's sha256, the manifest, golden outputs and pictures",
+             f"python {name}/infer.py {name}/digit.png  # label and probability",
+             "```"]
+    if primary == "CPUExecutionProvider":
+        lines += ["", f"Node.js with `{envs.NODE_PACKAGE}` (its CPU build; the install script would fetch GPU "
+                  "binaries):", "```bash", f"ONNXRUNTIME_NODE_INSTALL=skip npm install {envs.NODE_PACKAGE}",
+                  f"node {name}/verify.mjs {name}", "```"]
+    lines += ["", "C++17 with CMake 3.16 or newer and an ONNX Runtime release unpacked at `$ORT` (its `include/` and "
+              "`lib/`, e.g. onnxruntime-linux-x64-*.tgz or onnxruntime-linux-aarch64-*.tgz); the consumer checks the "
+              "files and golden outputs and classifies a 28x28 PGM or .npy digit:",
+              "```bash",
+              f'cmake -S {name}/cpp -B consumer-build -DONNXRUNTIME_ROOT="$ORT"',
+              "cmake --build consumer-build",
+              f"consumer-build/consumer {name}",
+              f"consumer-build/consumer {name} --classify {name}/digit.pgm",
+              "```"]
+    return lines
 
 
 def render(m: dict) -> str:
@@ -24,16 +72,12 @@ def render(m: dict) -> str:
         "",
         "## Run it",
         *(_web_lines() if target.get("format") == "web" else []),
-        "```bash",
-        f"pip install {provider_package(target['providers'][0])} numpy pillow",
-        "python verify.py .            # sha256 of every file, manifest schema, golden outputs and pictures",
-        "python infer.py digit.png     # label and probability",
-        "```",
-        "From Node.js: `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`, then `node verify.mjs .`.",
+        *_consumer_lines(m),
         "",
         f"Execution providers, in order: {', '.join(target['providers'])}. "
         f"Session: {target['session']['graph_optimization_level']}, "
         f"{target['session']['intra_op_num_threads']} intra-op threads.",
+        *(f"Not listed: {provider}: {why}." for provider, why in target.get("not_usable", {}).items()),
         "",
         "## Input and output",
         f"- input `{m['io']['inputs'][0]['name']}`: {m['io']['inputs'][0]['dtype']} "

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import sha256_file
-from pipeline.runtimes import browser, envs
+from pipeline.runtimes import browser, cpp, envs
 from pipeline.runtimes.envs import RuntimeUnavailable
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "runtimes"
@@ -61,6 +61,9 @@ class Runtime:
     build: Callable[[Path], None] | None = None   # fills an empty folder with that environment
     command: Callable[[Path], tuple[list[str], dict[str, str]]] = lambda _: ([sys.executable], {})
     script: str = "verify.py"                     # the bundle's checker this cell runs
+    # How the checker runs when it is not `script` under `command`'s interpreter: (env root, bundle) -> (argv,
+    # env); the C++ consumer is first built from the bundle's own sources.
+    checker: Callable[[Path, Path], tuple[list[str], dict[str, str]]] | None = None
     # Node resolves packages from the script's folder upwards: the bundle runs from a copy inside the env.
     runs_inside_env: bool = False
     in_browser: bool = False                      # the bundle's own page in Chromium, not a script
@@ -81,6 +84,13 @@ RUNTIMES = {r.name: r for r in (
     Runtime(name="onnxruntime-web", package=f"{envs.WEB_PACKAGE} in Chromium", provider="wasm",
             architecture="wasm32", spec=lambda: envs.WEB_PACKAGE, build=envs.build_npm(envs.WEB_PACKAGE),
             in_browser=True),
+    Runtime(name="onnxruntime-cpp", package=f"{ORT} library, libonnxruntime-dev (trixie) headers, C++ API",
+            provider="CPUExecutionProvider", architecture="x86_64", spec=cpp.native_spec, build=cpp.build_native,
+            script="cpp/consumer.cpp", checker=cpp.native_command),
+    Runtime(name="onnxruntime-cpp-aarch64", package=f"{ORT} (manylinux aarch64 wheel) library, C++ API",
+            provider="CPUExecutionProvider", architecture="aarch64", emulated=True, spec=cpp.cross_spec,
+            build=cpp.build_cross(lambda: environment(RUNTIMES["onnxruntime-aarch64"])),
+            script="cpp/consumer.cpp", checker=cpp.cross_command(lambda: environment(RUNTIMES["onnxruntime-aarch64"]))),
 )}
 
 
@@ -161,15 +171,19 @@ def check(bundle: Path, name: str, target: str) -> dict:
 
 def _script(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
     """verify.py / verify.mjs --provider P --json, with nothing of this environment's Python leaking in."""
-    interpreter, extra_env = runtime.command(root)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env |= {"PYTHONDONTWRITEBYTECODE": "1", **extra_env}
     if runtime.runs_inside_env:
         place = root / "bundles" / target
         shutil.rmtree(place, ignore_errors=True)
         bundle = Path(shutil.copytree(bundle, place))
-    done = subprocess.run([*interpreter, runtime.script, ".", "--provider", runtime.provider, "--json"], cwd=bundle,
-                          env=env, capture_output=True, text=True)
+    if runtime.checker is not None:
+        checker, extra_env = runtime.checker(root, bundle)
+    else:
+        interpreter, extra_env = runtime.command(root)
+        checker = [*interpreter, runtime.script]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"PYTHONDONTWRITEBYTECODE": "1", **extra_env}
+    done = subprocess.run([*checker, ".", "--provider", runtime.provider, "--json"], cwd=bundle, env=env,
+                          capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
         raise GateFailure(f"{target}: the bundle's {runtime.script} failed on {runtime.name} ({runtime.provider}): "

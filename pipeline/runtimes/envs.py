@@ -55,7 +55,8 @@ def aarch64_spec() -> str:
 
 def build_aarch64(root: Path) -> None:
     suite = qemu_suite()
-    apt = _apt(root, suite)
+    apt = apt_get(root / "apt", ["deb [arch=arm64] {debian} bookworm main",
+                                 f"deb [arch=amd64] {{debian}} {suite} main"], ["amd64", "arm64"])
     debs = root / "debs"
     debs.mkdir()
     run([*apt, "update", "-q"], "apt-get update (private lists)")
@@ -106,18 +107,19 @@ def qemu_suite() -> str:
     return QEMU_SUITES[major]
 
 
-def _apt(root: Path, qemu_suite: str) -> list[str]:
-    """apt-get with private sources, lists and cache: the host's dpkg state is never touched."""
-    state = root / "apt"
+def apt_get(state: Path, sources: list[str], architectures: list[str]) -> list[str]:
+    """apt-get with private sources, lists and cache under `state`: the host's dpkg state is never touched.
+    `sources` are deb lines (`{debian}`: Debian's mirror), each checked with Debian's archive keyring."""
     (state / "lists" / "partial").mkdir(parents=True)
     (state / "cache" / "archives" / "partial").mkdir(parents=True)
-    sources = state / "sources.list"
-    sources.write_text(f"deb [arch=arm64 signed-by={KEYRING}] {DEBIAN} bookworm main\n"
-                       f"deb [arch=amd64 signed-by={KEYRING}] {DEBIAN} {qemu_suite} main\n")
-    options = {"Dir::Etc::SourceList": sources, "Dir::Etc::SourceParts": "/dev/null",
+    listing = state / "sources.list"
+    listing.write_text("".join(line.replace("deb [", f"deb [signed-by={KEYRING} ", 1).format(debian=DEBIAN) + "\n"
+                               for line in sources))
+    options = {"Dir::Etc::SourceList": listing, "Dir::Etc::SourceParts": "/dev/null",
                "Dir::State::Lists": state / "lists", "Dir::Cache": state / "cache", "Debug::NoLocking": "1",
-               "APT::Sandbox::User": "root", "APT::Architectures::": "amd64"}
-    return ["apt-get", *(f"-o{k}={v}" for k, v in options.items()), "-oAPT::Architectures::=arm64"]
+               "APT::Sandbox::User": "root"}
+    return ["apt-get", *(f"-o{k}={v}" for k, v in options.items()),
+            *(f"-oAPT::Architectures::={arch}" for arch in architectures)]
 
 
 def run(command: list[str], what: str, cwd: Path | None = None, env: dict | None = None) -> None:

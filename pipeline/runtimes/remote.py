@@ -48,7 +48,6 @@ class RemoteRunner:
     timing.InProcess."""
     def __init__(self, runtime_name: str, model: Path, session: dict, providers: list[tuple[str, dict]],
                  one: np.ndarray, many: np.ndarray):
-
         self.runtime_name = runtime_name
         self.idle_s = idle_after(session, providers[0][0])
         self._scratch = tempfile.TemporaryDirectory()

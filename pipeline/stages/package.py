@@ -44,8 +44,10 @@ from pipeline.runtimes import cells
 
 DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
-# What a deployment team runs: Python (infer, verify) and Node (verify.mjs), with the shared preparation.
-CONSUMER_CODE = ("infer.py", "verify.py", "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs")
+# What a deployment team runs: Python (infer, verify), Node (verify.mjs) and C++ (cpp/, built against an ONNX
+# Runtime release), with the shared preparation.
+CONSUMER_CODE = ("infer.py", "verify.py", "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs",
+                 "cpp/consumer.cpp", "cpp/CMakeLists.txt")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
@@ -92,8 +94,6 @@ class TargetConfig(Schema):
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
         device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
-
-
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
     phase = Phases()
@@ -103,13 +103,16 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
     block = _target_block(cfg, options, provider_options)
     with atomic_dir(Path(out_dir)) as staging:
         model_file, extras = _write_model(cfg, chosen["path"], staging)
+        if "mobile" in extras:
+            block = mobile.usable_providers(block, extras["mobile"]["usability"]["verdicts"])
         session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = bundle_io.write_golden_set(session, Path(data_dir), staging, cfg.golden_samples, cfg.fixed_batch,
                                             cfg.golden_atol)
         golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging)
-        bundle_io.write_sample_digit(Path(data_dir), staging / "digit.png")
+        bundle_io.write_sample_digit(Path(data_dir), staging)
         for script in CONSUMER_CODE:
+            (staging / script).parent.mkdir(exist_ok=True)
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
         checkpoint = lineage.checkpoint_digest(Path(model_dir))
@@ -119,7 +122,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         write_json(staging / bundle_io.MANIFEST, manifest)
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
         with phase("runtime matrix"):
-            manifest["verified_on"] = cells.verified_on(staging, target, cfg.providers, cfg.runtimes,
+            manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
                                                            Path(device_runs))
         (staging / "README.md").write_text(model_card(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)

@@ -132,7 +132,6 @@ def _variants(m: dict) -> str:
 
 
 def _targets(m: dict) -> str:
-
     rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>",
              escape(describe(p["target"]["session"], (p["target"].get("provider_options") or [{}])[0])),
              _Why(escape(p["selection"]["reason"]))] for name, p in m.get("targets", {}).items()]

@@ -41,7 +41,6 @@ class ValidateConfig(Schema):
 
 def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path, *,
         explain: bool = False) -> StageResult:
-
     kinds = variant_kinds(quantize, fp16)
     unknown_kinds = sorted({k for k in kinds.values() if k not in cfg.gates})
     if unknown_kinds:

@@ -1,0 +1,657 @@
+// The bundle's C++ consumer: the official ONNX Runtime C++ API and the C++17 standard library, nothing else.
+//
+//   consumer BUNDLE [--provider NAME] [--json]     verify: every file's sha256, the manifest, the golden outputs
+//   consumer BUNDLE --classify IMAGE               a 28x28 digit: binary PGM (P5) or .npy (uint8 0-255 or float32
+//                                                  0-1; shape 28x28, 1x28x28 or 1x1x28x28) -> label, probability
+//
+// It opens the model as verify.py does: the manifest's providers that this ONNX Runtime has, in the target's
+// order, CPU last, with the manifest's session options. --provider NAME runs the golden check on NAME alone
+// and refuses ONNX Runtime's silent fallback to the CPU ("session.disable_cpu_ep_fallback").
+// Exit 0: verified (or classified). 1: the model runs but its outputs drift from the golden outputs beyond
+// the manifest's tolerance. 2: the bundle or the input is bad (missing, modified or unlisted file, invalid
+// manifest, unreadable image), or the provider asked for cannot run the model here.
+#include <onnxruntime_cxx_api.h>
+
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+struct BundleError : std::runtime_error {  // exit 2
+  using std::runtime_error::runtime_error;
+};
+struct GoldenMismatch : std::runtime_error {  // exit 1
+  using std::runtime_error::runtime_error;
+};
+
+// ---- JSON: just enough to read manifest.json (objects, arrays, strings with \u escapes, numbers, literals).
+struct Json {
+  using Object = std::map<std::string, Json>;
+  using Array = std::vector<Json>;
+  std::variant<std::nullptr_t, bool, double, std::string, Array, Object> value;
+
+  const Json& operator[](const std::string& key) const {
+    static const Json missing{};
+    const auto* object = std::get_if<Object>(&value);
+    if (object == nullptr) return missing;
+    const auto found = object->find(key);
+    return found == object->end() ? missing : found->second;
+  }
+  bool has(const std::string& key) const {
+    const auto* object = std::get_if<Object>(&value);
+    return object != nullptr && object->count(key) > 0;
+  }
+  const Object& object(const std::string& what) const { return as<Object>(what, "an object"); }
+  const Array& array(const std::string& what) const { return as<Array>(what, "a list"); }
+  const std::string& string(const std::string& what) const { return as<std::string>(what, "a string"); }
+  double number(const std::string& what) const { return as<double>(what, "a number"); }
+  bool boolean(const std::string& what) const { return as<bool>(what, "true or false"); }
+  std::string text() const {  // a provider option or config value as ONNX Runtime takes it: a string
+    if (const auto* s = std::get_if<std::string>(&value)) return *s;
+    if (const auto* b = std::get_if<bool>(&value)) return *b ? "1" : "0";
+    if (const auto* d = std::get_if<double>(&value)) {
+      std::ostringstream out;
+      out << *d;
+      return out.str();
+    }
+    return "";
+  }
+
+ private:
+  template <class T>
+  const T& as(const std::string& what, const char* kind) const {
+    const auto* v = std::get_if<T>(&value);
+    if (v == nullptr) throw BundleError("manifest.json: `" + what + "` missing or not " + kind);
+    return *v;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(const std::string& text) : s_(text) {}
+  Json parse() {
+    Json value = parse_value();
+    skip_space();
+    if (i_ != s_.size()) fail("trailing characters");
+    return value;
+  }
+
+ private:
+  const std::string& s_;
+  size_t i_ = 0;
+
+  [[noreturn]] void fail(const std::string& why) const {
+    throw BundleError("manifest.json is not valid JSON: " + why + " at byte " + std::to_string(i_));
+  }
+  void skip_space() {
+    while (i_ < s_.size() && std::strchr(" \t\r\n", s_[i_]) != nullptr) ++i_;
+  }
+  char next() {
+    skip_space();
+    if (i_ >= s_.size()) fail("unexpected end");
+    return s_[i_];
+  }
+  void expect(const char* word) {
+    const size_t n = std::strlen(word);
+    if (s_.compare(i_, n, word) != 0) fail(std::string("expected ") + word);
+    i_ += n;
+  }
+  Json parse_value() {
+    const char c = next();
+    if (c == '{') return parse_object();
+    if (c == '[') return parse_array();
+    if (c == '"') return Json{parse_string()};
+    if (c == 't') return expect("true"), Json{true};
+    if (c == 'f') return expect("false"), Json{false};
+    if (c == 'n') return expect("null"), Json{nullptr};
+    const char* start = s_.c_str() + i_;
+    char* end = nullptr;
+    const double number = std::strtod(start, &end);
+    if (end == start) fail("unexpected character");
+    i_ += size_t(end - start);
+    return Json{number};
+  }
+  Json parse_object() {
+    Json::Object object;
+    ++i_;
+    if (next() == '}') return ++i_, Json{object};
+    for (;;) {
+      if (next() != '"') fail("expected a key");
+      std::string key = parse_string();
+      if (next() != ':') fail("expected ':'");
+      ++i_;
+      object[key] = parse_value();
+      const char c = next();
+      ++i_;
+      if (c == '}') return Json{object};
+      if (c != ',') fail("expected ',' or '}'");
+    }
+  }
+  Json parse_array() {
+    Json::Array array;
+    ++i_;
+    if (next() == ']') return ++i_, Json{array};
+    for (;;) {
+      array.push_back(parse_value());
+      const char c = next();
+      ++i_;
+      if (c == ']') return Json{array};
+      if (c != ',') fail("expected ',' or ']'");
+    }
+  }
+  unsigned hex4() {
+    if (i_ + 4 > s_.size()) fail("short \\u escape");
+    const unsigned code = std::stoul(s_.substr(i_, 4), nullptr, 16);
+    i_ += 4;
+    return code;
+  }
+  std::string parse_string() {
+    std::string out;
+    ++i_;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      char c = s_[i_++];
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) break;
+      c = s_[i_++];
+      const char* plain = std::strchr("\"\\/bfnrt", c);
+      if (plain != nullptr && c != 'u') {
+        out += "\"\\/\b\f\n\r\t"[plain - "\"\\/bfnrt"];
+        continue;
+      }
+      if (c != 'u') fail("bad escape");
+      unsigned code = hex4();
+      if (code >= 0xD800 && code < 0xDC00 && s_.compare(i_, 2, "\\u") == 0) {  // a surrogate pair
+        i_ += 2;
+        code = 0x10000 + ((code - 0xD800) << 10) + (hex4() - 0xDC00);
+      }
+      append_utf8(out, code);
+    }
+    if (i_ >= s_.size()) fail("unterminated string");
+    ++i_;
+    return out;
+  }
+  static void append_utf8(std::string& out, unsigned code) {
+    if (code < 0x80) {
+      out += char(code);
+    } else if (code < 0x800) {
+      out += char(0xC0 | (code >> 6));
+      out += char(0x80 | (code & 0x3F));
+    } else if (code < 0x10000) {
+      out += char(0xE0 | (code >> 12));
+      out += char(0x80 | ((code >> 6) & 0x3F));
+      out += char(0x80 | (code & 0x3F));
+    } else {
+      out += char(0xF0 | (code >> 18));
+      out += char(0x80 | ((code >> 12) & 0x3F));
+      out += char(0x80 | ((code >> 6) & 0x3F));
+      out += char(0x80 | (code & 0x3F));
+    }
+  }
+};
+
+// ---- SHA-256 (FIPS 180-4), to check every file against the manifest.
+class Sha256 {
+ public:
+  void update(const unsigned char* data, size_t n) {
+    for (size_t k = 0; k < n; ++k) {
+      block_[used_++] = data[k];
+      if (used_ == 64) compress(), used_ = 0;
+    }
+    bits_ += uint64_t(n) * 8;
+  }
+  std::string hex() {
+    const uint64_t bits = bits_;
+    const unsigned char pad = 0x80, zero = 0;
+    update(&pad, 1);
+    while (used_ != 56) update(&zero, 1);
+    for (int k = 7; k >= 0; --k) block_[used_++] = (unsigned char)(bits >> (8 * k));
+    compress();
+    std::ostringstream out;
+    for (uint32_t word : h_) out << std::hex << std::setw(8) << std::setfill('0') << word;
+    return out.str();
+  }
+
+ private:
+  uint32_t h_[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  unsigned char block_[64] = {};
+  size_t used_ = 0;
+  uint64_t bits_ = 0;
+
+  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+  void compress() {
+    static const uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+        0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+        0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+        0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+        0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+        0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    uint32_t w[64];
+    for (int t = 0; t < 16; ++t)
+      w[t] = uint32_t(block_[4 * t]) << 24 | uint32_t(block_[4 * t + 1]) << 16 | uint32_t(block_[4 * t + 2]) << 8 |
+             block_[4 * t + 3];
+    for (int t = 16; t < 64; ++t) {
+      const uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+      const uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
+    for (int t = 0; t < 64; ++t) {
+      const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[t] + w[t];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    const uint32_t add[8] = {a, b, c, d, e, f, g, h};
+    for (int k2 = 0; k2 < 8; ++k2) h_[k2] += add[k2];
+  }
+};
+
+static std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw BundleError("cannot read " + path.string());
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+static std::string sha256_file(const fs::path& path) {
+  const std::string bytes = read_file(path);
+  Sha256 digest;
+  digest.update(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  return digest.hex();
+}
+
+// ---- Tensors: the golden files (ONNX TensorProto .pb, decoded by hand as verify.py does), .npy and PGM.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+static Tensor read_tensor_pb(const fs::path& path) {
+  const std::string b = read_file(path);
+  size_t i = 0;
+  auto varint = [&]() {
+    uint64_t v = 0;
+    for (int shift = 0; i < b.size() && shift < 64; shift += 7) {
+      const auto c = static_cast<unsigned char>(b[i++]);
+      v |= uint64_t(c & 0x7f) << shift;
+      if ((c & 0x80) == 0) return v;
+    }
+    throw BundleError(path.string() + ": truncated tensor");
+  };
+  Tensor t;
+  uint64_t dtype = 0;
+  while (i < b.size()) {
+    const uint64_t key = varint();
+    const int field = int(key >> 3), wire = int(key & 7);
+    if (wire == 0) {
+      const uint64_t v = varint();
+      if (field == 1) t.shape.push_back(int64_t(v));
+      if (field == 2) dtype = v;
+    } else if (wire == 2) {
+      const size_t length = varint(), end = i + length;
+      if (end > b.size()) throw BundleError(path.string() + ": truncated tensor");
+      if (field == 1) {
+        while (i < end) t.shape.push_back(int64_t(varint()));
+      } else if (field == 9 || field == 4) {  // raw_data, or packed float_data
+        t.data.resize(length / 4);
+        std::memcpy(t.data.data(), b.data() + i, length);
+      }
+      i = end;
+    } else if (wire == 5) {
+      if (field == 4) {
+        float f;
+        std::memcpy(&f, b.data() + i, 4);
+        t.data.push_back(f);
+      }
+      i += 4;
+    } else if (wire == 1) {
+      i += 8;
+    } else {
+      throw BundleError(path.string() + ": not an ONNX TensorProto");
+    }
+  }
+  size_t count = 1;
+  for (int64_t d : t.shape) count *= size_t(d);
+  if (dtype != 1 || count != t.data.size())
+    throw BundleError(path.string() + ": not a float32 tensor whose data matches its shape");
+  return t;
+}
+
+// A 28x28 digit as the manifest's formula wants it: x = (pixel_u8 * scale - mean) / std, shape (1, 1, 28, 28).
+static Tensor image_input(const fs::path& path, const Json& prep) {
+  const std::string b = read_file(path);
+  const double scale = prep["scale"].number("preprocessing.scale");
+  const double mean = prep["mean"].array("preprocessing.mean").at(0).number("preprocessing.mean[0]");
+  const double stdev = prep["std"].array("preprocessing.std").at(0).number("preprocessing.std[0]");
+  std::vector<float> unit;  // pixels in [0, 1]
+  if (path.extension() == ".pgm") {
+    std::istringstream header(b);
+    std::string magic;
+    int width = 0, height = 0, maxval = 0;
+    header >> magic >> width >> height >> maxval;
+    const size_t start = size_t(header.tellg()) + 1;
+    if (magic != "P5" || width != 28 || height != 28 || maxval <= 0 || maxval > 255 || b.size() < start + 784)
+      throw BundleError(path.string() + ": not a 28x28 binary PGM (P5) with 8-bit pixels");
+    for (size_t k = 0; k < 784; ++k) unit.push_back(static_cast<unsigned char>(b[start + k]) / float(maxval));
+  } else if (path.extension() == ".npy") {
+    if (b.size() < 10 || b.compare(0, 6, "\x93NUMPY") != 0) throw BundleError(path.string() + ": not a .npy file");
+    const size_t length = static_cast<unsigned char>(b[8]) | size_t(static_cast<unsigned char>(b[9])) << 8;
+    const std::string header = b.substr(10, length);
+    const size_t offset = 10 + length, pixels = b.size() - offset;
+    const bool u8 = header.find("'|u1'") != std::string::npos, f32 = header.find("'<f4'") != std::string::npos;
+    if (b[6] != 1 || header.find("'fortran_order': False") == std::string::npos || (!u8 && !f32) ||
+        pixels != (u8 ? 784u : 784u * 4))
+      throw BundleError(path.string() + ": expected a C-order uint8 (0-255) or float32 (0-1) array of 784 pixels "
+                                        "(28x28, 1x28x28 or 1x1x28x28)");
+    for (size_t k = 0; k < 784; ++k) {
+      float value;
+      if (u8) {
+        value = static_cast<unsigned char>(b[offset + k]) / 255.0f;
+      } else {
+        std::memcpy(&value, b.data() + offset + 4 * k, 4);
+      }
+      unit.push_back(value);
+    }
+  } else {
+    throw BundleError(path.string() + ": give a .pgm (P5) or .npy image");
+  }
+  Tensor t{{1, 1, 28, 28}, {}};
+  for (float u : unit) {
+    if (!std::isfinite(u)) throw BundleError(path.string() + ": NaN or Inf pixels");
+    t.data.push_back(float((std::round(u * 255.0) * scale - mean) / stdev));
+  }
+  return t;
+}
+
+// ---- The bundle.
+static const char* kManifest = "manifest.json";
+static const char* kSignature = "model.sig";
+static const char* kProvenance = "provenance.intoto.json";
+
+static Json load_manifest(const fs::path& bundle) {
+  if (!fs::is_regular_file(bundle / kManifest)) throw BundleError("no manifest.json in " + bundle.string());
+  Json manifest = JsonParser(read_file(bundle / kManifest)).parse();
+  if (manifest["schema"].string("schema") != "onnx-deploy-manifest")
+    throw BundleError("manifest.json: not an onnx-deploy-manifest");
+  manifest["files"].object("files");
+  manifest["model"]["file"].string("model.file");
+  manifest["target"]["providers"].array("target.providers");
+  manifest["golden"]["sets"].array("golden.sets");
+  manifest["golden"]["tolerance"]["atol"].number("golden.tolerance.atol");
+  return manifest;
+}
+
+static size_t check_files(const fs::path& bundle, const Json& manifest) {
+  const auto& listed = manifest["files"].object("files");
+  for (const auto& [name, digest] : listed) {
+    const fs::path relative(name);
+    if (relative.is_absolute() || name.find("..") != std::string::npos)
+      throw BundleError("manifest lists an unsafe path " + name);
+    if (!fs::is_regular_file(bundle / relative)) throw BundleError("missing file " + name + " (listed in manifest.json)");
+    if (sha256_file(bundle / relative) != digest.string("files." + name))
+      throw BundleError("sha256 mismatch for " + name + ": the file was modified after packaging");
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(bundle)) {
+    if (entry.is_directory()) continue;
+    const std::string name = fs::relative(entry.path(), bundle).generic_string();
+    const bool bytecode = name.rfind("__pycache__/", 0) == 0 && entry.path().extension() == ".pyc";
+    if (!listed.count(name) && name != kManifest && name != kSignature && name != kProvenance && !bytecode)
+      throw BundleError("unlisted file " + name + " in bundle (not in manifest.json)");
+  }
+  return listed.size();
+}
+
+static void append_provider(Ort::SessionOptions& options, const std::string& name, const Json& settings) {
+  std::unordered_map<std::string, std::string> values;
+  if (const auto* object = std::get_if<Json::Object>(&settings.value))
+    for (const auto& [key, value] : *object) values[key] = value.text();
+  std::vector<const char*> keys, texts;
+  for (const auto& [key, value] : values) keys.push_back(key.c_str()), texts.push_back(value.c_str());
+  const OrtApi& api = Ort::GetApi();
+  if (name == "CPUExecutionProvider") {
+    return;  // always there; ONNX Runtime adds it last on its own
+  } else if (name == "CUDAExecutionProvider") {
+    OrtCUDAProviderOptionsV2* cuda = nullptr;
+    Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+    std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> owned(
+        cuda, api.ReleaseCUDAProviderOptions);
+    Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys.data(), texts.data(), keys.size()));
+    options.AppendExecutionProvider_CUDA_V2(*cuda);
+  } else if (name == "TensorrtExecutionProvider") {
+    OrtTensorRTProviderOptionsV2* trt = nullptr;
+    Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&trt));
+    std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(api.ReleaseTensorRTProviderOptions)> owned(
+        trt, api.ReleaseTensorRTProviderOptions);
+    Ort::ThrowOnError(api.UpdateTensorRTProviderOptions(trt, keys.data(), texts.data(), keys.size()));
+    options.AppendExecutionProvider_TensorRT_V2(*trt);
+  } else if (name == "OpenVINOExecutionProvider") {
+    options.AppendExecutionProvider_OpenVINO_V2(values);
+  } else if (name == "XnnpackExecutionProvider") {
+    options.AppendExecutionProvider("XNNPACK", values);
+  } else if (name == "CoreMLExecutionProvider") {
+    options.AppendExecutionProvider("CoreML", values);
+  } else {
+    throw BundleError(name + " cannot be added by this consumer (use ONNX Runtime's own factory for it)");
+  }
+}
+
+static GraphOptimizationLevel graph_level(const std::string& name) {
+  if (name == "ORT_DISABLE_ALL") return ORT_DISABLE_ALL;
+  if (name == "ORT_ENABLE_BASIC") return ORT_ENABLE_BASIC;
+  if (name == "ORT_ENABLE_EXTENDED") return ORT_ENABLE_EXTENDED;
+  if (name == "ORT_ENABLE_ALL") return ORT_ENABLE_ALL;
+  throw BundleError("manifest.json: unknown target.session.graph_optimization_level " + name);
+}
+
+struct Opened {
+  std::unique_ptr<Ort::Session> session;
+  std::string provider;  // the first provider asked for: it takes every node it can
+};
+
+static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& manifest, const std::string& only) {
+  const Json& target = manifest["target"];
+  const Json& session = target["session"];
+  Ort::SessionOptions options;
+  options.SetLogSeverityLevel(3);
+  if (session.has("graph_optimization_level"))
+    options.SetGraphOptimizationLevel(graph_level(session["graph_optimization_level"].string("session level")));
+  if (session.has("intra_op_num_threads"))
+    options.SetIntraOpNumThreads(int(session["intra_op_num_threads"].number("session.intra_op_num_threads")));
+  if (session.has("execution_mode") && session["execution_mode"].string("session.execution_mode") == "ORT_PARALLEL")
+    options.SetExecutionMode(ORT_PARALLEL);
+  if (session.has("config_entries"))
+    for (const auto& [key, value] : session["config_entries"].object("session.config_entries"))
+      options.AddConfigEntry(key.c_str(), value.text().c_str());
+
+  const std::vector<std::string> available = Ort::GetAvailableProviders();
+  auto here = [&](const std::string& name) {
+    return std::find(available.begin(), available.end(), name) != available.end();
+  };
+  const auto& providers = target["providers"].array("target.providers");
+  const Json::Array none;
+  const auto& settings = target.has("provider_options") ? target["provider_options"].array("provider_options") : none;
+  std::string first;
+  for (size_t k = 0; k < providers.size(); ++k) {
+    const std::string name = providers[k].string("target.providers");
+    if (!here(name) || (!only.empty() && name != only)) continue;
+    append_provider(options, name, k < settings.size() ? settings[k] : Json{});
+    if (first.empty()) first = name;
+  }
+  if (!only.empty()) {
+    std::string have;
+    for (const auto& name : available) have += (have.empty() ? "" : ", ") + name;
+    if (first.empty())
+      throw BundleError(only + (here(only) ? " is not among this target's providers" : " is not in this ONNX Runtime ") +
+                        "(it has " + have + ")");
+    if (only != "CPUExecutionProvider") options.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
+  }
+  const fs::path model = bundle / manifest["model"]["file"].string("model.file");
+  try {
+    return {std::make_unique<Ort::Session>(env, model.c_str(), options), first.empty() ? "CPUExecutionProvider" : first};
+  } catch (const Ort::Exception& exc) {
+    std::string why = exc.what();
+    throw BundleError("onnxruntime cannot load " + model.filename().string() + " on " +
+                      (first.empty() ? "CPUExecutionProvider" : first) + ": " + why.substr(0, why.find('\n')));
+  }
+}
+
+static std::vector<float> run(Ort::Session& session, const Tensor& x, std::vector<int64_t>& out_shape) {
+  Ort::AllocatorWithDefaultOptions allocator;
+  const auto input = session.GetInputNameAllocated(0, allocator);
+  const auto output = session.GetOutputNameAllocated(0, allocator);
+  const auto expected = session.GetInputTypeInfo(0).GetTensorTypeAndShapeInfo().GetShape();
+  if (expected.size() != x.shape.size()) throw BundleError("the model takes a rank-" + std::to_string(expected.size()) +
+                                                           " input, got rank " + std::to_string(x.shape.size()));
+  for (size_t axis = 0; axis < expected.size(); ++axis)
+    if (expected[axis] > 0 && expected[axis] != x.shape[axis])
+      throw BundleError("input dimension " + std::to_string(axis) + " is " + std::to_string(x.shape[axis]) +
+                        " but the model takes " + std::to_string(expected[axis]));
+  const auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  auto tensor = Ort::Value::CreateTensor<float>(memory, const_cast<float*>(x.data.data()), x.data.size(),
+                                                x.shape.data(), x.shape.size());
+  const char* inputs[] = {input.get()};
+  const char* outputs[] = {output.get()};
+  auto result = session.Run(Ort::RunOptions{nullptr}, inputs, &tensor, 1, outputs, 1);
+  const auto info = result[0].GetTensorTypeAndShapeInfo();
+  out_shape = info.GetShape();
+  const float* values = result[0].GetTensorData<float>();
+  return std::vector<float>(values, values + info.GetElementCount());
+}
+
+struct Golden {
+  size_t samples = 0, agreeing = 0;
+  double worst = 0;
+};
+
+static size_t argmax(const float* row, size_t n) { return size_t(std::max_element(row, row + n) - row); }
+
+static Golden check_golden(const fs::path& bundle, const Json& manifest, Ort::Session& session) {
+  const Json& tolerance = manifest["golden"]["tolerance"];
+  const double atol = tolerance["atol"].number("golden.tolerance.atol");
+  const bool top1 = !tolerance.has("top1_must_match") || tolerance["top1_must_match"].boolean("top1_must_match");
+  Golden golden;
+  for (const auto& set : manifest["golden"]["sets"].array("golden.sets")) {
+    const std::string name = set.string("golden.sets[]");
+    const Tensor x = read_tensor_pb(bundle / name / "input_0.pb");
+    const Tensor expected = read_tensor_pb(bundle / name / "output_0.pb");
+    std::vector<int64_t> shape;
+    const std::vector<float> actual = run(session, x, shape);
+    if (shape != expected.shape || shape.size() != 2) throw GoldenMismatch(name + ": output shape differs from golden");
+    double delta = 0;
+    for (size_t k = 0; k < actual.size(); ++k) delta = std::max(delta, std::fabs(double(actual[k]) - expected.data[k]));
+    if (!(delta <= atol)) {
+      std::ostringstream why;
+      why << name << ": max |delta| " << delta << " exceeds atol " << atol;
+      throw GoldenMismatch(why.str());
+    }
+    const size_t rows = size_t(shape[0]), classes = size_t(shape[1]);
+    size_t same = 0;
+    for (size_t r = 0; r < rows; ++r)
+      same += argmax(&actual[r * classes], classes) == argmax(&expected.data[r * classes], classes);
+    if (top1 && same != rows) throw GoldenMismatch(name + ": top-1 labels differ from the golden outputs");
+    golden.samples += rows, golden.agreeing += same, golden.worst = std::max(golden.worst, delta);
+  }
+  if (golden.samples == 0) throw BundleError("manifest.json lists no golden sets");
+  return golden;
+}
+
+static std::string machine() {
+  struct utsname name {};
+  return uname(&name) == 0 ? name.machine : "unknown";
+}
+
+static int verify(const fs::path& bundle, const std::string& provider, bool as_json) {
+  const Json manifest = load_manifest(bundle);
+  const size_t files = check_files(bundle, manifest);
+  Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
+  Opened opened = open_session(env, bundle, manifest, provider);
+  const Golden golden = check_golden(bundle, manifest, *opened.session);
+  const std::string target = manifest["target"]["name"].string("target.name");
+  // What this run established: the files match the manifest. Nothing in a bundle proves who made it; a
+  // signature would, and this consumer does not check one (model_signing's own CLI does).
+  const bool signed_bundle = fs::exists(bundle / kSignature);
+  const std::string established = signed_bundle ? "signature present, not checked" : "consistent";
+  if (as_json) {
+    std::cout << std::setprecision(17) << "{\"onnxruntime\": \"" << Ort::GetVersionString() << "\", \"machine\": \""
+              << machine() << "\", \"consumer\": \"C++\", \"provider\": \"" << opened.provider
+              << "\", \"established\": \"" << established << "\", \"files\": " << files
+              << ", \"golden_samples\": " << golden.samples << ", \"max_abs_delta\": " << golden.worst
+              << ", \"top1_agreement\": " << double(golden.agreeing) / golden.samples << "}\n";
+  } else {
+    std::cout << established << ": " << files << " files match manifest.json"
+              << (signed_bundle ? " (check model.sig with `model_signing verify key`)"
+                                : " (authenticity: compare the archive with its published .sha256)")
+              << "\nverified " << target << " with ONNX Runtime " << Ort::GetVersionString() << " (C++): "
+              << golden.samples << " golden samples on " << opened.provider << ", max |delta| " << golden.worst << "\n";
+  }
+  return 0;
+}
+
+static int classify(const fs::path& bundle, const fs::path& image) {
+  const Json manifest = load_manifest(bundle);
+  const Tensor x = image_input(image, manifest["preprocessing"]);
+  Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
+  Opened opened = open_session(env, bundle, manifest, "");
+  std::vector<int64_t> shape;
+  const std::vector<float> logits = run(*opened.session, x, shape);
+  const float top = *std::max_element(logits.begin(), logits.end());
+  double total = 0;
+  for (float v : logits) total += std::exp(double(v) - top);
+  const size_t best = argmax(logits.data(), logits.size());
+  const auto& labels = manifest["class_labels"].array("class_labels");
+  std::cout << labels.at(best).string("class_labels[]") << " " << std::fixed << std::setprecision(3) << 1.0 / total
+            << "\n";
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string provider, image;
+  bool as_json = false;
+  fs::path bundle;
+  for (size_t k = 0; k < args.size(); ++k) {
+    if (args[k] == "--json") {
+      as_json = true;
+    } else if ((args[k] == "--provider" || args[k] == "--classify") && k + 1 < args.size()) {
+      (args[k] == "--provider" ? provider : image) = args[k + 1];
+      ++k;
+    } else if (bundle.empty() && args[k].rfind("--", 0) != 0) {
+      bundle = args[k];
+    } else {
+      std::cerr << "usage: consumer BUNDLE [--provider NAME] [--json] | consumer BUNDLE --classify IMAGE.pgm|.npy\n";
+      return 2;
+    }
+  }
+  if (bundle.empty()) bundle = ".";
+  try {
+    return image.empty() ? verify(bundle, provider, as_json) : classify(bundle, image);
+  } catch (const GoldenMismatch& exc) {
+    std::cerr << "verification failed: " << exc.what() << "\n";
+    return 1;
+  } catch (const std::exception& exc) {  // BundleError, Ort::Exception, std::out_of_range, std::bad_variant_access
+    std::cerr << "error: " << exc.what() << "\n";
+    return 2;
+  }
+}
