@@ -25,7 +25,14 @@ from pipeline.core.io import write_text
 from pipeline.core.runner import noop_repro_seconds, stage_timings
 from pipeline.core.stage import Stage, all_stages, load
 from pipeline.deploy.infer import InputError, classify
-from pipeline.deploy.verify import BundleError, GoldenMismatch, load_manifest, opened_bundle, safe_extract
+from pipeline.deploy.verify import (
+    BundleError,
+    GoldenMismatch,
+    load_manifest,
+    opened_bundle,
+    safe_extract,
+    summary_lines,
+)
 from pipeline.deploy.verify import verify as verify_bundle
 from pipeline.model.parity import variants_vs_torch
 from pipeline.packaging.release import VERSION
@@ -245,14 +252,14 @@ def verify(
     sha256: Annotated[str | None, typer.Option(
         help="The published sha256 of the .tar.gz (hex, or its .sha256 file).")] = None,
     public_key: Annotated[Path | None, typer.Option(
-        help="The producer's Ed25519 public key (PEM): manifest.sig must be its signature.")] = None,
+        help="The producer's public key (PEM): model.sig must be its OpenSSF model signature of every file.")]
+    = None,
 ) -> None:
     """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
     if runtime is not None:
         return _verify_on(bundle, runtime, sha256, public_key)
     report = verify_bundle(bundle, None, sha256, public_key)
-    typer.echo(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden "
-               f"samples on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
+    typer.echo("\n".join(summary_lines(report)))
 
 
 def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path | None) -> None:

@@ -28,7 +28,9 @@ function listed(bundle, manifest) {
   const present = fs.readdirSync(bundle, { recursive: true })
     .map((name) => name.split(path.sep).join("/"))
     .filter((name) => fs.statSync(path.join(bundle, name)).isFile() && !name.startsWith("__pycache__/"));
-  const unlisted = present.filter((name) => !(name in manifest.files) && name !== "manifest.json").sort();
+  // Written after the manifest by a signing producer (verify.py checks them with --public-key).
+  const unlistedOk = new Set(["manifest.json", "model.sig", "provenance.intoto.json"]);
+  const unlisted = present.filter((name) => !(name in manifest.files) && !unlistedOk.has(name)).sort();
   if (unlisted.length) throw new BundleError(`unlisted file ${unlisted[0]} in bundle (not in manifest.json)`);
   return Object.keys(manifest.files).length;
 }
@@ -57,7 +59,9 @@ async function verify(bundle, provider) {
     if (result.failures.length) throw new GoldenMismatch(`${set}: ${result.failures.join("; ")}`);
     samples += result.rows; agreeing += result.agreeing; worst = Math.max(worst, result.maxAbsDelta);
   }
+  const signed = fs.existsSync(path.join(bundle, "model.sig"));
   return { target: manifest.target.name, files_checked: filesChecked, providers: [name],
+           established: signed ? "signature present, not checked" : "consistent",
            onnxruntime: ort.env.versions?.node ?? ort.env.versions?.common ?? "unknown",
            machine: { x64: "x86_64", arm64: "aarch64" }[process.arch] ?? process.arch,
            golden_sets: manifest.golden.sets.length, golden_samples: samples, max_abs_delta: worst,
@@ -74,9 +78,12 @@ if (args.includes("--help") || args.includes("-h") || !bundle) {
 }
 try {
   const report = await verify(bundle, provider);
-  console.log(json ? JSON.stringify(report) : `verified ${report.target}: ${report.files_checked} files, ` +
-    `${report.golden_samples} golden samples on ${report.providers[0]} (onnxruntime-node ${report.onnxruntime}), ` +
-    `max |Δ| ${report.max_abs_delta.toPrecision(3)}`);
+  const anchor = report.established === "consistent"
+    ? "nothing here proves who made them: compare the archive with its published .sha256"
+    : "check model.sig with verify.py --public-key or `model_signing verify key`";
+  console.log(json ? JSON.stringify(report) : `${report.established}: ${report.files_checked} files match ` +
+    `manifest.json; ${anchor}\nverified ${report.target}: ${report.golden_samples} golden samples on ` +
+    `${report.providers[0]} (onnxruntime-node ${report.onnxruntime}), max |Δ| ${report.max_abs_delta.toPrecision(3)}`);
 } catch (err) {
   if (err instanceof GoldenMismatch) { console.error(`verification failed: ${err.message}`); process.exit(1); }
   console.error(`error: ${err instanceof BundleError ? err.message : String(err.message ?? err).split("\n")[0]}`);

@@ -35,7 +35,12 @@ else:  # run as a script inside an extracted bundle, where infer.py and session.
     from session import providers_for
 
 SCHEMA = "onnx-deploy-manifest"
-SIGNATURE = "manifest.sig"
+# Written after the manifest by a signing producer, so the manifest does not list them: OpenSSF model signing's
+# signature over every file, and the signed in-toto provenance statement it also covers.
+SIGNATURE = "model.sig"
+PROVENANCE = "provenance.intoto.json"
+SIGNING_IGNORES = (SIGNATURE, "__pycache__")  # what model.sig does not cover: itself, Python's bytecode cache
+IN_TOTO = "application/vnd.in-toto+json"
 SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 REQUIRED = {
@@ -178,6 +183,43 @@ def check_schema(manifest: dict) -> None:
     tolerance = manifest["golden"].get("tolerance", {})
     if not isinstance(tolerance.get("atol"), int | float) or not isinstance(manifest["golden"].get("sets"), list):
         raise BundleError(f"{MANIFEST}: golden.sets and golden.tolerance.atol are required")
+    for where, value, wanted in _values(manifest):
+        if not _is(value, wanted):
+            raise BundleError(f"{MANIFEST}: `{where}` is {json.dumps(value)[:60]}, not {wanted}")
+
+
+# The values the checkers read, and the shape each must have (a number where a list is wanted would otherwise
+# surface as a traceback deep in the preparation code).
+NUMBER, TEXT, NUMBERS, TEXTS, MAPPING, MAPPINGS = ("a number", "a string", "a list of numbers", "a list of strings",
+                                                   "an object", "a list of objects")
+
+
+def _values(manifest: dict) -> list[tuple[str, object, str]]:
+    pre, target, golden = manifest["preprocessing"], manifest["target"], manifest["golden"]
+    found = [("preprocessing.scale", pre.get("scale"), NUMBER), ("preprocessing.mean", pre.get("mean"), NUMBERS),
+             ("preprocessing.std", pre.get("std"), NUMBERS), ("model.file", manifest["model"].get("file"), TEXT),
+             ("target.providers", target.get("providers"), TEXTS), ("target.session", target.get("session"), MAPPING),
+             ("target.provider_options", target.get("provider_options", []), MAPPINGS),
+             ("class_labels", manifest["class_labels"], TEXTS), ("golden.sets", golden["sets"], TEXTS),
+             ("golden.pictures", golden.get("pictures", []), MAPPINGS), ("files", manifest["files"], MAPPING)]
+    for i, picture in enumerate(golden.get("pictures", []) if isinstance(golden.get("pictures"), list) else []):
+        if isinstance(picture, dict):
+            found += [(f"golden.pictures[{i}].file", picture.get("file"), TEXT),
+                      (f"golden.pictures[{i}].label", picture.get("label"), TEXT),
+                      (f"golden.pictures[{i}].logits", picture.get("logits"), NUMBERS)]
+    return found
+
+
+def _is(value, wanted: str) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if wanted == NUMBER:
+        return number
+    if wanted == TEXT:
+        return isinstance(value, str)
+    if wanted == MAPPING:
+        return isinstance(value, dict)
+    item = {NUMBERS: NUMBER, TEXTS: TEXT, MAPPINGS: MAPPING}[wanted]
+    return isinstance(value, list) and bool(value or wanted == MAPPINGS) and all(_is(v, item) for v in value)
 
 
 def check_files(bundle: Path, manifest: dict) -> int:
@@ -193,7 +235,7 @@ def check_files(bundle: Path, manifest: dict) -> int:
             raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
                if (p.is_file() or p.is_symlink()) and not _bytecode_cache(p.relative_to(bundle))}
-    unlisted = sorted(present - set(listed) - {MANIFEST, SIGNATURE})
+    unlisted = sorted(present - set(listed) - {MANIFEST, SIGNATURE, PROVENANCE})
     if unlisted:
         raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
     return len(listed)
@@ -285,8 +327,9 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
            public_key: Path | None = None) -> dict:
     """Verify a bundle directory or .tar.gz; returns a report, raises BundleError / GoldenMismatch.
     With `provider`, the golden check must run on that provider, not on a fallback; with `sha256_expected`
-    (hex, or a .sha256 file), the .tar.gz must be the published one; with `public_key` (PEM), manifest.sig
-    must be the producer's Ed25519 signature of manifest.json."""
+    (hex, or a .sha256 file), the .tar.gz must be the published one; with `public_key` (PEM), model.sig must be
+    the producer's OpenSSF model signature of every file (and provenance.intoto.json signed by the same key).
+    Without either, the files are only shown consistent with the manifest, which anyone could rewrite."""
     path = Path(path)
     with opened_bundle(path, sha256_expected, public_key) as bundle:
         manifest = load_manifest(bundle)
@@ -301,8 +344,7 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
         golden = check_golden(bundle, manifest, opened)
         golden["golden_pictures"] = check_golden_pictures(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
-                "signature": "checked" if public_key else ("present, not checked" if (bundle / SIGNATURE).is_file()
-                                                          else "none"),
+                **established(bundle, sha256_expected, public_key),
                 "providers": opened.get_providers(), "requested_providers": names, **runtime_facts(), **golden}
 
 
@@ -336,30 +378,84 @@ def check_archive_digest(archive: Path, expected: str) -> None:
                           "it is not the archive the producer published")
 
 
-def check_signature(bundle: Path, public_key: Path) -> None:
-    """manifest.sig is the Ed25519 signature, by the producer's key, of manifest.json (which pins every file)."""
-    import base64
+def established(bundle: Path, sha256_expected: str | None, public_key: Path | None) -> dict:
+    """What the check proved: `authentic` (the published sha256 or the producer's signature matched),
+    `signature present, not checked`, or only `consistent` (the files match a manifest anyone could rewrite)."""
+    anchors = [f"{SIGNATURE} verifies under {Path(public_key).name} (OpenSSF model signing, every file)"] \
+        if public_key is not None else []
+    if sha256_expected is not None:
+        anchors.append("the archive is the published one (its sha256)")
+    if anchors:
+        return {"established": "authentic", "because": "; ".join(anchors)}
+    if (bundle / SIGNATURE).is_file():
+        return {"established": "signature present, not checked",
+                "because": f"give --public-key (the producer's) to check {SIGNATURE}"}
+    return {"established": "consistent", "because": "the files match manifest.json; nothing here proves who made "
+            "them: give --sha256 (the published .sha256) or --public-key"}
 
-    try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    except ImportError:
-        raise BundleError("checking a signature needs the cryptography package: pip install cryptography") from None
-    try:
-        key = load_pem_public_key(Path(public_key).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read the public key {public_key}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise BundleError(f"{public_key} is not an Ed25519 public key")
+
+def check_signature(bundle: Path, public_key: Path) -> None:
+    """model.sig is the producer's OpenSSF model signature (key-based, offline) over every file of the bundle,
+    and provenance.intoto.json, when present, is a statement signed by the same key about these very files."""
     signature_file = bundle / SIGNATURE
     if not signature_file.is_file():
         raise BundleError(f"the bundle is not signed (no {SIGNATURE}), but --public-key asks for a signature")
     try:
-        key.verify(base64.b64decode(signature_file.read_text()), (bundle / MANIFEST).read_bytes())
-    except (InvalidSignature, ValueError):
-        raise BundleError(f"{SIGNATURE} does not match manifest.json under {Path(public_key).name}: the manifest "
-                          "was changed after signing, or another key signed it") from None
+        from model_signing import verifying
+    except ImportError:
+        raise BundleError("checking model.sig needs OpenSSF model signing: pip install model-signing pyopenssl "
+                          "(or run `model_signing verify key` from it)") from None
+    if not Path(public_key).is_file():
+        raise BundleError(f"public key not found: {public_key}")
+    try:
+        verifying.Config().use_elliptic_key_verifier(public_key=str(public_key)).verify(bundle, signature_file)
+    except Exception as exc:  # ValueError (files, key), InvalidSignature, KeyError/JSONDecodeError (a broken .sig)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"{SIGNATURE} does not verify under {Path(public_key).name}: {reason[:300]}") from None
+    if (bundle / PROVENANCE).is_file():
+        check_provenance(bundle, public_key)
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what a DSSE signature signs."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+def check_provenance(bundle: Path, public_key: Path) -> dict:
+    """provenance.intoto.json: a DSSE envelope signed by `public_key` whose statement's subjects are this bundle's
+    files with their present sha256; returns the statement."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    def signed_by(key, signature: dict, message: bytes) -> bool:
+        try:
+            key.verify(base64.b64decode(signature["sig"]), message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, TypeError, AttributeError):  # another signature, or not an EC key
+            return False
+        return True
+
+    try:
+        envelope = json.loads((bundle / PROVENANCE).read_text())
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        key = load_pem_public_key(Path(public_key).read_bytes())
+        message = pae(envelope["payloadType"], payload)
+        signed = any(signed_by(key, s, message) for s in envelope["signatures"])
+        statement = json.loads(payload)
+        subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{PROVENANCE} is not a DSSE envelope of an in-toto statement: {exc}") from None
+    if envelope["payloadType"] != IN_TOTO or not signed:
+        raise BundleError(f"{PROVENANCE} is not signed by {Path(public_key).name}")
+    for name, digest in subjects.items():
+        unsafe = PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts
+        if unsafe or not (bundle / name).is_file() or sha256(bundle / name) != digest:
+            raise BundleError(f"{PROVENANCE} names {name} with another sha256 than the bundle's")
+    return statement
 
 
 def available_providers() -> list[str]:
@@ -383,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", help="the bundle folder or its .tar.gz")
     parser.add_argument("--provider", help="fail unless this execution provider runs the golden check")
     parser.add_argument("--sha256", help="the published sha256 of the .tar.gz (hex, or its .sha256 file)")
-    parser.add_argument("--public-key", type=Path, help="the producer's Ed25519 public key (PEM): manifest.sig "
-                                                          "must be its signature of manifest.json")
+    parser.add_argument("--public-key", type=Path, help="the producer's public key (PEM): model.sig must be its "
+                                                          "OpenSSF model signature of every file (needs model-signing)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -395,12 +491,21 @@ def main(argv: list[str] | None = None) -> int:
     except GoldenMismatch as exc:
         print(f"verification failed: {exc}", file=sys.stderr)
         return 1
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # a value no check above foresaw
+        print(f"error: {MANIFEST} holds a value this checker cannot use ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"verified {report['target']}: {report['files_checked']} files, {report['golden_samples']} golden samples "
-          f"on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}")
+    print("\n".join(summary_lines(report)))
     return 0
+
+
+def summary_lines(report: dict) -> list[str]:
+    """What a person reads: first what was established about the files, then what the golden check proved."""
+    return [f"{report['established']}: {report['files_checked']} files match {MANIFEST}; {report['because']}",
+            f"verified {report['target']}: {report['golden_samples']} golden samples and {report['golden_pictures']} "
+            f"pictures on {report['providers'][0]}, max |Δ| {report['max_abs_delta']:.3g}"]
 
 
 if __name__ == "__main__":

@@ -93,6 +93,16 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def nonstandard_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Operators outside the standard ONNX domains, by domain ({"com.microsoft": ["FusedConv"]}): a runtime
+    without those contrib ops cannot load the model."""
+    found: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            found.setdefault(node.domain, set()).add(node.op_type)
+    return {domain: sorted(ops) for domain, ops in sorted(found.items())}
+
+
 def graph_summary(model: onnx.ModelProto, path: Path) -> dict:
     return {"nodes": len(model.graph.node), "ops": op_histogram(model), "bytes": model_bytes(path)}
 

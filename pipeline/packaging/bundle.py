@@ -1,6 +1,6 @@
 """Writing a deployment bundle: golden I/O in the ONNX test-data layout, golden pictures, file hashes, a
 byte-reproducible .tar.gz (sorted entries, owners zeroed, every file dated the pipeline's release), its
-published sha256, and the optional Ed25519 signature of the manifest."""
+and its published sha256 (signing is packaging/signing.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_path, sha256_file
 from pipeline.data import mnist, preprocessing
 from pipeline.data.mnist import test_batch
 from pipeline.deploy import infer
+from pipeline.deploy.verify import MANIFEST, PROVENANCE, SIGNATURE
 from pipeline.packaging.release import RELEASE_DATE
 from pipeline.runtimes import cells
-
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes, base64; the manifest lists every other file
 
 
 def write_golden(bundle: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[str]:
@@ -56,7 +53,7 @@ def file_hashes(bundle: Path) -> dict[str, str]:
     return {
         p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in sorted(bundle.rglob("*"))
-        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE, PROVENANCE)
     }
 
 
@@ -110,24 +107,6 @@ def write_digest(archive: Path, digest: Path) -> str:
     with atomic_path(digest) as tmp:
         tmp.write_text(f"{value}  {archive.name}\n")
     return value
-
-
-def sign_manifest(bundle: Path, key_file: Path) -> None:
-    """manifest.sig: the Ed25519 signature of manifest.json, which pins every file's sha256."""
-    import base64
-
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        key = load_pem_private_key(key_file.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PipelineError(f"cannot read the signing key {key_file}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise PipelineError(f"{key_file} is not an Ed25519 private key (openssl genpkey -algorithm ed25519)")
-    signature = key.sign((bundle / MANIFEST).read_bytes())
-    (bundle / SIGNATURE).write_text(base64.b64encode(signature).decode() + "\n")
 
 
 def write_web_page(staging: Path, page_dir: Path) -> None:

@@ -101,6 +101,9 @@ def render(m: dict) -> str:
         "",
         "## Why this variant",
         f"- {m['selection']['reason']}",
+        *(f"- uses {domain} operators ({', '.join(ops)}): it needs an ONNX Runtime build with them (the standard "
+          "builds have them; minimal and other runtimes may not)" for domain, ops in model.get("nonstandard_ops",
+                                                                                                {}).items()),
     ]
     if quant:
         lines += ["", "## Quantization",

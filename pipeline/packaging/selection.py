@@ -51,16 +51,20 @@ def grid(cfg) -> list[dict]:
     return options
 
 
-def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float) -> tuple[str, dict]:
+def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: float,
+           portable: set[str] | None = None) -> tuple[str, dict]:
     """The candidate to ship (keys of `rounds` are in preference order; the first is the preferred one) and
-    the evidence: each candidate's median latency and latency ratio to the preferred one with its interval."""
+    the evidence: each candidate's median latency and latency ratio to the preferred one with its interval.
+    Contenders are the candidates not shown (at `confidence`) to be more than `min_effect` slower than the
+    fastest; the first contender in `portable` (standard ONNX operators only) ships, else the first contender."""
     names = list(rounds)
     preferred = names[0]
     fastest = min(names, key=lambda n: float(np.median(rounds[n])))
     versus = {n: {"vs_preferred": ratio_interval(rounds[n], rounds[preferred], confidence=confidence),
                   "vs_fastest": ratio_interval(rounds[n], rounds[fastest], confidence=confidence)} for n in names}
     contenders = [n for n in names if versus[n]["vs_fastest"]["low"] <= 1 + min_effect]
-    chosen = contenders[0]  # the fastest itself always qualifies
+    standard = [n for n in contenders if portable is not None and n in portable]
+    chosen = (standard or contenders)[0]  # the fastest itself is always a contender
     evidence = {n: {"median_ms": float(np.median(rounds[n])), **versus[n]} for n in names}
     return chosen, {"preferred": preferred, "fastest": fastest, "chosen": chosen, "candidates": evidence,
                     "not_slower_than_fastest": contenders, "min_effect": min_effect}
@@ -85,20 +89,35 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     candidate_grid = [(c["name"], c["path"], session, options) for c in eligible for session in grid(cfg)
             for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
     rounds = _time_candidates(timer, primary, candidate_grid, cfg.selection)
+    portable = {label(*g[:1], *g[2:]) for g, c in _by_candidate(candidate_grid, eligible) if not c["nonstandard"]}
     chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
-                                              confidence=cfg.selection.confidence)
+                                    confidence=cfg.selection.confidence, portable=portable)
     variant, _, session, options = next(g for g in candidate_grid if label(*g[:1], *g[2:]) == chosen_label)
     chosen = next(c for c in eligible if c["name"] == variant)
-    confidence, effect = f"{cfg.selection.confidence:.0%}", f"{cfg.selection.min_effect:.0%}"
-    on, tried = f"{primary} ({timer})", f"{len(candidate_grid)} candidates (variant × session options)"
-    if chosen_label == evidence["preferred"]:
-        why = (f"no other of the {tried} was faster at batch 1 on {on} with {confidence} confidence by more than "
-               f"{effect}, so the target's preference decides")
-    else:
-        why = (f"the preferred {evidence['preferred']} is slower at batch 1 on {on} than the fastest of the {tried} "
-               f"with {confidence} confidence by more than {effect} (bootstrap over interleaved rounds); this is "
-               "the first in preference order that is not")
-    return chosen, session, options, f"{chosen_label}: {why}{skipped}", evidence
+    return chosen, session, options, f"{chosen_label}: {_why(evidence, cfg, primary, timer, len(rounds))}{skipped}", \
+        evidence
+
+
+def _by_candidate(candidate_grid: list[tuple], eligible: list[dict]) -> list[tuple[tuple, dict]]:
+    by_name = {c["name"]: c for c in eligible}
+    return [(g, by_name[g[0]]) for g in candidate_grid]
+
+
+def _why(evidence: dict, cfg, primary: str, timer: str, tried: int) -> str:
+    """The decision in words, exactly as `decide` makes it; no number that changes between runs."""
+    effect, confidence = f"{cfg.selection.min_effect:.0%}", f"{cfg.selection.confidence:.0%}"
+    on = f"at batch 1 on {primary} ({timer}), {tried} candidates (variant × session options) in interleaved rounds"
+    shown = f"shown (bootstrap, {confidence} confidence) to be more than {effect} slower than the fastest"
+    contenders, chosen = evidence["not_slower_than_fastest"], evidence["chosen"]
+    passed_over = contenders[:contenders.index(chosen)]
+    if chosen == evidence["preferred"]:
+        return f"the target's preferred candidate; timed {on}, it was not {shown}"
+    portable = f"; {', '.join(passed_over)} came earlier but use{'s' if len(passed_over) == 1 else ''} operators " \
+        "outside standard ONNX, and at equal speed a portable model ships" if passed_over else ""
+    first = "the first candidate in the target's preference order not so shown"
+    if evidence["preferred"] in contenders:
+        return f"timed {on}: {first} that uses only standard ONNX operators{portable}"
+    return f"timed {on}, the preferred {evidence['preferred']} was {shown}; this is {first}{portable}"
 
 
 def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:

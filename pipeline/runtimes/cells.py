@@ -91,6 +91,9 @@ RUNTIMES = {r.name: r for r in (
             provider="CPUExecutionProvider", architecture="aarch64", emulated=True, spec=cpp.cross_spec,
             build=cpp.build_cross(lambda: environment(RUNTIMES["onnxruntime-aarch64"])),
             script="cpp/consumer.cpp", checker=cpp.cross_command(lambda: environment(RUNTIMES["onnxruntime-aarch64"]))),
+    # Declared so that the matrix says so: Java cannot be proven from the registries runtimes are built from.
+    Runtime(name="onnxruntime-java", package="com.microsoft.onnxruntime:onnxruntime (Maven Central)",
+            provider="CPUExecutionProvider", architecture="x86_64", spec=lambda: "java", build=envs.no_java),
 )}
 
 

@@ -90,6 +90,12 @@ def build_npm(package: str):
     return build
 
 
+def no_java(_root: Path) -> None:
+    raise RuntimeUnavailable("no Java consumer: ONNX Runtime's Java binding comes only from Maven Central, and "
+                             "runtimes here are built from PyPI, npm and Debian (Debian packages no ONNX Runtime "
+                             "for Java)")
+
+
 def check_browser() -> None:
     if not CHROMIUM.is_file():
         raise RuntimeUnavailable(f"Chromium is not installed ({CHROMIUM}; `apt-get install chromium`)")

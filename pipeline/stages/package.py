@@ -29,7 +29,7 @@ from pydantic import Field, PositiveInt
 
 from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import atomic_dir, write_json
+from pipeline.core.io import atomic_dir, sha256_file, write_json
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import preprocessing
 from pipeline.deploy import verify
@@ -37,7 +37,7 @@ from pipeline.measure.timing import Phases
 from pipeline.model import onnx_utils
 from pipeline.model.parity import SUMMARY
 from pipeline.packaging import bundle as bundle_io
-from pipeline.packaging import mobile, selection
+from pipeline.packaging import mobile, selection, signing
 from pipeline.packaging.model_card import render
 from pipeline.packaging.release import VERSION
 from pipeline.runtimes import cells
@@ -94,6 +94,8 @@ class TargetConfig(Schema):
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
         device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
+    if sign_key is not None:
+        signing.private_key(Path(sign_key))  # a key it cannot use fails now, before any work
     parity = _parity_report(Path(parity_file))
     candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
     phase = Phases()
@@ -128,7 +130,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / bundle_io.MANIFEST, manifest)
         if sign_key is not None:
-            bundle_io.sign_manifest(staging, Path(sign_key))
+            signing.sign_bundle(staging, Path(sign_key), _inputs(chosen, manifest), cfg.model_dump(mode="json"))
         report = verify.verify(staging)
     bundle_io.write_tarball(Path(out_dir), Path(archive))
     archive_sha256 = bundle_io.write_digest(Path(archive), Path(digest))
@@ -142,6 +144,13 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
         observations={"selection": evidence, "verified_at": _now(), "phases_s": phase.seconds},
     )
+
+
+def _inputs(chosen: dict, manifest: dict) -> dict[str, dict]:
+    """What the bundle was built from, by digest: the provenance statement's resolved dependencies."""
+    return {"checkpoint (model.pt)": {"sha256": manifest["provenance"]["checkpoint_sha256"]},
+            "dataset (MNIST, canonical IDX)": {"sha256": manifest["provenance"]["dataset_sha256"]},
+            f"variant {chosen['name']} ({Path(chosen['path']).name})": {"sha256": sha256_file(Path(chosen["path"]))}}
 
 
 def _now() -> str:
@@ -174,6 +183,8 @@ def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: 
             "passed_gates": bool(path.is_file() and entry and entry["passed"]),
             "failed_gates": [] if entry is None else [g for g, v in entry["gates"].items() if not v["passed"]],
             "validated": entry is not None,
+            # Operators outside standard ONNX (ORT's com.microsoft fusions): only some runtimes can load them.
+            "nonstandard": onnx_utils.nonstandard_ops(onnx_utils.load(path, check=False)) if path.is_file() else {},
         })
     return candidates
 
@@ -217,7 +228,8 @@ def _manifest(block, target, chosen, reason, candidates, shipped, session, golde
         "schema_version": SCHEMA_VERSION,
         "model": {"name": "mnist-digits", "version": f"{VERSION}+{checkpoint[:12]}",
                   "architecture": meta.get("model_target"), "variant": chosen["name"], "kind": chosen["kind"],
-                  "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset},
+                  "file": shipped["file"], "bytes": shipped["bytes"], "opset": opset,
+                  "nonstandard_ops": chosen["nonstandard"]},
         "target": {"name": target, **block},
         "provenance": {"checkpoint_sha256": checkpoint, "dataset_sha256": meta.get("dataset_sha256"),
                        "lineage": json.loads(meta.get("lineage", "{}")),
@@ -255,6 +267,7 @@ STAGE = Stage(
     foreach="target", item_arg="target",
     code=("pipeline/deploy", "pipeline/runtimes/wasm_timing", "pipeline/runtimes/worker.py"),
     headline=lambda m: {"chosen": m["chosen"], "verified": m["verified_on"]},
-    file_options={"sign_key": "Sign manifest.json with this Ed25519 private key (PEM); the bundle then holds "
-                              "manifest.sig, which `verify --public-key` checks."},
+    file_options={"sign_key": "Sign the bundle with this EC private key (PEM): OpenSSF model signing (model.sig over "
+                              "every file) and a signed in-toto provenance statement; `verify --public-key` and "
+                              "`model_signing verify key` check them."},
 )

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,9 +194,9 @@ def test_the_published_sha256_pins_the_archive(bundles, tmp_path):
 
 def _keys(tmp_path):
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = Ed25519PrivateKey.generate()
+    key = ec.generate_private_key(ec.SECP256R1())
     private, public = tmp_path / "producer.pem", tmp_path / "producer.pub.pem"
     private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
@@ -204,33 +205,67 @@ def _keys(tmp_path):
     return private, public
 
 
-def test_a_signed_manifest_verifies_only_unchanged_and_under_the_producers_key(bundle_copy, tmp_path):
-    from pipeline.packaging.bundle import sign_manifest
+def _model_signing_cli(bundle, public) -> subprocess.CompletedProcess:
+    """OpenSSF's own checker, no code of ours: `model_signing verify key`."""
+    cli = Path(sys.executable).with_name("model_signing")
+    return subprocess.run([str(cli), "verify", "key", str(bundle), "--signature", str(bundle / "model.sig"),
+                           "--public_key", str(public)], capture_output=True, text=True)
+
+
+def test_a_signed_bundle_verifies_with_model_signing_and_pipeline_and_any_edit_fails_both(bundle_copy, tmp_path):
+    from pipeline.packaging.signing import sign_bundle
 
     private, public = _keys(tmp_path)
     with pytest.raises(verify.BundleError, match="the bundle is not signed"):
         verify.verify(bundle_copy, public_key=public)
-    sign_manifest(bundle_copy, private)
-    assert verify.verify(bundle_copy, public_key=public)["signature"] == "checked"
+    sign_bundle(bundle_copy, private, {"checkpoint": {"sha256": "0" * 64}}, {"format": "onnx"})
+    report = verify.verify(bundle_copy, public_key=public)
+    assert report["established"] == "authentic" and "model.sig verifies" in report["because"]
+    assert verify.verify(bundle_copy)["established"] == "signature present, not checked"
+    statement = verify.check_provenance(bundle_copy, public)
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert {s["name"] for s in statement["subject"]} == {"model.onnx", "manifest.json"}
+    assert _model_signing_cli(bundle_copy, public).returncode == 0
+    cli = run_cli("verify", str(bundle_copy), "--public-key", str(public))
+    assert cli.returncode == 0 and cli.stdout.startswith("authentic: "), cli.stdout + cli.stderr
+
     (tmp_path / "other").mkdir()
-    other = _keys(tmp_path / "other")[1]
-    with pytest.raises(verify.BundleError, match="another key signed it"):
-        verify.verify(bundle_copy, public_key=other)
-    manifest = json.loads((bundle_copy / "manifest.json").read_text())
-    manifest["class_labels"][3] = "8"
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    result = subprocess.run([sys.executable, "verify.py", ".", "--public-key", str(public)], cwd=bundle_copy,
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "manifest.sig does not match manifest.json" in result.stderr
+    with pytest.raises(verify.BundleError, match=r"does not verify under producer\.pub\.pem"):
+        verify.verify(bundle_copy, public_key=_keys(tmp_path / "other")[1])
+    edits = {"edited": lambda b: (b / "digits.py").write_text((b / "digits.py").read_text() + "# edited\n"),
+             "added": lambda b: (b / "extra.txt").write_text("x"),
+             "removed": lambda b: (b / "digit.png").unlink()}
+    for what, edit in edits.items():
+        copy = tmp_path / what / bundle_copy.name
+        shutil.copytree(bundle_copy, copy)
+        edit(copy)
+        _rehash(copy)  # the manifest agrees with the edit: only the signature can tell
+        assert _model_signing_cli(copy, public).returncode != 0, what
+        failed = run_cli("verify", str(copy), "--public-key", str(public))
+        assert failed.returncode == 2 and "model.sig does not verify" in failed.stderr, (what, failed.stderr)
 
 
-def test_a_signing_key_that_is_not_ed25519_is_one_line(bundle_copy, tmp_path):
+def test_a_swapped_model_is_consistent_but_not_authentic(bundle_copy):
+    """Anyone can rewrite manifest.json to match another model: without an anchor, verify says so."""
+    result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("consistent: "), result.stdout
+    assert "nothing here proves who made them" in result.stdout
+
+
+def test_a_signing_key_that_is_not_ec_is_one_line(bundle_copy, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from pipeline.core.errors import PipelineError
-    from pipeline.packaging.bundle import sign_manifest
+    from pipeline.packaging.signing import private_key
 
     (tmp_path / "key.pem").write_text("not a key")
     with pytest.raises(PipelineError, match=r"cannot read the signing key .*key\.pem"):
-        sign_manifest(bundle_copy, tmp_path / "key.pem")
+        private_key(tmp_path / "key.pem")
+    (tmp_path / "ed.pem").write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(PipelineError, match="is not an EC private key"):
+        private_key(tmp_path / "ed.pem")
     assert "--sign-key" in run_cli("package", "--help").stdout
 
 
@@ -243,3 +278,23 @@ def test_extracted_files_carry_the_pipeline_release_date(bundles, tmp_path):
         tar.extractall(tmp_path, filter="data")
     day = datetime.datetime.fromtimestamp((tmp_path / "cpu_x86" / "model.onnx").stat().st_mtime, datetime.UTC)
     assert day.date().isoformat() == RELEASE_DATE
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("preprocessing.mean", 0.9), ("preprocessing.std", []), ("target.providers", "CPUExecutionProvider"),
+    ("target.session", ["ORT_ENABLE_ALL"]), ("golden.sets", [0]), ("class_labels", 10), ("golden.pictures", [3]),
+    ("model.file", None),
+])
+def test_a_malformed_manifest_value_is_one_line_from_every_checker(bundle_copy, key, value):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    *parents, last = key.split(".")
+    node = manifest
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    script = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
+    cli = run_cli("verify", str(bundle_copy))
+    for result in (script, cli):
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert key in result.stderr, result.stderr

@@ -16,8 +16,8 @@ def _manifest(bundle):
     return json.loads((bundle / "manifest.json").read_text())
 
 
-def test_the_x86_bundle_is_verified_natively_from_python_and_from_node(bundles):
-    python, node = _manifest(bundles["cpu_x86"])["verified_on"]
+def test_the_x86_bundle_is_verified_natively_from_python_node_and_cpp_and_says_java_is_not(bundles):
+    python, node, cpp, java = _manifest(bundles["cpu_x86"])["verified_on"]
     assert python["verified"] and python["runtime"] == "onnxruntime" and python["machine"] == "x86_64"
     assert python["provider"] == "CPUExecutionProvider" and python["top1_agreement"] == 1.0
     assert python["golden_pictures"] == 6
@@ -25,15 +25,24 @@ def test_the_x86_bundle_is_verified_natively_from_python_and_from_node(bundles):
     assert node["package"].startswith("onnxruntime-node@")
     assert node["max_abs_delta"] <= 1e-5 and node["top1_agreement"] == 1.0
     assert "CPUExecutionProvider on x86_64 with onnxruntime==" in (bundles["cpu_x86"] / "README.md").read_text()
+    assert cpp["verified"] and cpp["runtime"] == "onnxruntime-cpp" and cpp["machine"] == "x86_64"
+    assert cpp["golden_samples"] == python["golden_samples"] and cpp["max_abs_delta"] == 0.0
+    assert not java["verified"] and "Maven Central" in java["reason"]
 
 
 def test_the_arm64_bundle_runs_on_aarch64_under_emulation_and_says_what_was_not_proven(bundles):
-    records = {r["provider"]: r for r in _manifest(bundles["arm64_mobile"])["verified_on"]}
-    cpu = records["CPUExecutionProvider"]
-    assert cpu["verified"] and cpu["machine"] == "aarch64" and cpu["emulated"] is True
-    assert cpu["max_abs_delta"] <= 0.5 and cpu["top1_agreement"] == 1.0
-    for provider in ("NnapiExecutionProvider", "CoreMLExecutionProvider", "XnnpackExecutionProvider"):
+    manifest = _manifest(bundles["arm64_mobile"])
+    cells_run = {r["runtime"]: r for r in manifest["verified_on"] if "runtime" in r}
+    for cpu in cells_run.values():  # verify.py on the aarch64 wheel, and the cross-built C++ consumer
+        assert cpu["verified"] and cpu["machine"] == "aarch64" and cpu["emulated"] is True
+        assert cpu["max_abs_delta"] <= 0.5 and cpu["top1_agreement"] == 1.0
+    assert set(cells_run) == {"onnxruntime-aarch64", "onnxruntime-cpp-aarch64"}
+    records = {r["provider"]: r for r in manifest["verified_on"]}
+    for provider in ("NnapiExecutionProvider", "XnnpackExecutionProvider"):
         assert records[provider]["verified"] is False and "no runtime with" in records[provider]["reason"]
+    # The usability check says CoreML would not perform well: not offered, and the manifest says why.
+    assert "CoreMLExecutionProvider" not in manifest["target"]["providers"] + list(records)
+    assert "mobile_usability.txt" in manifest["target"]["not_usable"]["CoreMLExecutionProvider"]
 
 
 def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bundles, tiny_model_dir, mnist_dir,

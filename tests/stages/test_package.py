@@ -33,6 +33,16 @@ def test_noise_within_the_minimum_effect_never_flips_the_choice():
         assert selection.decide(rounds, min_effect=0.1, confidence=0.95)[0] == "a"
 
 
+def test_at_equal_speed_the_standard_onnx_candidate_ships_but_not_when_it_is_slower():
+    """`optimized` holds com.microsoft FusedConv; `simplified` at load-time fusion runs as fast: it ships."""
+    rounds = {"int8": _rounds(1.6), "optimized": _rounds(1.0, seed=1), "simplified": _rounds(1.02, seed=2)}
+    portable = {"int8", "simplified"}
+    chosen, evidence = selection.decide(rounds, min_effect=0.1, confidence=0.95, portable=portable)
+    assert chosen == "simplified" and evidence["not_slower_than_fastest"] == ["optimized", "simplified"]
+    rounds["simplified"] = _rounds(1.5, seed=2)  # measurably slower: the contrib-op model ships, and says why
+    assert selection.decide(rounds, min_effect=0.1, confidence=0.95, portable=portable)[0] == "optimized"
+
+
 def test_among_significantly_faster_candidates_the_preferred_order_breaks_ties():
     rounds = {"a": _rounds(1.0), "b": _rounds(0.52, seed=1), "c": _rounds(0.50, seed=2), "d": _rounds(0.2, seed=3)}
     assert selection.decide(rounds, min_effect=0.1, confidence=0.95)[0] == "d"
@@ -66,7 +76,9 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     bundle = bundles["cpu_x86"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["schema"] == "onnx-deploy-manifest" and manifest["schema_version"] == 1
-    assert [r["provider"] for r in manifest["verified_on"]] == ["CPUExecutionProvider"] * 2
+    assert [(r.get("runtime"), r["verified"]) for r in manifest["verified_on"]] == [
+        ("onnxruntime", True), ("onnxruntime-node", True), ("onnxruntime-cpp", True), ("onnxruntime-java", False)]
+    assert "Maven Central" in manifest["verified_on"][-1]["reason"]
     assert manifest["io"]["inputs"] == [{"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float"}]
     assert manifest["preprocessing"]["mean"] == [0.1307] and manifest["preprocessing"]["std"] == [0.3081]
     assert manifest["class_labels"] == [str(d) for d in range(10)]
@@ -74,7 +86,8 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     assert len(provenance["checkpoint_sha256"]) == 64 and len(provenance["dataset_sha256"]) == 64
     assert "benchmark" not in manifest and "source_commit" not in json.dumps(manifest)  # same inputs, same bytes
     assert [c["name"] for c in manifest["selection"]["candidates"]] == [
-        "int8_static", "optimized", "int8_static_reduce_range"]
+        "int8_static", "simplified", "optimized", "int8_static_reduce_range"]
+    assert manifest["model"]["nonstandard_ops"] == {} or manifest["model"]["variant"] == "optimized"
     assert manifest["parity"]["agreement"] >= 0.995
     assert {"model.onnx", "README.md", "infer.py", "verify.py", "session.py", "test_data_set_0/input_0.pb"} <= set(
         manifest["files"])
