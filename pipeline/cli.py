@@ -2,9 +2,9 @@
 
 The stage commands are derived from the stage declarations (pipeline/stages): each takes trailing Hydra
 overrides (`pipeline train train.epochs=1 model=tiny`) or, as DVC runs it, `--params params.yaml`; foreach
-stages take `--variant`/`--target` for one entry. Stage modules import only pydantic and numpy at module
-level, and every command imports its heavy code inside its body, so `pipeline --help` starts without
-torch or onnxruntime.
+stages take `--variant`/`--target` for one entry. Project modules are imported at the top; torch,
+onnxruntime, onnx and the other heavy libraries load only inside the functions that use them, so
+`pipeline --help` starts without them (a test holds this).
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import write_text
 from pipeline.core.runner import noop_repro_seconds, stage_timings
 from pipeline.core.stage import Stage, all_stages, load
+from pipeline.deploy.authenticity import opened_bundle
+from pipeline.deploy.contents import BundleError, load_manifest, safe_extract
 from pipeline.deploy.infer import InputError, classify
-from pipeline.deploy.verify import (
-    BundleError,
-    GoldenMismatch,
-    load_manifest,
-    opened_bundle,
-    safe_extract,
-    summary_lines,
-)
+from pipeline.deploy.verify import GoldenMismatch, ProviderMissing, summary_lines
 from pipeline.deploy.verify import verify as verify_bundle
 from pipeline.model.parity import variants_vs_torch
 from pipeline.packaging.release import VERSION
@@ -64,7 +59,8 @@ QUANTIZE_VARIANT = {"int8": "int8_static", "int8-static": "int8_static", "int8-d
 
 
 def guarded(fn):
-    """Bad input: one line on stderr, exit 2. A failed gate: exit 1. Never a traceback for either."""
+    """Bad input: one line on stderr, exit 2. A failed gate: exit 1. A bundle whose provider is missing here:
+    exit 3. Never a traceback for any."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -78,6 +74,9 @@ def guarded(fn):
         except GoldenMismatch as exc:
             typer.echo(f"verification failed: {exc}", err=True)
             raise typer.Exit(1) from None
+        except ProviderMissing as exc:
+            typer.echo(f"not verified: {exc}", err=True)
+            raise typer.Exit(3) from None
 
     return wrapper
 
@@ -254,11 +253,16 @@ def verify(
     public_key: Annotated[Path | None, typer.Option(
         help="The producer's public key (PEM): model.sig must be its OpenSSF model signature of every file.")]
     = None,
+    provider: Annotated[str | None, typer.Option(
+        help="Run the golden check on this provider alone (default: the target's first).")] = None,
+    allow_fallback: Annotated[bool, typer.Option(
+        "--allow-fallback", help="Where the provider is missing here, check on what onnxruntime has (and say "
+        "it is not verified on it) instead of exit 3.")] = False,
 ) -> None:
-    """Check a bundle's sha256s and manifest, then run its golden inputs on the best available provider."""
+    """Check a bundle's sha256s and manifest, then run its golden inputs on its target's provider."""
     if runtime is not None:
         return _verify_on(bundle, runtime, sha256, public_key)
-    report = verify_bundle(bundle, None, sha256, public_key)
+    report = verify_bundle(bundle, provider, sha256, public_key, allow_fallback)
     typer.echo("\n".join(summary_lines(report)))
 
 

@@ -17,7 +17,7 @@ from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import write_json, write_text
 from pipeline.core.provenance import source_commit
 from pipeline.core.stage import Stage, StageResult, names
-from pipeline.present import tables as report_table
+from pipeline.present import tables
 
 _PATH_KEY = re.compile(r"\$\{paths\.(\w+)\}")
 
@@ -62,9 +62,9 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
     write_files(stage, cfg, item, result, observations)
     if not quiet:
 
-        report_table.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
+        tables.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
         if stage.table:
-            getattr(report_table, stage.table)(result.metrics)
+            getattr(tables, stage.table)(result.metrics)
     if result.gate_failures:
 
         raise GateFailure("; ".join(result.gate_failures))

@@ -7,8 +7,8 @@ The CLI command (pipeline/cli.py), the plumbing that calls `run` (pipeline/core/
 and writes). Adding a stage is one module in pipeline/stages/ and one `conf/` group; `pipeline dvc --write`
 regenerates dvc.yaml and a test holds it against the declarations.
 
-Only the standard library and pydantic are imported here and at every stage module's top, so `pipeline --help`
-reads the declarations without torch or onnxruntime.
+Stage modules import project modules at their top, and heavy libraries (torch, onnxruntime, onnx) only inside
+functions, so `pipeline --help` reads every declaration without loading them.
 """
 
 from __future__ import annotations

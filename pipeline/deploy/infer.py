@@ -23,8 +23,13 @@ if __package__:
     from .digits import NoInk, prepare
     from .session import open_session, providers_for
 else:  # run as a script inside an extracted bundle, where digits.py and session.py sit beside it
-    from digits import NoInk, prepare
-    from session import open_session, providers_for
+    _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
+    sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
+    try:
+        from digits import NoInk, prepare
+        from session import open_session, providers_for
+    finally:
+        sys.pycache_prefix = _prefix
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIX = ".npy"  # an already-normalized float32 batch (N, 1, H, W)

@@ -25,6 +25,13 @@ def providers_for(manifest: dict) -> list[tuple[str, dict]]:
     return chosen
 
 
+def provider_options(manifest: dict, provider: str) -> dict:
+    """The manifest's options for one of its target's providers ({} for one it does not list)."""
+    names = manifest["target"]["providers"]
+    options = manifest["target"].get("provider_options") or [{} for _ in names]
+    return next((dict(o) for n, o in zip(names, options, strict=False) if n == provider), {})
+
+
 def session_options(session_cfg: dict):
     """ORT SessionOptions from a manifest's `target.session` block (graph level applied at load)."""
     import onnxruntime as ort
@@ -40,7 +47,11 @@ def session_options(session_cfg: dict):
     return options
 
 
-def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str, dict]]):
+def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str, dict]], *, strict: bool = False):
+    """`strict`: the first provider alone, with ONNX Runtime's silent fallback of its nodes to the CPU refused."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(model_path), session_options(session_cfg), providers=providers)
+    options = session_options(session_cfg)
+    if strict and providers[0][0] != "CPUExecutionProvider":
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    return ort.InferenceSession(str(model_path), options, providers=providers)

@@ -16,7 +16,7 @@ from pipeline.core.io import atomic_path, sha256_file
 from pipeline.data import mnist, preprocessing
 from pipeline.data.mnist import test_batch
 from pipeline.deploy import infer
-from pipeline.deploy.verify import MANIFEST, PROVENANCE, SIGNATURE
+from pipeline.deploy.contents import UNLISTED
 from pipeline.packaging.release import RELEASE_DATE
 from pipeline.runtimes import cells
 
@@ -53,7 +53,7 @@ def file_hashes(bundle: Path) -> dict[str, str]:
     return {
         p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in sorted(bundle.rglob("*"))
-        if p.is_file() and p.name not in (MANIFEST, SIGNATURE, PROVENANCE)
+        if p.is_file() and p.relative_to(bundle).as_posix() not in UNLISTED
     }
 
 

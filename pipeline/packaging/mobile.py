@@ -77,6 +77,7 @@ def usable_providers(block: dict, verdicts: dict[str, str]) -> dict:
     rejected = {p for p, said in judged.items() if "YES" not in said}
     kept = [(p, o) for p, o in zip(block["providers"], block["provider_options"], strict=True) if p not in rejected]
     return {**block, "providers": [p for p, _ in kept], "provider_options": [o for _, o in kept],
+            "install": {p: needs for p, needs in block.get("install", {}).items() if p not in rejected},
             "not_usable": {p: "ORT's mobile usability check: should not perform well as is (mobile_usability.txt)"
                            for p in block["providers"] if p in rejected}}
 

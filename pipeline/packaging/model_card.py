@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from pipeline.runtimes import envs
-from pipeline.runtimes.cells import provider_package, summary
-
-# What each GPU provider needs beside the Python package: the system libraries ONNX Runtime loads at run time.
-SYSTEM_LIBRARIES = {
-    "CUDAExecutionProvider": "the CUDA runtime, cuBLAS and cuDNN 9 libraries of the CUDA major version that "
-                             "onnxruntime-gpu release was built for",
-    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer) as well as the CUDA and cuDNN libraries",
-}
+from pipeline.runtimes.cells import PROVIDER_PACKAGES, SYSTEM_LIBRARIES, provider_package, summary
 
 
 def _web_lines() -> list[str]:
@@ -19,6 +12,9 @@ def _web_lines() -> list[str]:
             "Everything runs in the browser with onnxruntime-web on WebAssembly (ort.wasm.min.mjs and "
             "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image.",
             "The Python and C++ tools below check the same model on the CPU EP.", ""]
+
+
+CPU = "CPUExecutionProvider"
 
 
 def _pinned(m: dict, provider: str) -> str:
@@ -35,17 +31,25 @@ def _consumer_lines(m: dict) -> list[str]:
     """How to check and run the bundle from Python, Node.js and C++: commands run from the folder that holds the
     bundle, so nothing lands inside it (every checker refuses files the manifest does not list)."""
     name, primary = m["target"]["name"], m["target"]["providers"][0]
-    python_package = _pinned(m, primary)
+    # A provider no Python wheel (or no standard C++ release) has is checked on the CPU EP, and the command says so.
+    in_wheel = primary in PROVIDER_PACKAGES
+    python_package = _pinned(m, primary if in_wheel else CPU)
     needs = SYSTEM_LIBRARIES.get(primary)
-    lines = [f"Run these from the folder that holds this bundle (`{name}/`): nothing is written inside it.", "",
-             f"Python 3.9 or newer with `{python_package}`" + (f", and {needs}" if needs else "") + ":",
+    on_cpu = f" --provider {CPU}  # {primary} is not in a Python wheel" if not in_wheel else (
+        "  # every file's sha256, the manifest, golden outputs and pictures")
+    lines = [f"Run these from the folder that holds this bundle (`{name}/`): nothing is written inside it. Each "
+             f"checker runs the golden check on {primary} (exit 3 where this machine lacks it) unless told another "
+             "provider.", "",
+             f"Python 3.10 or newer with `{python_package}`" + (f", and {needs}" if needs else "") + ":",
              "```bash",
              "python3 -m venv consumer-venv && . consumer-venv/bin/activate",
              f"pip install {python_package} numpy pillow",
-             f"python {name}/verify.py {name}  # every file's sha256, the manifest, golden outputs and pictures",
+             f"python {name}/verify.py {name}{on_cpu}",
              f"python {name}/infer.py {name}/digit.png  # label and probability",
              "```"]
-    if primary == "CPUExecutionProvider":
+    # Official C++ releases: the CPU build, and the GPU build with CUDA and TensorRT.
+    cpp_flag = "" if primary in (CPU, "CUDAExecutionProvider", "TensorrtExecutionProvider") else f" --provider {CPU}"
+    if primary == CPU:
         lines += ["", f"Node.js with `{envs.NODE_PACKAGE}` (its CPU build; the install script would fetch GPU "
                   "binaries):", "```bash", f"ONNXRUNTIME_NODE_INSTALL=skip npm install {envs.NODE_PACKAGE}",
                   f"node {name}/verify.mjs {name}", "```"]
@@ -55,8 +59,8 @@ def _consumer_lines(m: dict) -> list[str]:
               "```bash",
               f'cmake -S {name}/cpp -B consumer-build -DONNXRUNTIME_ROOT="$ORT"',
               "cmake --build consumer-build",
-              f"consumer-build/consumer {name}",
-              f"consumer-build/consumer {name} --classify {name}/digit.pgm",
+              f"consumer-build/consumer {name}{cpp_flag}",
+              f"consumer-build/consumer {name} --classify {name}/digit.pgm{cpp_flag}",
               "```"]
     return lines
 

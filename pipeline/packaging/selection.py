@@ -67,7 +67,8 @@ def decide(rounds: dict[str, list[float]], *, min_effect: float, confidence: flo
     chosen = (standard or contenders)[0]  # the fastest itself is always a contender
     evidence = {n: {"median_ms": float(np.median(rounds[n])), **versus[n]} for n in names}
     return chosen, {"preferred": preferred, "fastest": fastest, "chosen": chosen, "candidates": evidence,
-                    "not_slower_than_fastest": contenders, "min_effect": min_effect}
+                    "not_slower_than_fastest": contenders, "min_effect": min_effect,
+                    "chosen_is_standard": chosen in standard}
 
 
 def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, dict, str, dict]:
@@ -82,25 +83,29 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     skipped = f" (skipped: {skipped})" if skipped else ""
     primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])
     if timer is None:
-        return eligible[0], session_block(cfg.session), own_options, (
+        portable = [c for c in eligible if not c["nonstandard"]]
+        return (portable or eligible)[0], session_block(cfg.session), own_options, (
             f"no runtime on this machine has {primary}, so nothing could be timed on it: shipped the first "
-            f"candidate in the target's order that passes its parity gates, with the target's own session "
+            f"candidate in the target's order that passes its parity gates"
+            f"{' and uses only standard ONNX operators' if portable else ''}, with the target's own session "
             f"options{skipped}"), {}
     candidate_grid = [(c["name"], c["path"], session, options) for c in eligible for session in grid(cfg)
             for options in [own_options, *(dict(o) for o in cfg.search.provider_options)]]
     rounds = _time_candidates(timer, primary, candidate_grid, cfg.selection)
-    portable = {label(*g[:1], *g[2:]) for g, c in _by_candidate(candidate_grid, eligible) if not c["nonstandard"]}
+    by_name = {c["name"]: c for c in eligible}
+    portable = {_label(g) for g in candidate_grid if not by_name[g[0]]["nonstandard"]}
     chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
                                     confidence=cfg.selection.confidence, portable=portable)
-    variant, _, session, options = next(g for g in candidate_grid if label(*g[:1], *g[2:]) == chosen_label)
+    variant, _, session, options = next(g for g in candidate_grid if _label(g) == chosen_label)
     chosen = next(c for c in eligible if c["name"] == variant)
     return chosen, session, options, f"{chosen_label}: {_why(evidence, cfg, primary, timer, len(rounds))}{skipped}", \
         evidence
 
 
-def _by_candidate(candidate_grid: list[tuple], eligible: list[dict]) -> list[tuple[tuple, dict]]:
-    by_name = {c["name"]: c for c in eligible}
-    return [(g, by_name[g[0]]) for g in candidate_grid]
+def _label(candidate: tuple) -> str:
+    """A (variant, path, session, provider options) candidate by its label."""
+    variant, _, session, options = candidate
+    return label(variant, session, options)
 
 
 def _why(evidence: dict, cfg, primary: str, timer: str, tried: int) -> str:
@@ -115,9 +120,10 @@ def _why(evidence: dict, cfg, primary: str, timer: str, tried: int) -> str:
     portable = f"; {', '.join(passed_over)} came earlier but use{'s' if len(passed_over) == 1 else ''} operators " \
         "outside standard ONNX, and at equal speed a portable model ships" if passed_over else ""
     first = "the first candidate in the target's preference order not so shown"
+    standard = " that uses only standard ONNX operators" if evidence.get("chosen_is_standard") else ""
     if evidence["preferred"] in contenders:
-        return f"timed {on}: {first} that uses only standard ONNX operators{portable}"
-    return f"timed {on}, the preferred {evidence['preferred']} was {shown}; this is {first}{portable}"
+        return f"timed {on}: {first}{standard}{portable}"
+    return f"timed {on}, the preferred {evidence['preferred']} was {shown}; this is {first}{standard}{portable}"
 
 
 def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:
@@ -125,7 +131,7 @@ def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict
     if timer == "onnxruntime":
         return measure(grid, provider, selection.rounds, selection.per_round)
     if cells.RUNTIMES[timer].in_browser:
-        return browser.time_on_wasm([(label(*g[:1], *g[2:]), g[1], g[2]) for g in grid], selection,
+        return browser.time_on_wasm([(_label(g), g[1], g[2]) for g in grid], selection,
                                     cells.web_runtime_files())
     return measure_there(timer, {"provider": provider, "rounds": selection.rounds, "per_round": selection.per_round,
                                  "candidates": [{"variant": v, "path": str(p), "session": s, "provider_options": o}

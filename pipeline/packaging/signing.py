@@ -24,10 +24,10 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.core.provenance import source_commit
-from pipeline.deploy.verify import IN_TOTO, PROVENANCE, SIGNATURE, SIGNING_IGNORES, check_signature, pae
+from pipeline.deploy.authenticity import IN_TOTO, IN_TOTO_STATEMENT, SLSA_PROVENANCE, check_signature, pae
+from pipeline.deploy.contents import PROVENANCE, SIGNATURE
 from pipeline.packaging.release import VERSION
 
-SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://onnx-deploy-pipeline.invalid/package/v1"  # names the recipe: `pipeline package`
 TOOLCHAIN = ("onnxruntime", "onnx", "torch", "numpy", "model-signing")
 
@@ -59,7 +59,8 @@ def sign_bundle(bundle: Path, key_file: Path, inputs: dict[str, dict], parameter
     key = private_key(key_file)
     statement = provenance_statement(bundle, inputs, parameters)
     (bundle / PROVENANCE).write_text(json.dumps(dsse_envelope(key, statement), indent=1) + "\n")
-    ignored = hashing.Config().set_ignored_paths(paths=list(SIGNING_IGNORES), ignore_git_paths=True)
+    # model.sig covers every other file: nothing is ignored (an ignored __pycache__ or .git file could be planted).
+    ignored = hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
     try:
         signing.Config().use_elliptic_key_signer(private_key=str(key_file)).set_hashing_config(ignored).sign(
             bundle, bundle / SIGNATURE)
@@ -77,7 +78,7 @@ def provenance_statement(bundle: Path, inputs: dict[str, dict], parameters: dict
     manifest = json.loads((bundle / "manifest.json").read_text())
     subjects = [manifest["model"]["file"], "manifest.json"]
     return {
-        "_type": "https://in-toto.io/Statement/v1",
+        "_type": IN_TOTO_STATEMENT,
         "subject": [{"name": name, "digest": {"sha256": sha256_file(bundle / name)}} for name in subjects],
         "predicateType": SLSA_PROVENANCE,
         "predicate": {

@@ -44,8 +44,27 @@ PROVIDER_PACKAGES = {"CPUExecutionProvider": "onnxruntime", "CUDAExecutionProvid
                      "OpenVINOExecutionProvider": "onnxruntime-openvino"}
 
 
+# What each GPU provider needs beside the Python package: the system libraries ONNX Runtime loads at run time.
+SYSTEM_LIBRARIES = {
+    "CUDAExecutionProvider": "the CUDA runtime, cuBLAS and cuDNN 9 libraries of the CUDA major version that "
+                             "onnxruntime-gpu release was built for",
+    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer) as well as the CUDA and cuDNN libraries",
+}
+# Providers of mobile ORT builds (Android, iOS): no wheel has them.
+MOBILE = {"NnapiExecutionProvider": "an Android app with ONNX Runtime Mobile (onnxruntime-android)",
+          "CoreMLExecutionProvider": "an iOS/macOS app with ONNX Runtime (onnxruntime-c / onnxruntime-objc)"}
+
+
 def provider_package(provider: str) -> str:
     return PROVIDER_PACKAGES.get(provider, "onnxruntime")
+
+
+def provider_needs(provider: str) -> dict[str, str]:
+    """What a consumer installs for `provider`: the manifest's target.install entry, read by every checker."""
+    if provider in MOBILE:
+        return {"package": MOBILE[provider]}
+    needs = {"package": f"pip install {provider_package(provider)}"}
+    return needs | ({"system": SYSTEM_LIBRARIES[provider]} if provider in SYSTEM_LIBRARIES else {})
 
 
 @dataclass(frozen=True, kw_only=True)

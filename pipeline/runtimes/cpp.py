@@ -35,6 +35,7 @@ def native_spec() -> str:
 
 def build_native(root: Path) -> None:
     """root/release: the headers, and this environment's libonnxruntime under the names a release uses."""
+    _require("cmake", "g++")
     _headers(root)
     import onnxruntime
 
@@ -48,6 +49,7 @@ def cross_spec() -> str:
 def build_cross(aarch64_env: Callable[[], Path]):
     """The aarch64 release folder (library from the aarch64 cell's wheel) and the cross toolchain in `xgcc/`."""
     def build(root: Path) -> None:
+        _require("cmake")
         _headers(root)
         _library(root, aarch64_env() / "site" / "onnxruntime" / "capi")
         apt = apt_get(root / "apt", ["deb [arch=amd64] {debian} bookworm main"], ["amd64"])
@@ -60,6 +62,12 @@ def build_cross(aarch64_env: Callable[[], Path]):
         shutil.rmtree(debs)
         shutil.rmtree(root / "apt")
     return build
+
+
+def _require(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeUnavailable(f"{', '.join(missing)} not installed (apt-get install {' '.join(missing)})")
 
 
 def _headers(root: Path) -> None:
@@ -107,13 +115,16 @@ def cross_command(aarch64_env: Callable[[], Path]):
 def _build(root: Path, bundle: Path, toolchain: list[str], env: dict[str, str] | None = None) -> Path:
     """cmake + build of the bundle's cpp/ (as its README says), in a folder of the cell's, never the bundle's: a
     bundle that does not build fails its cell."""
-    build = root / "build"
+    build = root / "build" / bundle.name
     shutil.rmtree(build, ignore_errors=True)
     environ = {**os.environ, **(env or {})}
     for step, command in (("configure", ["cmake", "-S", str(bundle / "cpp"), "-B", str(build),
                                          f"-DONNXRUNTIME_ROOT={root / 'release'}", *toolchain]),
                           ("build", ["cmake", "--build", str(build)])):
-        done = subprocess.run(command, capture_output=True, text=True, env=environ)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=environ)
+        except OSError as exc:
+            raise RuntimeUnavailable(f"cannot run cmake: {exc}") from None
         if done.returncode != 0:
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
             raise GateFailure(f"{bundle.name}: cannot {step} the bundle's C++ consumer (cpp/): {last}")

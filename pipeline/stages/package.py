@@ -33,6 +33,7 @@ from pipeline.core.io import atomic_dir, sha256_file, write_json
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import preprocessing
 from pipeline.deploy import verify
+from pipeline.deploy.contents import MANIFEST
 from pipeline.measure.timing import Phases
 from pipeline.model import onnx_utils
 from pipeline.model.parity import SUMMARY
@@ -46,8 +47,8 @@ DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
 # What a deployment team runs: Python (infer, verify), Node (verify.mjs) and C++ (cpp/, built against an ONNX
 # Runtime release), with the shared preparation.
-CONSUMER_CODE = ("infer.py", "verify.py", "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs",
-                 "cpp/consumer.cpp", "cpp/CMakeLists.txt")
+CONSUMER_CODE = ("infer.py", "verify.py", "contents.py", "authenticity.py", "session.py", "digits.py", "verify.mjs",
+                 "golden.mjs", "digits.mjs", "cpp/consumer.cpp", "cpp/CMakeLists.txt")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
@@ -121,17 +122,18 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
         manifest["parity"]["samples"] = parity.get("samples")
         manifest["files"] = bundle_io.file_hashes(staging)
-        write_json(staging / bundle_io.MANIFEST, manifest)
+        write_json(staging / MANIFEST, manifest)
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
         with phase("runtime matrix"):
             manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
                                                            Path(device_runs))
-        (staging / "README.md").write_text(model_card(manifest))
+        (staging / "README.md").write_text(render(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
-        write_json(staging / bundle_io.MANIFEST, manifest)
+        write_json(staging / MANIFEST, manifest)
         if sign_key is not None:
             signing.sign_bundle(staging, Path(sign_key), _inputs(chosen, manifest), cfg.model_dump(mode="json"))
-        report = verify.verify(staging)
+        # The bundle's own check here (CPU EP): its provider is proven by the runtime matrix above.
+        report = verify.verify(staging, allow_fallback=True)
     bundle_io.write_tarball(Path(out_dir), Path(archive))
     archive_sha256 = bundle_io.write_digest(Path(archive), Path(digest))
     return StageResult(
@@ -213,6 +215,7 @@ def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict
     """The manifest's `target`: providers and the chosen options, which verify.py and infer.py apply."""
     provider_options = [first_provider_options, *(dict(o) for o in cfg.provider_options[1:])]
     return {"providers": list(cfg.providers), "provider_options": provider_options,
+            "install": {p: cells.provider_needs(p) for p in cfg.providers},
             "session": session, "format": cfg.format, "fixed_batch": cfg.fixed_batch}
 
 
@@ -250,10 +253,6 @@ def _manifest(block, target, chosen, reason, candidates, shipped, session, golde
 def _io(arg) -> dict:
     return {"name": arg.name, "shape": [d if isinstance(d, int) else str(d) for d in arg.shape],
             "dtype": arg.type.removeprefix("tensor(").removesuffix(")")}
-
-
-def model_card(manifest: dict) -> str:
-    return render(manifest)
 
 
 STAGE = Stage(

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from pipeline.deploy import verify
+from pipeline.deploy import authenticity, contents, verify
 from pipeline.packaging.bundle import file_hashes
 from tests.conftest import REPO, run_cli
 
@@ -30,12 +31,12 @@ def _rehash(bundle):
 def test_tensor_reader_matches_onnx_for_raw_and_typed_fields(tmp_path):
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7
     (tmp_path / "raw.pb").write_bytes(numpy_helper.from_array(x).SerializeToString())
-    np.testing.assert_array_equal(verify.read_tensor(tmp_path / "raw.pb"), x)
+    np.testing.assert_array_equal(contents.read_tensor(tmp_path / "raw.pb"), x)
     typed = numpy_helper.from_array(x)
     typed.ClearField("raw_data")
     typed.float_data.extend(x.ravel().tolist())
     (tmp_path / "typed.pb").write_bytes(typed.SerializeToString())
-    np.testing.assert_array_equal(verify.read_tensor(tmp_path / "typed.pb"), x)
+    np.testing.assert_array_equal(contents.read_tensor(tmp_path / "typed.pb"), x)
 
 
 def test_a_tampered_model_fails_naming_the_file(bundle_copy):
@@ -43,19 +44,19 @@ def test_a_tampered_model_fails_naming_the_file(bundle_copy):
     data = bytearray(model.read_bytes())
     data[-10] ^= 0xFF
     model.write_bytes(bytes(data))
-    with pytest.raises(verify.BundleError, match=r"sha256 mismatch for model\.onnx"):
+    with pytest.raises(contents.BundleError, match=r"sha256 mismatch for model\.onnx"):
         verify.verify(bundle_copy)
 
 
 def test_an_unlisted_file_fails(bundle_copy):
     (bundle_copy / "test_data_set_0" / "extra.py").write_text("print('hi')")
-    with pytest.raises(verify.BundleError, match=r"unlisted file test_data_set_0/extra\.py"):
+    with pytest.raises(contents.BundleError, match=r"unlisted file test_data_set_0/extra\.py"):
         verify.verify(bundle_copy)
 
 
 def test_a_missing_file_fails(bundle_copy):
     (bundle_copy / "infer.py").unlink()
-    with pytest.raises(verify.BundleError, match=r"missing file infer\.py"):
+    with pytest.raises(contents.BundleError, match=r"missing file infer\.py"):
         verify.verify(bundle_copy)
 
 
@@ -63,7 +64,7 @@ def test_an_invalid_manifest_fails(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     del manifest["golden"]
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(verify.BundleError, match="`golden` missing"):
+    with pytest.raises(contents.BundleError, match="`golden` missing"):
         verify.verify(bundle_copy)
 
 
@@ -82,7 +83,7 @@ def test_an_edit_to_the_manifests_preprocessing_fails_verification(bundle_copy, 
 def test_drifted_golden_outputs_are_exit_1_not_2(bundle_copy):
     """Hashes re-signed, outputs changed: the bundle is intact but the model no longer reproduces them."""
     golden = bundle_copy / "test_data_set_0" / "output_0.pb"
-    y = verify.read_tensor(golden) + 1.0
+    y = contents.read_tensor(golden) + 1.0
     golden.write_bytes(numpy_helper.from_array(y.astype(np.float32), "logits").SerializeToString())
     _rehash(bundle_copy)
     with pytest.raises(verify.GoldenMismatch, match=re.escape("test_data_set_0: max |Δ| 1 exceeds atol")):
@@ -106,7 +107,7 @@ def test_unsafe_archive_members_are_refused(tmp_path, member, message):
         else:
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
-    with pytest.raises(verify.BundleError, match=message):
+    with pytest.raises(contents.BundleError, match=message):
         verify.verify(archive)
     assert not (tmp_path.parent / "escape.txt").exists()
     result = run_cli("verify", str(archive))
@@ -123,16 +124,16 @@ def test_golden_inputs_of_the_wrong_form_are_refused(bundle_copy, shape, dtype, 
     (bundle_copy / "test_data_set_0" / "input_0.pb").write_bytes(
         numpy_helper.from_array(np.zeros(shape, dtype)).SerializeToString())
     _rehash(bundle_copy)
-    with pytest.raises(verify.BundleError, match=message):
+    with pytest.raises(contents.BundleError, match=message):
         verify.verify(bundle_copy)
 
 
 def test_nan_in_golden_inputs_is_reported(bundle_copy):
-    x = verify.read_tensor(bundle_copy / "test_data_set_0" / "input_0.pb").copy()
+    x = contents.read_tensor(bundle_copy / "test_data_set_0" / "input_0.pb").copy()
     x[0, 0, 0, 0] = np.nan
     (bundle_copy / "test_data_set_0" / "input_0.pb").write_bytes(numpy_helper.from_array(x).SerializeToString())
     _rehash(bundle_copy)
-    with pytest.raises(verify.BundleError, match="1 NaN/Inf values in the input"):
+    with pytest.raises(contents.BundleError, match="1 NaN/Inf values in the input"):
         verify.verify(bundle_copy)
 
 
@@ -182,11 +183,11 @@ def test_verify_script_help_is_usage_not_an_error(bundles):
 def test_the_published_sha256_pins_the_archive(bundles, tmp_path):
     archive = bundles["cpu_x86"].with_suffix(".tar.gz")
     published = archive.with_name(archive.name + ".sha256")
-    assert published.read_text().split() == [verify.sha256(archive), archive.name]
+    assert published.read_text().split() == [contents.sha256(archive), archive.name]
     assert verify.verify(archive, sha256_expected=str(published))["target"] == "cpu_x86"
     repacked = tmp_path / "cpu_x86.tar.gz"
     subprocess.run(["tar", "-czf", str(repacked), "."], cwd=bundles["cpu_x86"], check=True)
-    with pytest.raises(verify.BundleError, match="it is not the archive the producer published"):
+    with pytest.raises(contents.BundleError, match="it is not the archive the producer published"):
         verify.verify(repacked, sha256_expected=str(published))
     bad = run_cli("verify", str(archive), "--sha256", "beef")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --sha256 wants 64 hex digits")
@@ -216,13 +217,13 @@ def test_a_signed_bundle_verifies_with_model_signing_and_pipeline_and_any_edit_f
     from pipeline.packaging.signing import sign_bundle
 
     private, public = _keys(tmp_path)
-    with pytest.raises(verify.BundleError, match="the bundle is not signed"):
+    with pytest.raises(contents.BundleError, match="the bundle is not signed"):
         verify.verify(bundle_copy, public_key=public)
     sign_bundle(bundle_copy, private, {"checkpoint": {"sha256": "0" * 64}}, {"format": "onnx"})
     report = verify.verify(bundle_copy, public_key=public)
     assert report["established"] == "authentic" and "model.sig verifies" in report["because"]
     assert verify.verify(bundle_copy)["established"] == "signature present, not checked"
-    statement = verify.check_provenance(bundle_copy, public)
+    statement = authenticity.check_provenance(bundle_copy, public)
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert {s["name"] for s in statement["subject"]} == {"model.onnx", "manifest.json"}
     assert _model_signing_cli(bundle_copy, public).returncode == 0
@@ -230,7 +231,7 @@ def test_a_signed_bundle_verifies_with_model_signing_and_pipeline_and_any_edit_f
     assert cli.returncode == 0 and cli.stdout.startswith("authentic: "), cli.stdout + cli.stderr
 
     (tmp_path / "other").mkdir()
-    with pytest.raises(verify.BundleError, match=r"does not verify under producer\.pub\.pem"):
+    with pytest.raises(contents.BundleError, match=r"does not verify under producer\.pub\.pem"):
         verify.verify(bundle_copy, public_key=_keys(tmp_path / "other")[1])
     edits = {"edited": lambda b: (b / "digits.py").write_text((b / "digits.py").read_text() + "# edited\n"),
              "added": lambda b: (b / "extra.txt").write_text("x"),
@@ -298,3 +299,35 @@ def test_a_malformed_manifest_value_is_one_line_from_every_checker(bundle_copy, 
     for result in (script, cli):
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
         assert key in result.stderr, result.stderr
+
+
+def test_no_checker_vouches_for_a_provider_that_did_not_run(bundles, tmp_path):
+    """The arm64 bundle's target runs on NNAPI, which no onnxruntime here has: every checker says not verified
+    (exit 3) and what the provider needs; --allow-fallback checks on the CPU and says it did."""
+    from pipeline.runtimes import cells, cpp
+
+    bundle = shutil.copytree(bundles["arm64_mobile"], tmp_path / "arm64_mobile")
+    script = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle, capture_output=True, text=True)
+    cli = run_cli("verify", str(bundle))
+    for result in (script, cli):
+        assert result.returncode == 3, result.stderr
+        assert "not verified: NnapiExecutionProvider is not in this onnxruntime" in result.stderr
+        assert "it needs an Android app" in result.stderr
+    fallback = subprocess.run([sys.executable, "verify.py", ".", "--allow-fallback"], cwd=bundle, capture_output=True,
+                              text=True)
+    assert fallback.returncode == 0 and "not verified on NnapiExecutionProvider (--allow-fallback)" in fallback.stdout
+    root = cells.environment(cells.RUNTIMES["onnxruntime-cpp"])
+    consumer, env = cpp.native_command(root, bundle)
+    native = subprocess.run([*consumer, str(bundle)], capture_output=True, text=True, env={**os.environ, **env})
+    assert native.returncode == 3 and "NnapiExecutionProvider is not in this ONNX Runtime" in native.stderr
+    assert not (bundle / "__pycache__").exists()  # the checkers wrote no bytecode into the bundle
+
+
+def test_a_planted_bytecode_file_is_never_run_and_fails_the_check(bundle_copy):
+    """A .pyc in the bundle's __pycache__ would run in place of the verified session.py: it is not read, and
+    the check fails on it as an unlisted file."""
+    planted = bundle_copy / "__pycache__"
+    planted.mkdir()
+    (planted / f"session.cpython-{sys.version_info.major}{sys.version_info.minor}.pyc").write_bytes(b"not bytecode")
+    result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
+    assert result.returncode == 2 and "unlisted file __pycache__/session" in result.stderr, result.stderr

@@ -102,22 +102,21 @@ def test_verify_refuses_a_fallback_when_a_provider_is_required(bundles, tmp_path
     bundle = shutil.copytree(bundles["cpu_x86"], tmp_path / "b")
     script = [sys.executable, "verify.py", ".", "--provider", "CUDAExecutionProvider"]
     result = subprocess.run(script, cwd=bundle, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "CUDAExecutionProvider did not run the model (this onnxruntime ran it on CPUExecutionProvider" in (
-        result.stderr)
+    assert result.returncode == 3
+    assert "not verified: CUDAExecutionProvider is not in this onnxruntime (it has" in result.stderr
 
 
-def test_verify_runs_twice_in_the_bundle_folder(bundles, tmp_path):
-    """Python's bytecode cache of session.py, left by the first run, is not an unlisted file."""
+def test_verify_runs_twice_in_the_bundle_folder_and_writes_nothing_there(bundles, tmp_path):
+    """Python would cache session.py's bytecode beside it: the checkers write none into a bundle."""
     import os
 
     bundle = shutil.copytree(bundles["cpu_x86"], tmp_path / "b")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    for _ in range(2):
-        result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle, env=env, capture_output=True,
-                                text=True)
+    for script in ("verify.py", "verify.py", "infer.py"):
+        argv = [sys.executable, script, "digit.png" if script == "infer.py" else "."]
+        result = subprocess.run(argv, cwd=bundle, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-    assert (bundle / "__pycache__").is_dir()
+    assert not (bundle / "__pycache__").exists()
 
 
 @pytest.fixture(scope="module")

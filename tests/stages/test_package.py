@@ -9,9 +9,9 @@ from pipeline.packaging import selection
 from tests.conftest import config, package_into
 
 
-def _candidate(name, passed=True, validated=True):
+def _candidate(name, passed=True, validated=True, nonstandard=None):
     return {"name": name, "path": None, "passed_gates": passed, "validated": validated,
-            "failed_gates": [] if passed else ["x"], "bytes": 100}
+            "failed_gates": [] if passed else ["x"], "bytes": 100, "nonstandard": nonstandard or {}}
 
 
 def _rounds(median_ms: float, spread: float = 0.02, n: int = 15, seed: int = 0) -> list[float]:
@@ -64,6 +64,9 @@ def test_selection_does_not_pretend_to_time_an_absent_provider():
     assert chosen["name"] == "fp16" and "no runtime on this machine has CUDAExecutionProvider" in reason
     assert evidence == {} and provider_options == {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE"}
     assert options["graph_optimization_level"] == "ORT_ENABLE_EXTENDED"
+    fused = _candidate("optimized", nonstandard={"com.microsoft": ["FusedConv"]})
+    untimed = selection.choose(cfg, [fused, _candidate("fp16")], None)  # untimed, portable still comes first
+    assert untimed[0]["name"] == "fp16" and "uses only standard ONNX operators" in untimed[3]
 
 
 def test_no_passing_candidate_is_a_gate_failure():
@@ -113,7 +116,7 @@ def test_mobile_bundle_is_ort_format_with_fixed_batch_and_a_usability_verdict(bu
     assert manifest["mobile"]["usability"]["verdicts"].keys() >= {"NNAPI"}
     assert "Checking NNAPI" in (bundle / "mobile_usability.txt").read_text()
     assert "ai.onnx" in (bundle / "required_operators.config").read_text()
-    assert verify.verify(bundle)["golden_sets"] == 8
+    assert verify.verify(bundle, provider="CPUExecutionProvider")["golden_sets"] == 8
 
 
 def test_tarball_is_byte_reproducible(bundles, tmp_path):

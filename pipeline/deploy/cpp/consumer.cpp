@@ -1,20 +1,22 @@
 // The bundle's C++ consumer: the official ONNX Runtime C++ API and the C++17 standard library, nothing else.
 //
-//   consumer BUNDLE [--provider NAME] [--json]     verify: every file's sha256, the manifest, the golden outputs
+//   consumer BUNDLE [--provider NAME] [--allow-fallback] [--json]
+//                                                  verify: every file's sha256, the manifest, the golden outputs
 //   consumer BUNDLE --classify IMAGE               a 28x28 digit: binary PGM (P5) or .npy (uint8 0-255 or float32
 //                                                  0-1; shape 28x28, 1x28x28 or 1x1x28x28) -> label, probability
 //
-// It opens the model as verify.py does: the manifest's providers that this ONNX Runtime has, in the target's
-// order, CPU last, with the manifest's session options. --provider NAME runs the golden check on NAME alone
-// and refuses ONNX Runtime's silent fallback to the CPU ("session.disable_cpu_ep_fallback").
+// It opens the model with the manifest's session options on the target's own first provider (or --provider
+// NAME) alone, refusing ONNX Runtime's silent fallback to the CPU ("session.disable_cpu_ep_fallback");
+// --allow-fallback runs it on the target's providers this ONNX Runtime has, CPU last, and says "not verified on".
 // Exit 0: verified (or classified). 1: the model runs but its outputs drift from the golden outputs beyond
 // the manifest's tolerance. 2: the bundle or the input is bad (missing, modified or unlisted file, invalid
-// manifest, unreadable image), or the provider asked for cannot run the model here.
+// manifest, unreadable image). 3: not verified here: the provider is missing or could not run the model.
 #include <onnxruntime_cxx_api.h>
 
 #include <sys/utsname.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +39,9 @@ struct BundleError : std::runtime_error {  // exit 2
   using std::runtime_error::runtime_error;
 };
 struct GoldenMismatch : std::runtime_error {  // exit 1
+  using std::runtime_error::runtime_error;
+};
+struct ProviderMissing : std::runtime_error {  // exit 3: not verified here, for want of the provider
   using std::runtime_error::runtime_error;
 };
 
@@ -95,6 +100,8 @@ class JsonParser {
  private:
   const std::string& s_;
   size_t i_ = 0;
+  int depth_ = 0;
+  static constexpr int kMaxDepth = 64;  // a manifest nests a few levels; deeper is an attack on the stack
 
   [[noreturn]] void fail(const std::string& why) const {
     throw BundleError("manifest.json is not valid JSON: " + why + " at byte " + std::to_string(i_));
@@ -114,23 +121,44 @@ class JsonParser {
   }
   Json parse_value() {
     const char c = next();
+    if ((c == '{' || c == '[') && ++depth_ > kMaxDepth) fail("nested too deeply");
     if (c == '{') return parse_object();
     if (c == '[') return parse_array();
     if (c == '"') return Json{parse_string()};
     if (c == 't') return expect("true"), Json{true};
     if (c == 'f') return expect("false"), Json{false};
     if (c == 'n') return expect("null"), Json{nullptr};
-    const char* start = s_.c_str() + i_;
-    char* end = nullptr;
-    const double number = std::strtod(start, &end);
-    if (end == start) fail("unexpected character");
-    i_ += size_t(end - start);
-    return Json{number};
+    return Json{parse_number()};
+  }
+  // JSON's number grammar exactly (no inf, nan, hex or leading '+'), read locale-free.
+  double parse_number() {
+    const size_t start = i_;
+    auto digits = [&]() {
+      const size_t from = i_;
+      while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+      return i_ > from;
+    };
+    if (i_ < s_.size() && s_[i_] == '-') ++i_;
+    if (i_ < s_.size() && s_[i_] == '0') {
+      ++i_;
+    } else if (!digits()) {
+      fail("unexpected character");
+    }
+    if (i_ < s_.size() && s_[i_] == '.' && (++i_, !digits())) fail("bad number");
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      if (!digits()) fail("bad number");
+    }
+    double value = 0;
+    const auto [end, error] = std::from_chars(s_.data() + start, s_.data() + i_, value);
+    if (error != std::errc() || end != s_.data() + i_) fail("bad number");
+    return value;
   }
   Json parse_object() {
     Json::Object object;
     ++i_;
-    if (next() == '}') return ++i_, Json{object};
+    if (next() == '}') return ++i_, --depth_, Json{object};
     for (;;) {
       if (next() != '"') fail("expected a key");
       std::string key = parse_string();
@@ -139,26 +167,31 @@ class JsonParser {
       object[key] = parse_value();
       const char c = next();
       ++i_;
-      if (c == '}') return Json{object};
+      if (c == '}') return --depth_, Json{object};
       if (c != ',') fail("expected ',' or '}'");
     }
   }
   Json parse_array() {
     Json::Array array;
     ++i_;
-    if (next() == ']') return ++i_, Json{array};
+    if (next() == ']') return ++i_, --depth_, Json{array};
     for (;;) {
       array.push_back(parse_value());
       const char c = next();
       ++i_;
-      if (c == ']') return Json{array};
+      if (c == ']') return --depth_, Json{array};
       if (c != ',') fail("expected ',' or ']'");
     }
   }
   unsigned hex4() {
-    if (i_ + 4 > s_.size()) fail("short \\u escape");
-    const unsigned code = std::stoul(s_.substr(i_, 4), nullptr, 16);
-    i_ += 4;
+    unsigned code = 0;
+    for (int k = 0; k < 4; ++k, ++i_) {
+      const char c = i_ < s_.size() ? s_[i_] : '\0';
+      const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (digit < 0) fail("bad \\u escape");
+      code = code * 16 + unsigned(digit);
+    }
     return code;
   }
   std::string parse_string() {
@@ -179,9 +212,13 @@ class JsonParser {
       }
       if (c != 'u') fail("bad escape");
       unsigned code = hex4();
-      if (code >= 0xD800 && code < 0xDC00 && s_.compare(i_, 2, "\\u") == 0) {  // a surrogate pair
+      if (code >= 0xDC00 && code < 0xE000) fail("lone low surrogate");
+      if (code >= 0xD800 && code < 0xDC00) {  // must be a surrogate pair
+        if (s_.compare(i_, 2, "\\u") != 0) fail("lone high surrogate");
         i_ += 2;
-        code = 0x10000 + ((code - 0xD800) << 10) + (hex4() - 0xDC00);
+        const unsigned low = hex4();
+        if (low < 0xDC00 || low >= 0xE000) fail("bad surrogate pair");
+        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
       }
       append_utf8(out, code);
     }
@@ -315,11 +352,14 @@ static Tensor read_tensor_pb(const fs::path& path) {
       if (field == 1) {
         while (i < end) t.shape.push_back(int64_t(varint()));
       } else if (field == 9 || field == 4) {  // raw_data, or packed float_data
-        t.data.resize(length / 4);
-        std::memcpy(t.data.data(), b.data() + i, length);
+        if (length % 4 != 0) throw BundleError(path.string() + ": float data of " + std::to_string(length) + " bytes");
+        const size_t before = t.data.size();
+        t.data.resize(before + length / 4);
+        std::memcpy(t.data.data() + before, b.data() + i, length);
       }
       i = end;
     } else if (wire == 5) {
+      if (i + 4 > b.size()) throw BundleError(path.string() + ": truncated tensor");
       if (field == 4) {
         float f;
         std::memcpy(&f, b.data() + i, 4);
@@ -327,6 +367,7 @@ static Tensor read_tensor_pb(const fs::path& path) {
       }
       i += 4;
     } else if (wire == 1) {
+      if (i + 8 > b.size()) throw BundleError(path.string() + ": truncated tensor");
       i += 8;
     } else {
       throw BundleError(path.string() + ": not an ONNX TensorProto");
@@ -347,12 +388,21 @@ static Tensor image_input(const fs::path& path, const Json& prep) {
   const double stdev = prep["std"].array("preprocessing.std").at(0).number("preprocessing.std[0]");
   std::vector<float> unit;  // pixels in [0, 1]
   if (path.extension() == ".pgm") {
-    std::istringstream header(b);
-    std::string magic;
-    int width = 0, height = 0, maxval = 0;
-    header >> magic >> width >> height >> maxval;
-    const size_t start = size_t(header.tellg()) + 1;
-    if (magic != "P5" || width != 28 || height != 28 || maxval <= 0 || maxval > 255 || b.size() < start + 784)
+    size_t i = 0;
+    auto token = [&]() {  // the next header field, past whitespace and '#' comments
+      for (;;) {
+        while (i < b.size() && std::isspace(static_cast<unsigned char>(b[i]))) ++i;
+        if (i >= b.size() || b[i] != '#') break;
+        while (i < b.size() && b[i] != '\n') ++i;
+      }
+      const size_t from = i;
+      while (i < b.size() && !std::isspace(static_cast<unsigned char>(b[i]))) ++i;
+      return b.substr(from, i - from);
+    };
+    const std::string magic = token(), width = token(), height = token(), maxval_text = token();
+    const int maxval = std::atoi(maxval_text.c_str());
+    const size_t start = i + 1;  // one whitespace byte, then the raster
+    if (magic != "P5" || width != "28" || height != "28" || maxval <= 0 || maxval > 255 || b.size() < start + 784)
       throw BundleError(path.string() + ": not a 28x28 binary PGM (P5) with 8-bit pixels");
     for (size_t k = 0; k < 784; ++k) unit.push_back(static_cast<unsigned char>(b[start + k]) / float(maxval));
   } else if (path.extension() == ".npy") {
@@ -361,7 +411,9 @@ static Tensor image_input(const fs::path& path, const Json& prep) {
     const std::string header = b.substr(10, length);
     const size_t offset = 10 + length, pixels = b.size() - offset;
     const bool u8 = header.find("'|u1'") != std::string::npos, f32 = header.find("'<f4'") != std::string::npos;
-    if (b[6] != 1 || header.find("'fortran_order': False") == std::string::npos || (!u8 && !f32) ||
+    const bool shape = header.find("(28, 28)") != std::string::npos || header.find("(1, 28, 28)") != std::string::npos ||
+                       header.find("(1, 1, 28, 28)") != std::string::npos;
+    if (b[6] != 1 || header.find("'fortran_order': False") == std::string::npos || (!u8 && !f32) || !shape ||
         pixels != (u8 ? 784u : 784u * 4))
       throw BundleError(path.string() + ": expected a C-order uint8 (0-255) or float32 (0-1) array of 784 pixels "
                                         "(28x28, 1x28x28 or 1x1x28x28)");
@@ -413,11 +465,11 @@ static size_t check_files(const fs::path& bundle, const Json& manifest) {
     if (sha256_file(bundle / relative) != digest.string("files." + name))
       throw BundleError("sha256 mismatch for " + name + ": the file was modified after packaging");
   }
+  // Everything present must be listed, except the manifest and what a signing producer adds after it.
   for (const auto& entry : fs::recursive_directory_iterator(bundle)) {
-    if (entry.is_directory()) continue;
+    if (entry.is_directory() && !entry.is_symlink()) continue;
     const std::string name = fs::relative(entry.path(), bundle).generic_string();
-    const bool bytecode = name.rfind("__pycache__/", 0) == 0 && entry.path().extension() == ".pyc";
-    if (!listed.count(name) && name != kManifest && name != kSignature && name != kProvenance && !bytecode)
+    if (!listed.count(name) && name != kManifest && name != kSignature && name != kProvenance)
       throw BundleError("unlisted file " + name + " in bundle (not in manifest.json)");
   }
   return listed.size();
@@ -467,12 +519,19 @@ static GraphOptimizationLevel graph_level(const std::string& name) {
 
 struct Opened {
   std::unique_ptr<Ort::Session> session;
-  std::string provider;  // the first provider asked for: it takes every node it can
+  std::string provider;  // the first provider given to the session: it takes every node it can
+  std::string wanted;    // the provider the check was for
 };
 
-static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& manifest, const std::string& only) {
+// The provider the check must run on: --provider NAME, else the target's own first provider. Without
+// --allow-fallback it alone runs the model, with ONNX Runtime's silent CPU fallback refused; missing here, it is
+// exit 3 naming what to install (the manifest's target.install). With --allow-fallback the target's providers
+// that this ONNX Runtime has run it, CPU last, and the report says which provider was not verified.
+static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& manifest, const std::string& asked,
+                           bool allow_fallback) {
   const Json& target = manifest["target"];
   const Json& session = target["session"];
+  session.object("target.session");
   Ort::SessionOptions options;
   options.SetLogSeverityLevel(3);
   if (session.has("graph_optimization_level"))
@@ -492,28 +551,35 @@ static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& ma
   const auto& providers = target["providers"].array("target.providers");
   const Json::Array none;
   const auto& settings = target.has("provider_options") ? target["provider_options"].array("provider_options") : none;
+  const std::string wanted = asked.empty() ? providers.at(0).string("target.providers[0]") : asked;
   std::string first;
   for (size_t k = 0; k < providers.size(); ++k) {
     const std::string name = providers[k].string("target.providers");
-    if (!here(name) || (!only.empty() && name != only)) continue;
+    if (!here(name) || (!allow_fallback && name != wanted)) continue;
     append_provider(options, name, k < settings.size() ? settings[k] : Json{});
     if (first.empty()) first = name;
   }
-  if (!only.empty()) {
+  if (first.empty()) first = "CPUExecutionProvider";  // ONNX Runtime's own last resort
+  if (first != wanted && !allow_fallback) {
     std::string have;
     for (const auto& name : available) have += (have.empty() ? "" : ", ") + name;
-    if (first.empty())
-      throw BundleError(only + (here(only) ? " is not among this target's providers" : " is not in this ONNX Runtime ") +
-                        "(it has " + have + ")");
-    if (only != "CPUExecutionProvider") options.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
+    const Json& install = target["install"][wanted];
+    throw ProviderMissing(wanted + (here(wanted) ? " is not among this target's providers" : " is not in this ONNX "
+                          "Runtime (it has " + have + ")") +
+                          (install.has("package") ? "; it needs " + install["package"].text() +
+                           (install.has("system") ? " and " + install["system"].text() : std::string()) : "") +
+                          "; --allow-fallback checks on what this runtime has, not verified on " + wanted);
   }
+  if (!allow_fallback && first != "CPUExecutionProvider") options.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
   const fs::path model = bundle / manifest["model"]["file"].string("model.file");
   try {
-    return {std::make_unique<Ort::Session>(env, model.c_str(), options), first.empty() ? "CPUExecutionProvider" : first};
+    return {std::make_unique<Ort::Session>(env, model.c_str(), options), first, wanted};
   } catch (const Ort::Exception& exc) {
     std::string why = exc.what();
-    throw BundleError("onnxruntime cannot load " + model.filename().string() + " on " +
-                      (first.empty() ? "CPUExecutionProvider" : first) + ": " + why.substr(0, why.find('\n')));
+    why = why.substr(0, why.find('\n'));
+    if (!allow_fallback && first != "CPUExecutionProvider")  // its libraries (CUDA, cuDNN, TensorRT...) failed to load
+      throw ProviderMissing(first + " could not run " + model.filename().string() + " here: " + why);
+    throw BundleError("onnxruntime cannot load " + model.filename().string() + " on " + first + ": " + why);
   }
 }
 
@@ -535,6 +601,8 @@ static std::vector<float> run(Ort::Session& session, const Tensor& x, std::vecto
   const char* outputs[] = {output.get()};
   auto result = session.Run(Ort::RunOptions{nullptr}, inputs, &tensor, 1, outputs, 1);
   const auto info = result[0].GetTensorTypeAndShapeInfo();
+  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || info.GetElementCount() == 0)
+    throw BundleError("the model's output is not a non-empty float32 tensor");
   out_shape = info.GetShape();
   const float* values = result[0].GetTensorData<float>();
   return std::vector<float>(values, values + info.GetElementCount());
@@ -560,7 +628,10 @@ static Golden check_golden(const fs::path& bundle, const Json& manifest, Ort::Se
     const std::vector<float> actual = run(session, x, shape);
     if (shape != expected.shape || shape.size() != 2) throw GoldenMismatch(name + ": output shape differs from golden");
     double delta = 0;
-    for (size_t k = 0; k < actual.size(); ++k) delta = std::max(delta, std::fabs(double(actual[k]) - expected.data[k]));
+    for (size_t k = 0; k < actual.size(); ++k) {
+      const double d = std::fabs(double(actual[k]) - expected.data[k]);
+      if (!(d <= delta)) delta = d;  // a NaN difference sticks, and fails the tolerance below
+    }
     if (!(delta <= atol)) {
       std::ostringstream why;
       why << name << ": max |delta| " << delta << " exceeds atol " << atol;
@@ -582,38 +653,51 @@ static std::string machine() {
   return uname(&name) == 0 ? name.machine : "unknown";
 }
 
-static int verify(const fs::path& bundle, const std::string& provider, bool as_json) {
-  const Json manifest = load_manifest(bundle);
-  const size_t files = check_files(bundle, manifest);
+struct Options {
+  fs::path bundle = ".";
+  std::string provider, image;
+  bool as_json = false, allow_fallback = false;
+};
+
+static int verify(const Options& o) {
+  const Json manifest = load_manifest(o.bundle);
+  const size_t files = check_files(o.bundle, manifest);
   Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
-  Opened opened = open_session(env, bundle, manifest, provider);
-  const Golden golden = check_golden(bundle, manifest, *opened.session);
+  Opened opened = open_session(env, o.bundle, manifest, o.provider, o.allow_fallback);
+  const Golden golden = check_golden(o.bundle, manifest, *opened.session);
   const std::string target = manifest["target"]["name"].string("target.name");
   // What this run established: the files match the manifest. Nothing in a bundle proves who made it; a
   // signature would, and this consumer does not check one (model_signing's own CLI does).
-  const bool signed_bundle = fs::exists(bundle / kSignature);
+  const bool signed_bundle = fs::exists(o.bundle / kSignature);
   const std::string established = signed_bundle ? "signature present, not checked" : "consistent";
-  if (as_json) {
+  const bool on_target = opened.provider == opened.wanted;
+  if (o.as_json) {
     std::cout << std::setprecision(17) << "{\"onnxruntime\": \"" << Ort::GetVersionString() << "\", \"machine\": \""
               << machine() << "\", \"consumer\": \"C++\", \"provider\": \"" << opened.provider
-              << "\", \"established\": \"" << established << "\", \"files\": " << files
-              << ", \"golden_samples\": " << golden.samples << ", \"max_abs_delta\": " << golden.worst
+              << "\", \"verified_on_provider\": " << (on_target ? "true" : "false") << ", \"established\": \""
+              << established << "\", \"files\": " << files << ", \"golden_samples\": " << golden.samples
+              << ", \"max_abs_delta\": " << golden.worst
               << ", \"top1_agreement\": " << double(golden.agreeing) / golden.samples << "}\n";
-  } else {
-    std::cout << established << ": " << files << " files match manifest.json"
-              << (signed_bundle ? " (check model.sig with `model_signing verify key`)"
-                                : " (authenticity: compare the archive with its published .sha256)")
-              << "\nverified " << target << " with ONNX Runtime " << Ort::GetVersionString() << " (C++): "
-              << golden.samples << " golden samples on " << opened.provider << ", max |delta| " << golden.worst << "\n";
+    return 0;
   }
+  std::cout << established << ": " << files << " files match manifest.json"
+            << (signed_bundle ? " (check model.sig with `model_signing verify key`)"
+                              : " (authenticity: compare the archive with its published .sha256)")
+            << "\n";
+  if (on_target)
+    std::cout << "verified " << target << " with ONNX Runtime " << Ort::GetVersionString() << " (C++): ";
+  else
+    std::cout << "not verified on " << opened.wanted << ": checked " << target << " instead with ONNX Runtime "
+              << Ort::GetVersionString() << " (C++): ";
+  std::cout << golden.samples << " golden samples on " << opened.provider << ", max |delta| " << golden.worst << "\n";
   return 0;
 }
 
-static int classify(const fs::path& bundle, const fs::path& image) {
-  const Json manifest = load_manifest(bundle);
-  const Tensor x = image_input(image, manifest["preprocessing"]);
+static int classify(const Options& o) {
+  const Json manifest = load_manifest(o.bundle);
+  const Tensor x = image_input(o.image, manifest["preprocessing"]);
   Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
-  Opened opened = open_session(env, bundle, manifest, "");
+  Opened opened = open_session(env, o.bundle, manifest, o.provider, o.allow_fallback);
   std::vector<int64_t> shape;
   const std::vector<float> logits = run(*opened.session, x, shape);
   const float top = *std::max_element(logits.begin(), logits.end());
@@ -627,30 +711,35 @@ static int classify(const fs::path& bundle, const fs::path& image) {
 }
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  std::string provider, image;
-  bool as_json = false;
-  fs::path bundle;
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  Options o;
+  bool bundle_given = false;
   for (size_t k = 0; k < args.size(); ++k) {
     if (args[k] == "--json") {
-      as_json = true;
+      o.as_json = true;
+    } else if (args[k] == "--allow-fallback") {
+      o.allow_fallback = true;
     } else if ((args[k] == "--provider" || args[k] == "--classify") && k + 1 < args.size()) {
-      (args[k] == "--provider" ? provider : image) = args[k + 1];
+      (args[k] == "--provider" ? o.provider : o.image) = args[k + 1];
       ++k;
-    } else if (bundle.empty() && args[k].rfind("--", 0) != 0) {
-      bundle = args[k];
+    } else if (!bundle_given && args[k].rfind("--", 0) != 0) {
+      o.bundle = args[k];
+      bundle_given = true;
     } else {
-      std::cerr << "usage: consumer BUNDLE [--provider NAME] [--json] | consumer BUNDLE --classify IMAGE.pgm|.npy\n";
+      std::cerr << "usage: consumer BUNDLE [--provider NAME] [--allow-fallback] [--json]\n"
+                   "       consumer BUNDLE --classify IMAGE.pgm|.npy [--provider NAME] [--allow-fallback]\n";
       return 2;
     }
   }
-  if (bundle.empty()) bundle = ".";
   try {
-    return image.empty() ? verify(bundle, provider, as_json) : classify(bundle, image);
+    return o.image.empty() ? verify(o) : classify(o);
   } catch (const GoldenMismatch& exc) {
     std::cerr << "verification failed: " << exc.what() << "\n";
     return 1;
-  } catch (const std::exception& exc) {  // BundleError, Ort::Exception, std::out_of_range, std::bad_variant_access
+  } catch (const ProviderMissing& exc) {
+    std::cerr << "not verified: " << exc.what() << "\n";
+    return 3;
+  } catch (const std::exception& exc) {  // BundleError, Ort::Exception, std::out_of_range
     std::cerr << "error: " << exc.what() << "\n";
     return 2;
   }

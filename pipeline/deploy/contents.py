@@ -1,0 +1,215 @@
+"""What a bundle holds, and the checks that need nothing outside it: the manifest's schema and the shape of every
+value a checker reads, every file's sha256, safe extraction of the .tar.gz, and the golden tensors (ONNX
+TensorProto files, decoded without the onnx package). Ships inside each bundle beside verify.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+SCHEMA = "onnx-deploy-manifest"
+SCHEMA_VERSIONS = (1,)
+# Written after the manifest by a signing producer, so the manifest does not list them: OpenSSF model signing's
+# signature over every file, and the signed in-toto provenance statement it also covers. Nothing else may be
+# present unlisted (the consumers write no bytecode into a bundle).
+SIGNATURE = "model.sig"
+PROVENANCE = "provenance.intoto.json"
+UNLISTED = (MANIFEST, SIGNATURE, PROVENANCE)
+REQUIRED = {
+    "schema": str, "schema_version": int, "model": dict, "target": dict, "provenance": dict, "io": dict,
+    "preprocessing": dict, "class_labels": list, "golden": dict, "files": dict, "verified_on": list,
+}
+# TensorProto.DataType -> numpy dtype, for the types a golden file may hold.
+_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}
+
+
+class BundleError(Exception):
+    """The bundle cannot be trusted or read (exit 2)."""
+
+
+def read_tensor(path: Path) -> np.ndarray:
+    """Decode an ONNX TensorProto (.pb) without the onnx package: dims (1), data_type (2),
+    float_data (4), int64_data (7), raw_data (9); other fields are skipped."""
+    data, pos = Path(path).read_bytes(), 0
+    dims, dtype, raw, floats, int64s = [], 1, None, [], []
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            if field == 1:
+                dims.append(value)
+            elif field == 2:
+                dtype = value
+            elif field == 7:
+                int64s.append(value)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + length], pos + length
+            if field == 1:
+                dims.extend(_packed_varints(chunk))
+            elif field == 9:
+                raw = chunk
+            elif field == 4:
+                floats.extend(struct.unpack(f"<{len(chunk) // 4}f", chunk))
+            elif field == 7:
+                int64s.extend(_packed_varints(chunk))
+        elif wire == 5:
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        else:
+            raise BundleError(f"{path}: not a TensorProto (wire type {wire})")
+    if dtype not in _DTYPES:
+        raise BundleError(f"{path}: unsupported tensor data type {dtype}")
+    if raw is not None:
+        array = np.frombuffer(raw, dtype=_DTYPES[dtype])
+    else:
+        array = np.asarray(floats if floats else int64s, dtype=_DTYPES[dtype])
+    if array.size != int(np.prod(dims)):
+        raise BundleError(f"{path}: {array.size} values do not fill shape {dims}")
+    return array.reshape(dims)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise BundleError("truncated protobuf")
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _packed_varints(chunk: bytes) -> list[int]:
+    values, pos = [], 0
+    while pos < len(chunk):
+        value, pos = _varint(chunk, pos)
+        values.append(value)
+    return values
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a .tar.gz bundle with Python's own `data` filter (absolute paths and '..' escapes refused),
+    refusing links and special files too. Entries may start with `./` (`tar -czf x.tar.gz .`)."""
+    unsafe = {tarfile.AbsolutePathError: "absolute path", tarfile.OutsideDestinationError: "'..' in path"}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                if member.name.startswith("/"):  # the data filter would strip the slash; a bundle never has one
+                    raise BundleError(f"unsafe archive member {member.name!r}: absolute path")
+                if member.issym() or member.islnk():
+                    raise BundleError(f"unsafe archive member {member.name!r}: links are not allowed")
+                if not (member.isfile() or member.isdir()):
+                    raise BundleError(f"unsafe archive member {member.name!r}: not a regular file")
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        reason = next((text for kind, text in unsafe.items() if isinstance(exc, kind)), str(exc))
+        raise BundleError(f"unsafe archive member {exc.tarinfo.name!r}: {reason}") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BundleError(f"cannot read bundle {archive}: {exc}") from None
+    roots = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+    single_root = dest / next(iter(roots)) if len(roots) == 1 else dest
+    return single_root if single_root.is_dir() and not (dest / MANIFEST).is_file() else dest
+
+
+def load_manifest(bundle: Path) -> dict:
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST} in {bundle}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON: {exc}") from None
+    check_schema(manifest)
+    return manifest
+
+
+def check_schema(manifest: dict) -> None:
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} must be a JSON object")
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise BundleError(f"{MANIFEST}: `{key}` missing or not a {kind.__name__}")
+    if manifest["schema"] != SCHEMA or manifest["schema_version"] not in SCHEMA_VERSIONS:
+        raise BundleError(f"{MANIFEST}: unsupported schema {manifest['schema']} v{manifest['schema_version']}")
+    for key in ("file", "providers", "session"):
+        if key not in manifest["model"] and key not in manifest["target"]:
+            raise BundleError(f"{MANIFEST}: `{key}` missing from model/target")
+    tolerance = manifest["golden"].get("tolerance", {})
+    if not isinstance(tolerance.get("atol"), int | float) or not isinstance(manifest["golden"].get("sets"), list):
+        raise BundleError(f"{MANIFEST}: golden.sets and golden.tolerance.atol are required")
+    for where, value, wanted in _values(manifest):
+        if not _is(value, wanted):
+            raise BundleError(f"{MANIFEST}: `{where}` is {json.dumps(value)[:60]}, not {wanted}")
+
+
+# The values the checkers read, and the shape each must have (a number where a list is wanted would otherwise
+# surface as a traceback deep in the preparation code).
+NUMBER, TEXT, NUMBERS, TEXTS, MAPPING, MAPPINGS = ("a number", "a string", "a list of numbers", "a list of strings",
+                                                   "an object", "a list of objects")
+
+
+def _values(manifest: dict) -> list[tuple[str, object, str]]:
+    pre, target, golden = manifest["preprocessing"], manifest["target"], manifest["golden"]
+    found = [("preprocessing.scale", pre.get("scale"), NUMBER), ("preprocessing.mean", pre.get("mean"), NUMBERS),
+             ("preprocessing.std", pre.get("std"), NUMBERS), ("model.file", manifest["model"].get("file"), TEXT),
+             ("target.providers", target.get("providers"), TEXTS), ("target.session", target.get("session"), MAPPING),
+             ("target.provider_options", target.get("provider_options", []), MAPPINGS),
+             ("class_labels", manifest["class_labels"], TEXTS), ("golden.sets", golden["sets"], TEXTS),
+             ("golden.pictures", golden.get("pictures", []), MAPPINGS), ("files", manifest["files"], MAPPING)]
+    for i, picture in enumerate(golden.get("pictures", []) if isinstance(golden.get("pictures"), list) else []):
+        if isinstance(picture, dict):
+            found += [(f"golden.pictures[{i}].file", picture.get("file"), TEXT),
+                      (f"golden.pictures[{i}].label", picture.get("label"), TEXT),
+                      (f"golden.pictures[{i}].logits", picture.get("logits"), NUMBERS)]
+    return found
+
+
+def _is(value, wanted: str) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if wanted == NUMBER:
+        return number
+    if wanted == TEXT:
+        return isinstance(value, str)
+    if wanted == MAPPING:
+        return isinstance(value, dict)
+    item = {NUMBERS: NUMBER, TEXTS: TEXT, MAPPINGS: MAPPING}[wanted]
+    return isinstance(value, list) and bool(value or wanted == MAPPINGS) and all(_is(v, item) for v in value)
+
+
+def check_files(bundle: Path, manifest: dict) -> int:
+    """Every listed file matches its sha256; every file present is listed. Returns files checked."""
+    listed = manifest["files"]
+    for name, expected in sorted(listed.items()):
+        path = bundle / name
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise BundleError(f"manifest lists an unsafe path {name!r}")
+        if not path.is_file():
+            raise BundleError(f"missing file {name} (listed in {MANIFEST})")
+        if sha256(path) != expected:
+            raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink()}
+    unlisted = sorted(present - set(listed) - set(UNLISTED))
+    if unlisted:
+        raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
+    return len(listed)
