@@ -52,7 +52,7 @@ def test_among_significantly_faster_candidates_the_preferred_order_breaks_ties()
 
 def test_the_session_grid_starts_with_the_targets_own_options():
     grid = selection.grid(config().target["cpu_x86"])
-    assert grid[0]["graph_optimization_level"] == "ORT_ENABLE_EXTENDED" and len(grid) == 4
+    assert grid[0]["graph_optimization_level"] == "ORT_ENABLE_ALL" and len(grid) == 4
     assert {g["graph_optimization_level"] for g in grid} == {"ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"}
     assert grid[-1]["config_entries"] == {"session.intra_op.allow_spinning": "0"}
 
@@ -89,7 +89,7 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     assert len(provenance["checkpoint_sha256"]) == 64 and len(provenance["dataset_sha256"]) == 64
     assert "benchmark" not in manifest and "source_commit" not in json.dumps(manifest)  # same inputs, same bytes
     assert [c["name"] for c in manifest["selection"]["candidates"]] == [
-        "int8_static", "simplified", "optimized", "int8_static_reduce_range"]
+        "simplified", "optimized", "int8_static", "int8_static_reduce_range"]
     assert manifest["model"]["nonstandard_ops"] == {} or manifest["model"]["variant"] == "optimized"
     assert manifest["parity"]["agreement"] >= 0.995
     assert {"model.onnx", "README.md", "infer.py", "verify.py", "session.py", "test_data_set_0/input_0.pb"} <= set(
