@@ -6,9 +6,10 @@ from pipeline.runtimes import envs
 from pipeline.runtimes.cells import PROVIDER_PACKAGES, SYSTEM_LIBRARIES, provider_package, summary
 
 
-def _web_lines() -> list[str]:
+def _web_lines(name: str) -> list[str]:
     return ["A static page: serve this folder and open it in a browser, then draw a digit.",
-            "```bash", "python -m http.server -b 127.0.0.1 8000   # then open http://127.0.0.1:8000/", "```",
+            "```bash", f"python3 -m http.server -b 127.0.0.1 8000 -d {name}   # then open http://127.0.0.1:8000/",
+            "```",
             "Everything runs in the browser with onnxruntime-web on WebAssembly (ort.wasm.min.mjs and "
             "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image.",
             "The Python and C++ tools below check the same model on the CPU EP.", ""]
@@ -75,7 +76,7 @@ def render(m: dict) -> str:
         f"file `{model['file']}` ({model['bytes'] / 1024:.1f} KB, opset {model['opset']}).",
         "",
         "## Run it",
-        *(_web_lines() if target.get("format") == "web" else []),
+        *(_web_lines(target["name"]) if target.get("format") == "web" else []),
         *_consumer_lines(m),
         "",
         f"Execution providers, in order: {', '.join(target['providers'])}. "

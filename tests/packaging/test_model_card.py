@@ -1,22 +1,23 @@
 """Every command a bundle's README.md shows runs as written, from a clean folder holding only the bundle: the
-Python (a fresh venv, the pinned runtime from PyPI), Node.js (onnxruntime-node from npm) and C++ (CMake against
-an ONNX Runtime release folder: the C++ cell's, given as $ORT) consumers."""
+Python (a fresh venv, the pinned runtime from PyPI), Node.js (onnxruntime-node from npm), C++ (CMake against an
+ONNX Runtime release folder: the C++ cell's, given as $ORT) and, for the web page, its static server. The GPU
+bundles' commands are the same template; their runtime (onnxruntime-gpu, CUDA) cannot run here."""
 
 import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
-from pipeline.deploy import verify
+from pipeline.deploy import contents, verify
 from pipeline.runtimes import cells
+from tests.conftest import config, package_into
 
 FENCE = re.compile(r"```bash\n(.*?)```", re.S)
-
-
-def _blocks(readme: str) -> list[str]:
-    return FENCE.findall(readme)
+CPU = "CPUExecutionProvider"
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +25,59 @@ def ort_release():
     return cells.environment(cells.RUNTIMES["onnxruntime-cpp"]) / "release"
 
 
+@pytest.fixture(scope="module")
+def more_bundles(bundles, variants_dir, tiny_model_dir, mnist_dir, tmp_path_factory):
+    """The openvino and web bundles of the tiny model, as package writes them (their runtimes checked)."""
+    deploy = tmp_path_factory.mktemp("readme_bundles")
+    cfg = config("target.openvino.selection.rounds=3", "target.web.selection.rounds=3")
+    for target in ("openvino", "web"):
+        package_into(deploy, cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
+    return {**bundles, "openvino": deploy / "openvino", "web": deploy / "web"}
+
+
+def _run(block: str, cwd, env) -> str:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def _serves_the_page(block: str, cwd, env) -> None:
+    """The web bundle's server command, as written, answers with its page; then it is stopped."""
+    server = subprocess.Popen(["bash", "-c", block], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8000/index.html", timeout=1) as page:
+                    assert b"<canvas" in page.read()
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"nothing served by: {block}")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["cpu_x86", "arm64_mobile"])
-def test_every_readme_command_runs_as_written(target, bundles, ort_release, tmp_path):
-    shutil.copytree(bundles[target], tmp_path / target)
+@pytest.mark.parametrize("target", ["cpu_x86", "arm64_mobile", "openvino", "web"])
+def test_every_readme_command_runs_as_written(target, more_bundles, ort_release, tmp_path):
+    shutil.copytree(more_bundles[target], tmp_path / target)
     readme = (tmp_path / target / "README.md").read_text()
-    blocks = _blocks(readme)
-    assert len(blocks) == (3 if target == "cpu_x86" else 2), readme  # Python, (Node,) C++
+    blocks = FENCE.findall(readme)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["ORT"] = str(ort_release)
-    outputs = []
-    for block in blocks:
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, f"{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        outputs.append(done.stdout)
+    if target == "web":
+        _serves_the_page(blocks.pop(0), tmp_path, env)
+    outputs = [_run(block, tmp_path, env) for block in blocks]
+    assert len(outputs) == (3 if target == "cpu_x86" else 2), readme  # Python, (Node,) C++
     python, cpp = outputs[0], outputs[-1]
     assert f"verified {target}" in python and "\t7\t" in python, python
     assert f"verified {target} with ONNX Runtime" in cpp and re.search(r"^7 0\.\d+$", cpp, re.M), cpp
+    primary = contents.load_manifest(tmp_path / target)["target"]["providers"][0]
+    on = primary if primary in cells.PROVIDER_PACKAGES else CPU  # a provider no wheel has: checked on the CPU
+    assert f"on {on}" in python.splitlines()[-2], python
     if target == "cpu_x86":
         assert f"verified {target}" in outputs[1], outputs[1]
     # Nothing the commands did landed in the bundle (an unlisted file fails), no bytecode cache either.
