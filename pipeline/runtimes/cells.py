@@ -86,6 +86,7 @@ class Runtime:
     # Node resolves packages from the script's folder upwards: the bundle runs from a copy inside the env.
     runs_inside_env: bool = False
     in_browser: bool = False                      # the bundle's own page in Chromium, not a script
+    can_run_here: bool = True                     # False: no registry this pipeline builds from has it
 
 
 ORT = f"onnxruntime=={version('onnxruntime')}"
@@ -112,7 +113,8 @@ RUNTIMES = {r.name: r for r in (
             script="cpp/consumer.cpp", checker=cpp.cross_command(lambda: environment(RUNTIMES["onnxruntime-aarch64"]))),
     # Declared so that the matrix says so: Java cannot be proven from the registries runtimes are built from.
     Runtime(name="onnxruntime-java", package="com.microsoft.onnxruntime:onnxruntime (Maven Central)",
-            provider="CPUExecutionProvider", architecture="x86_64", spec=lambda: "java", build=envs.no_java),
+            provider="CPUExecutionProvider", architecture="x86_64", spec=lambda: "java", build=envs.no_java,
+            can_run_here=False),
 )}
 
 
@@ -244,6 +246,17 @@ def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[
                 f"no runtime with {provider} runs on this machine, and {device_runs.name} records no run of this "
                 f"model (sha256 {digest[:12]}) on it")})
     return records
+
+
+def require_ran(records: list[dict], target: str) -> None:
+    """A gate cannot pass on nothing: every cell that this pipeline can set up must have run; a GateFailure
+    names the ones that did not, and why."""
+    missing = [r for r in records if r.get("runtime") in RUNTIMES and not r["verified"]
+               and RUNTIMES[r["runtime"]].can_run_here]
+    if missing:
+        raise GateFailure(f"{target}: runtime cell(s) that this machine should run did not: "
+                          + "; ".join(f"{r['runtime']} ({r['reason']})" for r in missing)
+                          + f" (set them up, or drop them from target.{target}.runtimes)")
 
 
 def where(record: dict) -> str:

@@ -90,6 +90,8 @@ class TargetConfig(Schema):
     golden_samples: PositiveInt
     # The runtime matrix cells (pipeline/runtimes/) whose own verify.py run the bundle before it is named.
     runtimes: list[Literal[tuple(cells.RUNTIMES)]]
+    # A cell of `runtimes` this machine could not set up fails the stage (the CI gate), instead of a warning.
+    require_runtimes: bool
 
 
 def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
@@ -127,6 +129,8 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         with phase("runtime matrix"):
             manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
                                                            Path(device_runs))
+            if cfg.require_runtimes:
+                cells.require_ran(manifest["verified_on"], target)
         (staging / "README.md").write_text(render(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / MANIFEST, manifest)

@@ -85,6 +85,26 @@ def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_pa
     assert "warning: arm64_mobile not verified on onnxruntime-aarch64" in capsys.readouterr().err
 
 
+def test_the_ci_gate_cannot_pass_on_a_cell_that_did_not_run(bundles, tiny_model_dir, mnist_dir, variants_dir,
+                                                             tmp_path, monkeypatch):
+    """With require_runtimes (experiment=ci), a cell this machine should run but could not set up fails the
+    stage, naming it; Java, which no registry here has, stays a stated reason."""
+    (tmp_path / "debian_version").write_text("11.9\n")
+    monkeypatch.setattr(cells.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
+    monkeypatch.setattr(cells, "CACHE", tmp_path / "cache")
+    cfg = config("target.arm64_mobile.runtimes=[onnxruntime-aarch64]", "target.arm64_mobile.require_runtimes=true")
+    out = tmp_path / "arm64_mobile"
+    with pytest.raises(GateFailure, match=r"arm64_mobile: runtime cell\(s\) that this machine should run did not: "
+                                          r"onnxruntime-aarch64 \(qemu-user 10 comes from"):
+        run_stage("package", cfg, "arm64_mobile", variants_dir=variants_dir, parity_file=bundles["parity_file"],
+                  model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
+                  archive=tmp_path / "a.tar.gz", digest=tmp_path / "a.tar.gz.sha256")
+    assert not out.exists()
+    java = [{"runtime": "onnxruntime-java", "provider": "CPUExecutionProvider", "verified": False, "reason": "x"}]
+    cells.require_ran(java, "cpu_x86")  # cannot exist here: no failure
+    assert config("experiment=ci").target["cpu_x86"].require_runtimes
+
+
 def test_pipeline_verify_runs_one_cell_of_the_matrix_on_demand(bundles):
     archive = bundles["cpu_x86"].with_suffix(".tar.gz")
     result = run_cli("verify", str(archive), "--runtime", "onnxruntime-aarch64")
