@@ -155,7 +155,7 @@ def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(w
     assert record["drawn"]["read_correctly"] == record["drawn"]["digits"] == 6
     assert {"index.html", "app.mjs", "digits.mjs", "ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm"} <= {
         p.name for p in web_bundle.iterdir()}
-    assert "python -m http.server -b 127.0.0.1 8000" in (web_bundle / "README.md").read_text()
+    assert "python3 -m http.server -b 127.0.0.1 8000 -d web" in (web_bundle / "README.md").read_text()
     assert "at batch 1 on wasm (onnxruntime-web)" in _manifest(web_bundle)["selection"]["reason"]
 
 
