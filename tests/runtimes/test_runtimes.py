@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.core.errors import GateFailure
 from pipeline.runtimes import cells
-from tests.conftest import DEVICE_RUNS, config, run_cli, run_stage
+from tests.conftest import config, package_into, run_cli
 
 
 def _manifest(bundle):
@@ -52,9 +52,7 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
     out = tmp_path / "openvino"
     with pytest.raises(GateFailure, match=r"openvino: the bundle's verify.py failed on onnxruntime-openvino "
                                           r"\(OpenVINOExecutionProvider\): .*exceeds atol"):
-        run_stage("package", cfg, "openvino", variants_dir=variants_dir, parity_file=bundles["parity_file"],
-                  model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
-                  archive=tmp_path / "openvino.tar.gz", digest=tmp_path / "openvino.tar.gz.sha256")
+        package_into(tmp_path, cfg, "openvino", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
     assert not out.exists() and not (tmp_path / "openvino.tar.gz").exists()
     assert not list(tmp_path.glob(".openvino*"))
 
@@ -96,10 +94,8 @@ def test_the_ci_gate_cannot_pass_on_a_cell_that_did_not_run(bundles, tiny_model_
     out = tmp_path / "arm64_mobile"
     with pytest.raises(GateFailure, match=r"arm64_mobile: runtime cell\(s\) that this machine should run did not: "
                                           r"onnxruntime-aarch64 \(qemu-user 10 comes from"):
-        run_stage("package", cfg, "arm64_mobile", variants_dir=variants_dir, parity_file=bundles["parity_file"],
-                  model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
-                  archive=tmp_path / "a.tar.gz", digest=tmp_path / "a.tar.gz.sha256")
-    assert not out.exists()
+        package_into(tmp_path, cfg, "arm64_mobile", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
+    assert not out.exists() and not (tmp_path / "arm64_mobile.tar.gz").exists()
     java = [{"runtime": "onnxruntime-java", "provider": "CPUExecutionProvider", "verified": False, "reason": "x"}]
     cells.require_ran(java, "cpu_x86")  # cannot exist here: no failure
     assert config("experiment=ci").target["cpu_x86"].require_runtimes
@@ -141,11 +137,9 @@ def test_verify_runs_twice_in_the_bundle_folder_and_writes_nothing_there(bundles
 
 @pytest.fixture(scope="module")
 def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("web") / "web"
-    run_stage("package", config(), "web", variants_dir=variants_dir, parity_file=bundles["parity_file"],
-              model_dir=tiny_model_dir, data_dir=mnist_dir, device_runs=DEVICE_RUNS, out_dir=out,
-              archive=out.with_suffix(".tar.gz"), digest=out.with_suffix(".tar.gz.sha256"))
-    return out
+    deploy = tmp_path_factory.mktemp("web")
+    package_into(deploy, config(), "web", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
+    return deploy / "web"
 
 
 def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(web_bundle):
