@@ -475,6 +475,18 @@ static size_t check_files(const fs::path& bundle, const Json& manifest) {
   return listed.size();
 }
 
+// The CUDA and TensorRT providers take a V2 options object: create it, set the manifest's key/value pairs, hand
+// it to the session options, release it.
+template <class Options, class Create, class Update, class Release, class Append>
+static void with_v2_options(Create create, Update update, Release release, const std::vector<const char*>& keys,
+                            const std::vector<const char*>& values, Append append) {
+  Options* raw = nullptr;
+  Ort::ThrowOnError(create(&raw));
+  std::unique_ptr<Options, Release> owned(raw, release);
+  Ort::ThrowOnError(update(raw, keys.data(), values.data(), keys.size()));
+  append(*raw);
+}
+
 static void append_provider(Ort::SessionOptions& options, const std::string& name, const Json& settings) {
   std::unordered_map<std::string, std::string> values;
   if (const auto* object = std::get_if<Json::Object>(&settings.value))
@@ -485,19 +497,13 @@ static void append_provider(Ort::SessionOptions& options, const std::string& nam
   if (name == "CPUExecutionProvider") {
     return;  // always there; ONNX Runtime adds it last on its own
   } else if (name == "CUDAExecutionProvider") {
-    OrtCUDAProviderOptionsV2* cuda = nullptr;
-    Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
-    std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> owned(
-        cuda, api.ReleaseCUDAProviderOptions);
-    Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys.data(), texts.data(), keys.size()));
-    options.AppendExecutionProvider_CUDA_V2(*cuda);
+    with_v2_options<OrtCUDAProviderOptionsV2>(
+        api.CreateCUDAProviderOptions, api.UpdateCUDAProviderOptions, api.ReleaseCUDAProviderOptions, keys, texts,
+        [&](const OrtCUDAProviderOptionsV2& o) { options.AppendExecutionProvider_CUDA_V2(o); });
   } else if (name == "TensorrtExecutionProvider") {
-    OrtTensorRTProviderOptionsV2* trt = nullptr;
-    Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&trt));
-    std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(api.ReleaseTensorRTProviderOptions)> owned(
-        trt, api.ReleaseTensorRTProviderOptions);
-    Ort::ThrowOnError(api.UpdateTensorRTProviderOptions(trt, keys.data(), texts.data(), keys.size()));
-    options.AppendExecutionProvider_TensorRT_V2(*trt);
+    with_v2_options<OrtTensorRTProviderOptionsV2>(
+        api.CreateTensorRTProviderOptions, api.UpdateTensorRTProviderOptions, api.ReleaseTensorRTProviderOptions,
+        keys, texts, [&](const OrtTensorRTProviderOptionsV2& o) { options.AppendExecutionProvider_TensorRT_V2(o); });
   } else if (name == "OpenVINOExecutionProvider") {
     options.AppendExecutionProvider_OpenVINO_V2(values);
   } else if (name == "XnnpackExecutionProvider") {
