@@ -34,10 +34,11 @@ params.yaml: $(shell find conf -name '*.yaml') | $(STAMP)
 	touch params.yaml
 
 ## Run the whole pipeline: compose conf/ into params.yaml when conf/ changed, then let DVC rebuild what changed;
-## then the stages' times and what DVC itself costs when nothing changed.
+## then the stages' times and what DVC itself costs when nothing changed, and docs/results.md from metrics/.
 repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	dvc repro
 	pipeline timings --noop-repro
+	pipeline results
 
 ## Lint and run the test suite (real MNIST, small configs).
 test: $(STAMP) $(CHROMIUM) $(VEGA)

@@ -26,7 +26,7 @@ from pipeline.core.runner import noop_repro_seconds, stage_timings
 from pipeline.core.stage import Stage, all_stages, load
 from pipeline.deploy.authenticity import opened_bundle
 from pipeline.deploy.contents import BundleError, load_manifest, safe_extract
-from pipeline.deploy.infer import InputError, classify
+from pipeline.deploy.infer import InputError, NpyScale, classify
 from pipeline.deploy.verify import GoldenMismatch, ProviderMissing, summary_lines
 from pipeline.deploy.verify import verify as verify_bundle
 from pipeline.model.parity import variants_vs_torch
@@ -157,16 +157,26 @@ def export(
     written = dict(runner.execute(load("export"), cfg).outputs)
     if stage_only:
         return
-    written.update(runner.execute(load("optimize"), cfg).outputs)
+    optimized = runner.execute(load("optimize"), cfg)
+    written.update(optimized.outputs)
+    failed = {"fp16": optimized.metrics["steps"].get("fp16", {}).get("failed_gates_vs_input")} if quantize is \
+        QuantizeChoice.fp16 else {}
     if quantize.value in QUANTIZE_VARIANT:
         stage = load("quantize")
         (variant,) = runner.items(stage, cfg, QUANTIZE_VARIANT[quantize.value])
-        written.update(runner.execute(stage, cfg, variant).outputs)
+        quantized = runner.execute(stage, cfg, variant)
+        written.update(quantized.outputs)
+        failed[variant] = quantized.metrics["failed_gates"]
 
     written = {name: path for name, path in written.items() if Path(path).suffix == ".onnx"}
     samples = cfg.export.parity_samples
     rows = variants_vs_torch(written, Path(cfg.paths.model), Path(cfg.paths.data), samples)
     variant_table(f"variants vs PyTorch on {samples} test images", rows)
+    failed = {name: gates for name, gates in failed.items() if gates}
+    if failed:  # the variant the user asked for: its failure fails the command (others are only reported)
+        raise GateFailure(f"--quantize {quantize.value} asked for " + "; ".join(
+            f"{name}, which fails: {'; '.join(gates)}" for name, gates in failed.items())
+            + " (the lines above say what gets past it)")
 
 
 @app.command()
@@ -243,6 +253,36 @@ def timings(
 
 @app.command()
 @guarded
+def results(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1, showing the difference, if the file is not what "
+                                                         "metrics/ gives (a test holds the committed one).")] = False,
+    output: Annotated[Path, typer.Option("--output", help="The generated page.")] = Path("docs/results.md"),
+    metrics: Annotated[Path, typer.Option("--metrics", help="The metrics folder to read.")] = Path("metrics"),
+) -> None:
+    """The results page from metrics/: accuracy, parity gates, what each target ships, the shipped bundles'
+    speed-ups, the GEMM peaks and each runner's share, each with its machine and date."""
+    from pipeline.present import results as results_page  # light (rich); here to keep this command one block
+
+    if not metrics.is_dir():
+        raise PipelineError(f"{metrics.resolve()} not found: run from the repository root, or pass --metrics")
+    text = results_page.markdown(metrics)
+    current = output.read_text() if output.is_file() else None
+    if check:
+        changed = results_page.difference(current, text, str(output))
+        if changed:
+            typer.echo("\n".join(changed), err=True)
+            typer.echo(f"{output} differs from what {metrics}/ gives: `pipeline results` rewrites it", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} matches {metrics}/")
+        return
+    results_page.show(metrics)
+    if current != text:
+        write_text(output, text)
+    typer.echo(f"{'wrote' if current != text else 'up to date:'} {output} from {metrics}/")
+
+
+@app.command()
+@guarded
 def verify(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory or .tar.gz")],
     runtime: Annotated[str | None, typer.Option(
@@ -278,11 +318,24 @@ def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path 
 @app.command()
 @guarded
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Images (PNG/JPEG/...), .npy batches, or directories")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Images (PNG, JPEG, ...), .npy arrays, or folders (every file directly in one, in name order).")],
     target: Annotated[str, typer.Option(help="Use artifacts/deploy/<target>.")] = "cpu_x86",
     bundle: Annotated[Path | None, typer.Option(help="Use this bundle (folder or .tar.gz), not --target.")] = None,
+    npy_scale: Annotated[NpyScale, typer.Option(
+        "--npy-scale", help="How .npy values are read. auto: integer dtypes (uint8) are pixels 0-255, floats all "
+        "in [0, 1] are pixels 0-1, floats with a negative value are already normalized ((pixel/255 - mean) / std, "
+        "the model's input), floats above 1 with nothing negative are refused as ambiguous; or name the scale.")]
+    = NpyScale.auto,
 ) -> None:
-    """Classify digit images with a deployment bundle; one line per image, a table for several."""
+    """Classify digit pictures with a deployment bundle: one line for one input, a table for several.
+
+    Every input gets its label and probability, flagged "not a digit?" with the reasons when the picture looks
+    like no digit (bounds calibrated on the bundle's model, in its manifest.json `ood`), or its own error.
+    Exit 0: every input classified; 2: at least one could not be (every other result is still shown).
+    A .npy array holds prepared digits (white on black, centred), one per row: (N, 28, 28), (28, 28) or
+    (N, 1, 28, 28).
+    """
     import tempfile
 
     chosen = bundle or Path("artifacts/deploy") / target
@@ -293,12 +346,20 @@ def predict(
     with tempfile.TemporaryDirectory(prefix="predict-") as scratch:
         if chosen.is_file():  # a .tar.gz, as `verify` takes it; extracted with the same checks
             chosen = safe_extract(chosen, Path(scratch))
-        results = classify(chosen, images)
+        results = classify(chosen, images, npy_scale)
+    failed = [r for r in results if r.error is not None]
     if len(results) == 1:
-        name, label, prob = results[0]
-        typer.echo(f"{name}: {label} ({prob:.2%})")
-    else:
-        prediction_table(results)
+        (result,) = results
+        if result.error is not None:
+            raise InputError(result.error)
+        guess = f"{result.label} ({result.probability:.2%})"
+        typer.echo(f"{result.name}: not a digit? {'; '.join(result.not_a_digit)} — closest label {guess}"
+                   if result.not_a_digit else f"{result.name}: {guess}")
+        return
+    prediction_table(results)
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(results)} inputs could not be classified (see the table)", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

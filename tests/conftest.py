@@ -19,7 +19,7 @@ from pipeline.core.io import write_json
 from pipeline.core.stage import StageResult, load
 
 REPO = Path(__file__).resolve().parent.parent
-DEVICE_RUNS = REPO / "metrics" / "device_runs.json"
+DEVICE_RUNS = REPO / "metrics" / "device_runs"
 # The wheel cache is shared with `make repro`, so the test suite downloads MNIST at most once.
 CACHE = REPO / ".cache"
 TINY = ["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000"]
@@ -102,8 +102,7 @@ def package_into(deploy: Path, cfg, target: str, variants_dir: Path, parity_file
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[str, Path]:
     """The tiny model quantized for x86 and ARM64, validated, and packaged for cpu_x86 and arm64_mobile."""
-    cfg = config("quantize=[int8_static,int8_static_arm64]", "optimize.fp16.enabled=false", "validate.samples=2000",
-                 "quantize.int8_static.eval_samples=1000", "quantize.int8_static_arm64.eval_samples=1000")
+    cfg = config("quantize=[int8_static,int8_static_arm64]", "optimize.fp16.enabled=false")
     for name in cfg.quantize:
         quantize_variant(cfg, name, variants_dir, tiny_model_dir, mnist_dir)
     parity = run_stage("validate", cfg, model_dir=tiny_model_dir, data_dir=mnist_dir, variants_dir=variants_dir).metrics

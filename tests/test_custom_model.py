@@ -1,44 +1,101 @@
-"""The README's bring-your-own-model path, as written there: a residual / depthwise / GELU net named by
-`model._target_` alone goes through train → export → optimize → INT8 → validate, and INT8 either passes
-validate's gates or is marked out of budget by quantize."""
+"""The bring-your-own-model path (docs/configuration.md), with its commands as written there, in a tree where the
+default model was already built: four architectures unlike ours go through train → export --quantize int8 →
+validate → package, on a small config. Nothing left from the previous model blocks them, and no advice would
+rebuild over their model."""
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from pipeline.core import lineage
+from tests.conftest import REPO, run_cli
+from tests.documented import documented
 
-MODEL = ["model._target_=tests.helpers.user_models.ResidualGeluNet", "model.channels=16"]
-SMALL = ["train.epochs=1", "train.subset=10000", "train.eval_subset=1000", "quantize=[int8_static]",
-         "quantize.int8_static.eval_samples=1000", "quantize.int8_static.calibration.samples=128",
-         "validate.samples=1000"]
+# The page's commands, for its ResidualGeluNet; each other model swaps in its own two overrides.
+TRAIN = documented("pipeline train model._target_=tests.helpers.user_models.ResidualGeluNet model.channels=16")
+EXPORT = documented("pipeline export --quantize int8 model._target_=tests.helpers.user_models.ResidualGeluNet "
+                    "model.channels=16")
+VALIDATE = documented("pipeline validate model._target_=tests.helpers.user_models.ResidualGeluNet model.channels=16")
+
+USER_MODELS = {
+    # residual block of depthwise-separable convolutions, GELU (Erf), global pooling
+    "residual-gelu": ["model._target_=tests.helpers.user_models.ResidualGeluNet", "model.channels=16"],
+    # MobileNetV2 inverted residuals: BatchNorm, ReLU6, Hardswish, adaptive pooling, dropout
+    "inverted-residual": ["model._target_=tests.helpers.user_models.InvertedResidualNet", "model.base=8"],
+    # a plain stack: biased convolutions, SiLU, max pooling, dropout, a two-layer head (diverges at max_lr 0.2)
+    "plain-silu": ["model._target_=tests.helpers.user_models.PlainSiluNet", "model.width=12", "train.max_lr=0.05"],
+    # ResNet basic blocks with a 1x1 strided shortcut, adaptive max pooling
+    "basic-block-resnet": ["model._target_=tests.helpers.user_models.BasicBlockResNet", "model.channels=8",
+                           "train.max_lr=0.05"],
+}
+CONSOLE_SCRIPT = Path(sys.executable).parent / "pipeline"
+SMALL = ["train.epochs=3", "train.subset=30000", "train.eval_subset=1000",
+         "quantize.int8_static.calibration.samples=128", "target.cpu_x86.runtimes=[onnxruntime]",
+         "target.cpu_x86.selection.rounds=3", "target.cpu_x86.selection.per_round=10"]
+
+
+@pytest.fixture()
+def built_tree(tmp_path, tiny_model_dir, variants_dir, mnist_dir) -> list[str]:
+    """A copy of a built tree: the default (tiny) model, its variants, and one INT8 variant left from it."""
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    variants = shutil.copytree(variants_dir, tmp_path / "variants", ignore=shutil.ignore_patterns("int8*"))
+    shutil.copytree(variants / "simplified", variants / "int8_dynamic")  # built from the previous model
+    return [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.variants={variants}",
+            f"paths.metrics={tmp_path / 'metrics'}", f"paths.deploy={tmp_path / 'deploy'}"]
 
 
 @pytest.mark.slow
-def test_a_residual_depthwise_gelu_model_goes_through_the_pipeline(tmp_path, mnist_dir):
-    paths = [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.variants={tmp_path / 'v'}",
-             f"paths.metrics={tmp_path / 'metrics'}"]
-    trained = run_cli("train", *MODEL, *SMALL, *paths)
+@pytest.mark.parametrize("model", USER_MODELS.values(), ids=USER_MODELS.keys())
+def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_path, built_tree, model):
+    def pipeline(*command, page_model: bool = True):
+        # The console script, as the page runs it (it does not put the working directory on sys.path as
+        # `python -m` does); the page's model swapped for this one.
+        args = command[1:-2] if page_model else command[1:]
+        result = subprocess.run([str(CONSOLE_SCRIPT), *args, *model, *SMALL, *built_tree], cwd=REPO,
+                                capture_output=True, text=True, timeout=900)
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "dvc repro" not in result.stdout + result.stderr  # it would retrain params.yaml's model over theirs
+        return result
+
+    trained = pipeline(*TRAIN)
     assert trained.returncode == 0, trained.stderr[-2000:]
     spec = json.loads((tmp_path / "model" / "model.json").read_text())["model"]
-    assert spec == {"_target_": "tests.helpers.user_models.ResidualGeluNet", "channels": 16}  # no leaked width
+    argument, value = model[1].removeprefix("model.").split("=")  # the model's own argument
+    assert spec == {"_target_": model[0].split("=")[1], argument: int(value)}  # no argument of the default model
 
-    exported = run_cli("export", "--quantize", "int8", *MODEL, *SMALL, *paths)
-    assert exported.returncode == 0, exported.stderr[-2000:]
-    ops = json.loads((tmp_path / "metrics" / "export.json").read_text())["ops"]
-    assert "Erf" in ops and ops["Conv"] == 3  # GELU and the depthwise/pointwise pair survived export
-
+    exported = pipeline(*EXPORT)
     quantized = json.loads((tmp_path / "metrics" / "quantize_int8_static.json").read_text())
-    validated = run_cli("validate", *MODEL, *SMALL, *paths)
-    report = json.loads((tmp_path / "metrics" / "validate.json").read_text())["variants"]
-    assert report["optimized"]["passed"]
-    # One gate contract: quantize's verdict is validate's verdict.
-    assert quantized["within_budget"] == report["int8_static"]["passed"]
+    assert quantized["quantized_nodes"]  # the INT8 variant asked for, built
     if quantized["within_budget"]:
-        assert validated.returncode == 0, validated.stderr
-    else:
-        assert validated.returncode == 1 and "int8_static (int8)" in validated.stderr
-        assert quantized["failed_gates"]
+        assert exported.returncode == 0, exported.stderr[-2000:]
+    else:  # the variant asked for misses its gates: exit 1, naming it alone, and what gets past it
+        assert exported.returncode == 1, exported.stderr[-2000:]
+        (failure,) = [line for line in exported.stderr.splitlines() if line.startswith("parity gate failed: ")]
+        assert failure.startswith("parity gate failed: --quantize int8 asked for int8_static, which fails: ")
+        assert "quantize_int8_static: out of budget: " in exported.stderr
+        assert "quantize.int8_static.fallback.max_excluded=" in exported.stderr
+
+    validated = pipeline(*VALIDATE)
+    assert validated.returncode == 0, validated.stderr[-2000:]  # int8_static is no required variant
+    report = json.loads((tmp_path / "metrics" / "validate.json").read_text())
+    # One gate contract: quantize's verdict is validate's, and a failing variant is rejected in the terminal.
+    assert report["variants"]["int8_static"]["passed"] == quantized["within_budget"]
+    assert ("validate: rejected " in validated.stderr) == (not quantized["within_budget"])
+    # What the previous model left is not judged, and the advice rebuilds it with the user's own overrides.
+    assert "int8_dynamic" not in report["variants"]
+    assert "validate: not judged: int8_dynamic (built from checkpoint " in validated.stderr
+    assert "rebuild with `pipeline quantize --variant int8_dynamic " + " ".join(model) in validated.stderr
+
+    packaged = pipeline("pipeline", "package", "--target", "cpu_x86", page_model=False)
+    assert packaged.returncode == 0, packaged.stderr[-2000:]
+    manifest = json.loads((tmp_path / "deploy" / "cpu_x86" / "manifest.json").read_text())
+    assert manifest["model"]["variant"] in ("simplified", "optimized") + ("int8_static",) * quantized["within_budget"]
+    assert lineage.read(tmp_path / "variants" / "int8_static" / "model.onnx")["checkpoint_sha256"] == \
+        lineage.checkpoint_digest(tmp_path / "model")
 
 
 def test_the_default_models_arguments_do_not_leak_into_a_custom_class(tmp_path):

@@ -43,3 +43,27 @@ def test_the_readme_links_every_page_in_docs():
     linked = {(README.parent / t).resolve() for t in relative_links(README)}
     missing = [str(page.relative_to(REPO)) for page in DOCS if page.resolve() not in linked]
     assert not missing, f"README.md does not link {missing}"
+
+
+def _taken_by_tests() -> set[str]:
+    """Every string a test passes to documented() or documented_shell() (read from the sources, not run)."""
+    import ast
+
+    taken = set()
+    for source in (REPO / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("documented", "documented_shell"):
+                taken.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return taken
+
+
+def test_every_documented_command_is_run_by_a_test_or_marked_illustrative():
+    from tests.documented import commands
+
+    shown = commands()
+    assert len(shown) >= 20  # the parser still finds the pages' commands
+    untested = [f"{page.relative_to(REPO)}: {command}" for command, page in shown.items()
+                if command not in _taken_by_tests()]
+    assert not untested, "documented commands no test runs (run one with tests.documented.documented(...), or mark " \
+                         "its block <!-- illustrative: why -->):\n" + "\n".join(untested)
+    assert all(len(why) > 0 for why in commands(illustrative=True))

@@ -12,7 +12,7 @@ from tests.conftest import CACHE, REPO, run_cli
 
 # The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
 # `make gate`; here they would only triple the cost of three clean runs.
-TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]", "validate.samples=1000",
+TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]",
                  "bench.crossover.models=[]",
                  *(f"target.{t}.runtimes=[]" for t in ("cpu_x86", "arm64_mobile", "cuda", "tensorrt", "openvino",
                                                         "web"))]

@@ -103,10 +103,10 @@ CASES = {
     "onnx-truncated": (lambda t, **f: _onnx_case(t, _truncated(f["variants_dir"])), "model"),
     "onnx-empty": (lambda t, **_: _onnx_case(t, b""), "is empty (0 bytes)"),
     "onnx-not-a-model": (lambda t, **_: _onnx_case(t, _not_a_model()), "holds no ONNX graph"),
-    "predict-wrong-rank": (lambda t, **f: _predict_case(t, f["bundles"], np.zeros((2, 28, 28), np.float32)),
-                           "does not match the model's (N, 1, 28, 28)"),
-    "predict-wrong-dtype": (lambda t, **f: _predict_case(t, f["bundles"], OK_IMAGES.astype(np.float64)),
-                            "must be a float32 array"),
+    "predict-wrong-rank": (lambda t, **f: _predict_case(t, f["bundles"], np.zeros((2, 3, 28, 28), np.float32)),
+                           "is not a digit layout: (N, 28, 28), (28, 28) or (N, 1, 28, 28)"),
+    "predict-wrong-dtype": (lambda t, **f: _predict_case(t, f["bundles"], OK_IMAGES.astype(np.complex64)),
+                            "dtype complex64 is not pixels"),
     "predict-batch-0": (lambda t, **f: _predict_case(t, f["bundles"], OK_IMAGES[:0]), "batch of 0"),
     "predict-nan": (lambda t, **f: _predict_case(t, f["bundles"], np.where(OK_IMAGES == 0, np.nan, 0).astype(
         np.float32)), "NaN/Inf values"),
@@ -201,14 +201,13 @@ def test_quantize_killed_during_calibration_then_completes(tmp_path, variants_di
     variants = shutil.copytree(variants_dir, tmp_path / "variants", ignore=shutil.ignore_patterns("int8*"))
     args = ["quantize", "--variant", "int8_static", *TINY, f"paths.data={mnist_dir}", f"paths.variants={variants}",
             f"paths.model={tiny_model_dir}",
-            f"paths.metrics={tmp_path / 'metrics'}", "quantize.int8_static.calibration.samples=20000",
-            "quantize.int8_static.eval_samples=500"]
+            f"paths.metrics={tmp_path / 'metrics'}", "quantize.int8_static.calibration.samples=20000"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _kill_when(proc, lambda: any(tmp_path.glob("ort.quant.*")))  # ORT's scratch while it calibrates
     assert not (variants / "int8_static").exists()
-    result = run_cli(*args[:-2], "quantize.int8_static.calibration.samples=256", args[-1], env=env)
+    result = run_cli(*args[:-1], "quantize.int8_static.calibration.samples=256", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     from pipeline.model import onnx_utils
 
@@ -220,7 +219,7 @@ def test_quantize_killed_during_calibration_then_completes(tmp_path, variants_di
 def test_two_clean_runs_give_byte_identical_model_onnx_and_int8(tmp_path, mnist_dir):
     from tests.conftest import build_variants, config, quantize_variant, run_stage
 
-    cfg = config("quantize.int8_static.eval_samples=1000")
+    cfg = config()
     digests = []
     for run in ("a", "b"):
         root = tmp_path / run

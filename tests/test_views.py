@@ -67,12 +67,12 @@ REPORT_FACTS = """(() => {
 def report_page(bundles, mnist_dir, tmp_path_factory):
     """The report from the committed metrics (the full run's bench included) and the tiny bundles; the bench
     observations add the machine as bench now records it (the committed run predates that)."""
-    from pipeline.stages import bench
+    from pipeline.measure.machine import machine
 
     metrics, out = REPO / "metrics", tmp_path_factory.mktemp("report") / "report"
     bench_timings = out.parent / "bench_timings.json"
     bench_timings.write_text(json.dumps({**json.loads((metrics / "timings" / "bench.json").read_text()),
-                                         "machine": bench.machine()}))
+                                         "machine": machine()}))
     run_stage("report", config(), train_file=metrics / "train.json", parity_file=metrics / "validate.json",
               bench_file=metrics / "bench.json", train_plot=metrics / "plots" / "train.csv",
               deploy_dir=bundles["cpu_x86"].parent, data_dir=mnist_dir, out_dir=out,
@@ -149,7 +149,7 @@ def test_the_report_reads_right_in_chromium(report_page, shots, width):
 
 
 def browser_machine() -> dict:
-    from pipeline.stages.bench import machine
+    from pipeline.measure.machine import machine
 
     return machine()
 

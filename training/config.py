@@ -29,6 +29,7 @@ class TrainConfig(Schema):
     label_smoothing: float = Field(ge=0, lt=1)
     augment_shift: int = Field(ge=0, le=13)
     threads: PositiveInt
+    portable_kernels: bool
     subset: PositiveInt | None
     eval_subset: PositiveInt | None
     distributed: DistributedConfig

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.model import checkpoint
+from training import kernels
 from training.config import DistributedConfig, TrainConfig
 
 
@@ -35,7 +36,8 @@ def launch(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, se
             "train": cfg.model_dump(), "model": model_spec, "data_dir": str(data_dir),
             "out_dir": str(out_dir), "seed": seed, "result": str(result),
         }))
-        _run_torchrun(dist, job)
+        with kernels.environment(cfg.portable_kernels):  # the workers start with the pins
+            _run_torchrun(dist, job)
         return json.loads(result.read_text()) if result.exists() else {}
 
 
@@ -88,8 +90,8 @@ def main(job_path: str) -> None:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     torch_dist.init_process_group(backend, timeout=timedelta(seconds=cfg.distributed.timeout_s))
     try:
-        seed_everything(job["seed"], max(1, cfg.threads // cfg.distributed.nproc_per_node))
-        model = checkpoint.build(job["model"]).to(memory_format=torch.channels_last)
+        seed_everything(job["seed"], max(1, cfg.threads // cfg.distributed.nproc_per_node), cfg.portable_kernels)
+        model = checkpoint.build(job["model"]).to(memory_format=kernels.layout())
         train, test = mnist_tensors(Path(job["data_dir"]), cfg.subset, cfg.eval_subset)
         ddp = DistributedDataParallel(model)
         history = fit(model, cfg, train, test, seed=job["seed"], rank=rank, world_size=world, ddp_model=ddp)

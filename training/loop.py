@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from training import kernels
 from training.config import TrainConfig
 
 
@@ -24,7 +25,8 @@ class History:
     seconds: float = 0.0
 
 
-def seed_everything(seed: int, threads: int) -> None:
+def seed_everything(seed: int, threads: int, portable_kernels: bool) -> None:
+    kernels.apply(portable_kernels)
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, threads))
@@ -75,7 +77,7 @@ def fit(
             batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = _shift(images[batch], cfg.augment_shift, shifts, background)
             y = labels[batch]
-            logits = net(x.contiguous(memory_format=torch.channels_last))
+            logits = net(x.contiguous(memory_format=kernels.layout()))
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,7 +114,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     loss_sum = correct = 0.0
     for i in range(0, len(images), batch):
-        logits = model(images[i : i + batch].contiguous(memory_format=torch.channels_last))
+        logits = model(images[i : i + batch].contiguous(memory_format=kernels.layout()))
         loss_sum += F.cross_entropy(logits, labels[i : i + batch], reduction="sum").item()
         correct += (logits.argmax(1) == labels[i : i + batch]).sum().item()
     return loss_sum / len(images), correct / len(images)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, all_stages
@@ -100,14 +101,38 @@ def resolve(params: Path | None, overrides: list[str], *, extra: dict[str, Any] 
     `extra` sets keys after composition (a CLI option such as `--opset` that maps to a config key), so they
     are validated like everything else.
     """
+    global _INVOCATION
     if params is not None and overrides:
         raise PipelineError(
             "overrides cannot be combined with --params (edit conf/, or use `dvc exp run -S key=value`)"
         )
     raw = to_plain(load_params(params) if params is not None else compose(overrides))
+    _INVOCATION = Invocation(params, tuple(overrides))
     for dotted, value in (extra or {}).items():
         _set(raw, dotted, value)
     return validate(raw)
+
+
+class Invocation(NamedTuple):
+    """How this process's config was made: the params file DVC runs with, or conf/ plus these overrides."""
+    params: Path | None
+    overrides: tuple[str, ...]
+
+    def command(self, stage: str, *options: str) -> str:
+        """The `pipeline` command that runs `stage` on the same config (DVC's path: `dvc repro`, whose
+        params.yaml is the config; a command with the user's own overrides would not be)."""
+        if self.params is not None:
+            return f"dvc repro (or `pipeline {stage} --params {self.params}`)"
+        return " ".join(["pipeline", stage, *options, *(shlex.quote(o) for o in self.overrides)])
+
+
+_INVOCATION = Invocation(None, ())
+
+
+def invocation() -> Invocation:
+    """The last resolve()'s inputs: advice that names a command repeats them, so it never rebuilds from
+    another config (a `dvc repro` advised to someone on overrides would retrain params.yaml's model)."""
+    return _INVOCATION
 
 
 def validate(raw: dict):

@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from pipeline.core.config import invocation
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.model import onnx_utils
@@ -21,7 +22,7 @@ KEY = "lineage"
 # Each variant's parent, for the chain check: a variant built from an older `simplified` is stale too.
 PARENTS = {"exported": None, "simplified": "exported", "optimized": "simplified", "fp16": "simplified"}
 DEFAULT_PARENT = "simplified"  # every quantize variant
-REBUILD = "rebuild it with `dvc repro`, or `pipeline export --quantize …` and `pipeline quantize`"
+FROM_EXPORT = ("exported", "simplified", "optimized", "fp16")  # what `pipeline export` (its chain) rebuilds
 
 
 def checkpoint_digest(model_dir: Path) -> str:
@@ -56,7 +57,8 @@ def inherit(parent_path: Path) -> str:
     """The checkpoint digest a derived variant inherits from its parent file."""
     checkpoint = read(parent_path).get("checkpoint_sha256")
     if not checkpoint:
-        raise PipelineError(f"{parent_path} records no lineage (built by an older pipeline): {REBUILD}")
+        raise PipelineError(f"{parent_path} records no lineage (built by an older pipeline): "
+                            f"{rebuild_advice([Path(parent_path).parent.name])}")
     return checkpoint
 
 
@@ -82,5 +84,17 @@ def require_current(variants: dict[str, Path], model_dir: Path, *, stage: str) -
     reasons = stale(variants, checkpoint)
     if reasons:
         listed = "; ".join(f"{name} ({why})" for name, why in reasons.items())
-        raise PipelineError(f"{stage} refuses stale variant(s): {listed}; {REBUILD}")
+        raise PipelineError(f"{stage} refuses stale variant(s): {listed}; {rebuild_advice(list(reasons))}")
     return checkpoint
+
+
+def rebuild_advice(variants: list[str]) -> str:
+    """The commands that rebuild these variants from the current checkpoint, with the config this command
+    ran with (the same overrides, or DVC's params.yaml)."""
+    how = invocation()
+    if how.params is not None:
+        return f"rebuild with {how.command('export')}"
+    commands = [f"`{how.command('export')}`"] if set(variants) & set(FROM_EXPORT) else []
+    quantized = [v for v in variants if v not in FROM_EXPORT]
+    commands += [f"`{how.command('quantize', '--variant', v)}`" for v in quantized]
+    return "rebuild with " + " then ".join(commands)

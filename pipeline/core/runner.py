@@ -2,8 +2,8 @@
 
 From the stage's declaration it picks the config values and paths `run` receives (nothing else), calls it,
 refuses outputs the declaration does not name, and writes the stage's files: metrics/<stage>.json
-(deterministic), metrics/timings/<stage>.json (wall time and other observations, which nothing depends on)
-and metrics/plots/<plot>.csv. Heavy imports stay inside functions.
+(deterministic), metrics/timings/<stage>.json (wall time, the machine and date, and other observations, which
+nothing depends on) and metrics/plots/<plot>.csv. Heavy imports stay inside functions.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import write_json, write_text
 from pipeline.core.provenance import source_commit
 from pipeline.core.stage import Stage, StageResult, names
+from pipeline.measure.machine import machine
 from pipeline.present import tables
 
 _PATH_KEY = re.compile(r"\$\{paths\.(\w+)\}")
@@ -57,14 +58,15 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
     result = stage.run(**arguments(stage, cfg, item), **options)
     _refuse_undeclared(stage, cfg, item, result)
     instance = stage.instance(item)
-    observations = {**result.observations, "wall_seconds": round(time.perf_counter() - started, 2),
-                    "source_commit": source_commit()}
+    observations = {"machine": machine(), **result.observations,
+                    "wall_seconds": round(time.perf_counter() - started, 2), "source_commit": source_commit()}
     write_files(stage, cfg, item, result, observations)
     if not quiet:
 
         tables.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
         if stage.table:
             getattr(tables, stage.table)(result.metrics)
+    tables.print_notices(instance, result.notices)
     if result.gate_failures:
 
         raise GateFailure("; ".join(result.gate_failures))

@@ -46,6 +46,8 @@ class StageResult:
     plots: dict[str, list[dict]] = field(default_factory=dict)
     # Gates that failed: the runner writes every file first, then exits 1 with these messages.
     gate_failures: list[str] = field(default_factory=list)
+    # What the user must see in the terminal, not only in JSON (a rejected variant, a stale one): one line each.
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 _UBYTE = 0x08
 
+TEST_IMAGES = 10000  # the size of MNIST's test set: the most any parity check can use
+
 
 @dataclass(frozen=True)
 class Mnist:

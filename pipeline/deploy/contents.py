@@ -107,6 +107,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_digest(files: dict[str, str]) -> str:
+    """One sha256 for what a verification proves: every listed file but the model card, which quotes
+    `verified_on` (so a record of this bundle can be added without changing what it is a record of)."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(files.items()) if name != "README.md")
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def safe_extract(archive: Path, dest: Path) -> Path:
     """Extract a .tar.gz bundle with Python's own `data` filter (absolute paths and '..' escapes refused),
     refusing links and special files too. Entries may start with `./` (`tar -czf x.tar.gz .`)."""

@@ -1,7 +1,8 @@
 // Any digit picture -> a 28x28 MNIST-style digit: a line-by-line port of digits.py, which says why each step
 // exists. The two must give the same bytes (tests compare them), so every step is integer arithmetic or IEEE
 // double arithmetic in the same order as there, and rounding is Math.floor(v + 0.5) in both.
-// Runs in the browser page and in Node; needs nothing else.
+// Runs in the browser page and in Node; needs nothing else. inkStats and notADigit port the "not a digit?"
+// check (digits.ink_stats, digits.not_a_digit) and give the same verdict.
 
 export const INK_CONTRAST = 40;
 export const BOX = 20;
@@ -117,4 +118,79 @@ export function centreByMass(boxed, height, width) {
 // The manifest's formula: x = (pixel_u8 * scale - mean) / std, in doubles, stored as float32 (as infer.py).
 export function normalize(pixels, pre) {
   return Float32Array.from(pixels, (p) => (p * pre.scale - pre.mean[0]) / pre.std[0]);
+}
+
+// Shape statistics of a prepared digit (Uint8Array h*w, white on black), as digits.ink_stats.
+export function inkStats(pixels, height = 28, width = 28) {
+  let peak = 0;
+  for (const v of pixels) if (v > peak) peak = v;
+  if (peak === 0) return { ink_fraction: 0, components: 0, aspect: 0, solid: 0 };
+  const ink = Uint8Array.from(pixels, (v) => (2 * v >= peak ? 1 : 0));
+  let count = 0, inside = 0, top = height, bottom = -1, left = width, right = -1;
+  const at = (r, c) => (r >= 0 && r < height && c >= 0 && c < width ? ink[r * width + c] : 0);
+  for (let r = 0; r < height; r++) {
+    for (let c = 0; c < width; c++) {
+      if (!ink[r * width + c]) continue;
+      count += 1;
+      top = Math.min(top, r); bottom = Math.max(bottom, r); left = Math.min(left, c); right = Math.max(right, c);
+      if (at(r - 1, c) && at(r + 1, c) && at(r, c - 1) && at(r, c + 1)) inside += 1;
+    }
+  }
+  return { ink_fraction: count / (height * width), components: components(ink, height, width),
+           aspect: (right - left + 1) / (bottom - top + 1), solid: inside / count };
+}
+
+// 8-connected pieces of a 0/1 image, as digits.components.
+export function components(ink, height, width) {
+  const seen = new Uint8Array(height * width);
+  let found = 0;
+  for (let start = 0; start < height * width; start++) {
+    if (!ink[start] || seen[start]) continue;
+    found += 1;
+    seen[start] = 1;
+    const stack = [start];
+    while (stack.length) {
+      const index = stack.pop(), r = Math.floor(index / width), c = index % width;
+      for (let dr = -1; dr <= 1; dr++) {
+        for (let dc = -1; dc <= 1; dc++) {
+          const rr = r + dr, cc = c + dc;
+          if (rr >= 0 && rr < height && cc >= 0 && cc < width && ink[rr * width + cc] && !seen[rr * width + cc]) {
+            seen[rr * width + cc] = 1;
+            stack.push(rr * width + cc);
+          }
+        }
+      }
+    }
+  }
+  return found;
+}
+
+// logsumexp of the logits, in doubles in index order, as digits.energy.
+export function energy(logits) {
+  const values = Array.from(logits, Number);
+  const top = Math.max(...values);
+  let total = 0.0;
+  for (const v of values) total += Math.exp(v - top);
+  return top + Math.log(total);
+}
+
+export const CHECKS = [["ink_fraction", "min", "too little ink"], ["ink_fraction", "max", "too much ink"],
+  ["components", "max", "in too many pieces"], ["aspect", "max", "too wide"],
+  ["solid", "max", "solid like a blob or a photo"], ["energy", "min", "no class fits"]];
+
+// Why a prepared picture is probably not a digit ([] = it looks like one), as digits.not_a_digit; thresholds
+// is the manifest's ood.thresholds.
+export function notADigit(stats, logits, thresholds) {
+  const values = { ...stats, energy: energy(logits) };
+  const reasons = [];
+  for (const [name, side, why] of CHECKS) {
+    const bound = thresholds?.[`${name}_${side}`];
+    if (bound === undefined || bound === null) continue;
+    const value = values[name];
+    if (side === "min" ? value < bound : value > bound) {
+      const shown = Number.isInteger(value) && name === "components" ? String(value) : value.toFixed(2);
+      reasons.push(`${why} (${name} ${shown} ${side === "min" ? "<" : ">"} ${bound})`);
+    }
+  }
+  return reasons;
 }

@@ -8,9 +8,16 @@ resampling, antialiased when shrinking), centred by centre of mass in 28x28.
 digits.mjs (the browser page and the Node consumer) is a line-by-line port, and the two must give the same
 bytes: so every step is integer arithmetic or IEEE double arithmetic in a fixed order (no transcendental
 functions, no library resampler, no pairwise sums), and rounding is floor(v + 0.5) in both. Needs only numpy.
+
+Not every picture is a digit. `ink_stats` measures the prepared 28x28 (how much ink, in how many separate
+strokes, how much of its box it fills, how wide it is) and `not_a_digit` holds those and the model's energy
+(logsumexp of its logits) against the thresholds the packager calibrated for the shipped model (the manifest's
+`ood` block); both are ported to digits.mjs, which gives the same verdict.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -94,3 +101,76 @@ def centre_by_mass(boxed: np.ndarray, height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width))
     canvas[top : top + boxed.shape[0], left : left + boxed.shape[1]] = boxed
     return np.clip(np.floor(canvas + 0.5), 0, 255).astype(np.uint8)
+
+
+def ink_stats(pixels: np.ndarray) -> dict:
+    """Shape statistics of a prepared digit (uint8, white on black): the share of pixels that are ink (at least
+    half as bright as the brightest: a thin stroke shrunk into the box stays ink), how many 8-connected pieces
+    the ink is in, its bounding box's width / height, and the share of ink pixels inside the ink (all four
+    neighbours ink: a pen stroke has few, a blob or a photo many)."""
+    values = np.asarray(pixels, dtype=np.int64)
+    peak = int(values.max())
+    if peak == 0:  # nothing left after shrinking into the box
+        return {"ink_fraction": 0.0, "components": 0, "aspect": 0.0, "solid": 0.0}
+    ink = 2 * values >= peak
+    count = int(ink.sum())
+    rows, cols = np.nonzero(ink)
+    box_h, box_w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    padded = np.pad(ink, 1)
+    inside = ink & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return {"ink_fraction": count / ink.size, "components": components(ink), "aspect": box_w / box_h,
+            "solid": int(inside.sum()) / count}
+
+
+def components(ink: np.ndarray) -> int:
+    """8-connected pieces of a boolean image: a flood fill from each unvisited ink pixel, in row-major order."""
+    height, width = ink.shape
+    seen = np.zeros(ink.shape, bool)
+    found = 0
+    for start in range(height * width):
+        if not ink.flat[start] or seen.flat[start]:
+            continue
+        found += 1
+        seen.flat[start] = True
+        stack = [start]
+        while stack:
+            r, c = divmod(stack.pop(), width)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    rr, cc = r + dr, c + dc
+                    if 0 <= rr < height and 0 <= cc < width and ink[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = True
+                        stack.append(rr * width + cc)
+    return found
+
+
+def energy(logits) -> float:
+    """logsumexp of the logits, in doubles in index order (as digits.mjs): low when no class fits the picture."""
+    values = [float(v) for v in logits]
+    top = max(values)
+    total = 0.0
+    for v in values:
+        total += math.exp(v - top)
+    return top + math.log(total)
+
+
+# Each check of the `ood` thresholds: (statistic, "min" or "max", how a reason reads). Order is the report order.
+CHECKS = (("ink_fraction", "min", "too little ink"), ("ink_fraction", "max", "too much ink"),
+          ("components", "max", "in too many pieces"), ("aspect", "max", "too wide"),
+          ("solid", "max", "solid like a blob or a photo"), ("energy", "min", "no class fits"))
+
+
+def not_a_digit(stats: dict, logits, thresholds: dict) -> list[str]:
+    """Why a prepared picture is probably not a digit (empty: it looks like one). `thresholds` maps
+    "<statistic>_<min|max>" to its bound (the manifest's `ood.thresholds`); an absent bound is not checked."""
+    values = {**stats, "energy": energy(logits)}
+    reasons = []
+    for name, side, why in CHECKS:
+        bound = thresholds.get(f"{name}_{side}")
+        if bound is None:
+            continue
+        value = values[name]
+        if (value < bound) if side == "min" else (value > bound):
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            reasons.append(f"{why} ({name} {shown} {'<' if side == 'min' else '>'} {bound:g})")
+    return reasons

@@ -1,13 +1,28 @@
-"""Classify digit images with a deployment bundle. Needs only onnxruntime, numpy and Pillow.
+"""Classify digit pictures with a deployment bundle. Needs only onnxruntime, numpy and Pillow.
 
-    python infer.py IMAGE_OR_DIR [...]        (run from inside the bundle, or pass --bundle DIR)
-    python infer.py batch.npy                 (a normalized float32 (N, 1, H, W) array)
+    python infer.py IMAGE_OR_DIR_OR_NPY [...]  (run from inside the bundle, or pass --bundle DIR)
 
+One line per input on stdout, PATH<TAB>LABEL<TAB>PROBABILITY, with a fourth field `not a digit? REASONS`
+when the picture looks like no digit (the bounds the packager calibrated on this model, manifest.json `ood`).
+An input that cannot be classified gets its own line on stderr, `error: PATH: cause`, and the others are still
+classified. Exit 0: every input classified (flagged or not); 2: at least one could not be.
+
+A folder: every file directly in it, in name order (hidden files and subfolders are skipped).
 Images are prepared the way MNIST's digits were (digits.py): transparency composited onto white, the
 background made black and the ink white whatever the original polarity, cropped to the ink, fitted into 20x20
 keeping the aspect ratio, centred by centre of mass in 28x28; then scaled and standardized as the manifest
 says. A blank image is refused; so is one over 16.7 megapixels (before it is decoded). For a multi-frame
 image (GIF, TIFF) the first frame is classified, and a line on stderr says so.
+
+.npy arrays (arrays.py; loaded without pickle) hold digits already prepared (white on black, centred; not
+cropped or centred again), one line per row: shape (N, 28, 28), (28, 28) or (N, 1, 28, 28). Their scale,
+--npy-scale:
+  auto (default): integer dtypes (uint8, ...) are pixels 0-255; floats with every value in [0, 1] are
+      pixels 0-1; floats with any negative value are already normalized, (pixel/255 - mean) / std, the
+      model's input; floats above 1 with nothing negative are refused as ambiguous (say which);
+  0-255, 0-1, normalized: that scale, whatever the dtype (values outside it are refused).
+A row without ink (under 40 grey levels of contrast) is refused, as a blank image is; NaN or Inf refuses the
+file.
 """
 
 from __future__ import annotations
@@ -15,28 +30,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 if __package__:
-    from .digits import NoInk, prepare
+    from .arrays import ArrayError, NpyScale, read
+    from .digits import INK_CONTRAST, NoInk, ink_stats, not_a_digit, prepare
     from .session import open_session, providers_for
-else:  # run as a script inside an extracted bundle, where digits.py and session.py sit beside it
+else:  # run as a script inside an extracted bundle, where its sibling modules sit beside it
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
     sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
     try:
-        from digits import NoInk, prepare
+        from arrays import ArrayError, NpyScale, read
+        from digits import INK_CONTRAST, NoInk, ink_stats, not_a_digit, prepare
         from session import open_session, providers_for
     finally:
         sys.pycache_prefix = _prefix
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-ARRAY_SUFFIX = ".npy"  # an already-normalized float32 batch (N, 1, H, W)
+ARRAY_SUFFIX = ".npy"  # prepared digits, one per row: arrays.py reads their layouts and scales
 
 
 class InputError(Exception):
     """An input that cannot be classified (not an image, empty, wrong shape): exit 2."""
+
+
+@dataclass
+class Result:
+    """One input's outcome: a label and its probability (with the reasons it looks like no digit, if any), or
+    the error that kept it from being classified."""
+    name: str
+    label: str | None = None
+    probability: float | None = None
+    not_a_digit: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Row:
+    """One digit to classify: its name, its prepared pixels (uint8, for the not-a-digit statistics), the
+    model's input (float32 (1, 1, H, W)), or why it cannot be classified."""
+    name: str
+    pixels: np.ndarray | None = None
+    x: np.ndarray | None = None
+    error: str | None = None
 
 
 class Classifier:
@@ -48,24 +86,27 @@ class Classifier:
         self.manifest = json.loads(manifest_path.read_text())
         self.pre = self.manifest["preprocessing"]
         self.labels = self.manifest["class_labels"]
+        self.thresholds = ood_thresholds(self.manifest)
         # The same providers and session options verify.py checks: those chosen when the bundle was packaged.
         self.session = open_session(self.bundle / self.manifest["model"]["file"], self.manifest["target"]["session"],
                                     providers_for(self.manifest))
         self.input = self.session.get_inputs()[0]
         fixed = self.input.shape[0]
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+        self.size = (int(self.input.shape[2]), int(self.input.shape[3]))
 
     def preprocess(self, path: Path) -> np.ndarray:
-        return picture_input(path, self.pre, self.input.shape[2], self.input.shape[3])
+        return picture_input(path, self.pre, *self.size)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalized float32 (N, 1, H, W) -> (labels, probabilities); runs in the model's fixed batch."""
+        probs = softmax(self.logits(x))
+        return probs.argmax(1), probs.max(1)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
         self.check(x)
         step = self.fixed_batch or len(x)
-        logits = np.concatenate([self._run(x[i : i + step]) for i in range(0, len(x), step)])
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = shifted / shifted.sum(axis=1, keepdims=True)
-        return probs.argmax(1), probs.max(1)
+        return np.concatenate([self._run(x[i : i + step]) for i in range(0, len(x), step)])
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         if self.fixed_batch and len(chunk) < self.fixed_batch:
@@ -87,6 +128,34 @@ class Classifier:
             rows = sorted({int(i) for i in np.argwhere(bad)[:, 0]})
             raise InputError(f"input has {int(bad.sum())} NaN/Inf values (rows {rows[:5]}): refusing to classify")
 
+    def rows(self, path: Path, scale: NpyScale = NpyScale.auto) -> list[Row]:
+        """One input file -> a Row per digit it holds (one for an image). A blank row of an array is refused
+        as a blank image is."""
+        if Path(path).suffix.lower() != ARRAY_SUFFIX:
+            pixels = digit_pixels(path, *self.size)
+            return [Row(str(path), pixels, normalized(pixels[None], self.pre))]
+        try:
+            names, pixels, x = read(path, scale, self.pre, self.size)
+        except ArrayError as exc:
+            raise InputError(str(exc)) from None
+        blank = "no ink found (the digit is blank or one flat colour): nothing to classify"
+        return [Row(name, row, x[i : i + 1]) if int(row.max()) - int(row.min()) >= INK_CONTRAST else
+                Row(name, error=f"{name}: {blank}") for i, (name, row) in enumerate(zip(names, pixels, strict=True))]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def ood_thresholds(manifest: dict) -> dict:
+    """The manifest's not-a-digit bounds ({} in a bundle packaged before there were any: nothing is flagged)."""
+    thresholds = (manifest.get("ood") or {}).get("thresholds", {})
+    if not isinstance(thresholds, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in thresholds.values()):
+        raise InputError("manifest.json: `ood.thresholds` must map each bound to a number")
+    return thresholds
+
 
 MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb needs far more
 
@@ -94,12 +163,14 @@ MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb n
 def picture_input(path: Path, pre: dict, height: int = 28, width: int = 28) -> np.ndarray:
     """One image file -> float32 (1, 1, H, W): MNIST's own steps (digit_pixels), then the manifest's scale,
     mean and std (in doubles, then float32, as digits.mjs does)."""
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    pixels = digit_pixels(path, height, width)
-    x = (pixels * pre["scale"] - pre["mean"][0]) / pre["std"][0]
-    return x.astype(np.float32).reshape(1, 1, *pixels.shape)
+    return normalized(digit_pixels(path, height, width)[None], pre)
+
+
+def normalized(pixels: np.ndarray, pre: dict) -> np.ndarray:
+    """Pixels on the 0-255 scale (N, H, W), any dtype -> the model's float32 (N, 1, H, W) by the manifest's
+    formula, in doubles."""
+    x = (np.asarray(pixels, np.float64) * pre["scale"] - pre["mean"][0]) / pre["std"][0]
+    return x.astype(np.float32)[:, None]
 
 
 def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
@@ -107,6 +178,9 @@ def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
     then digits.prepare, the preparation the browser page and the Node consumer port byte for byte."""
     from PIL import Image, UnidentifiedImageError
 
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
@@ -124,56 +198,80 @@ def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
         raise InputError(f"{path}: {exc}") from None
 
 
-def load_array(path: Path) -> np.ndarray:
-    """A .npy batch, loaded without pickle (allow_pickle=False), checked like any model input."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
-
-
-def image_files(target: Path) -> list[Path]:
+def input_files(target: Path) -> list[Path]:
+    """A file as given; a folder: every file directly in it, in name order (hidden files, subfolders skipped)."""
     target = Path(target)
     if not target.exists():
         raise InputError(f"{target}: no such file or directory")
     if target.is_dir():
-        files = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX})
+        files = sorted(p for p in target.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
-            raise InputError(f"{target}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InputError(f"{target}: a folder with no files in it")
         return files
     return [target]
 
 
-def classify(bundle: Path, targets: list[Path]) -> list[tuple[str, str, float]]:
-    """Label every image (or every row of a .npy batch); one (name, label, probability) per input."""
+def classify(bundle: Path, targets: list[Path], scale: NpyScale = NpyScale.auto) -> list[Result]:
+    """Every input's Result, in order: each image, each row of a .npy array, and each input that could not be
+    read (with its error); one failure never stops the others."""
     model = Classifier(bundle)
-    names, batches = [], []
-    for path in (f for t in targets for f in image_files(t)):
-        if path.suffix.lower() == ARRAY_SUFFIX:
-            batch = load_array(path)
-            names += [f"{path}[{i}]" for i in range(len(batch))] if batch.ndim else [str(path)]
-        else:
-            batch = model.preprocess(path)
-            names.append(str(path))
-        batches.append(batch)
-    x = batches[0] if len(batches) == 1 else np.concatenate(batches)
-    labels, probs = model.predict(x)
-    return [(n, model.labels[int(label)], float(p)) for n, label, p in zip(names, labels, probs, strict=True)]
+    rows: list[Row] = []
+    for target in targets:
+        try:
+            files = input_files(target)
+        except InputError as exc:
+            rows.append(Row(str(target), error=str(exc)))
+            continue
+        for path in files:
+            try:
+                rows += model.rows(path, scale)
+            except InputError as exc:
+                rows.append(Row(str(path), error=str(exc)))
+    good = [row for row in rows if row.error is None]
+    logits = iter(model.logits(np.concatenate([row.x for row in good])) if good else [])
+    results = []
+    for row in rows:
+        if row.error is not None:
+            results.append(Result(row.name, error=row.error))
+            continue
+        values = next(logits)
+        probs = softmax(values[None].astype(np.float64))[0]
+        best = int(probs.argmax())
+        results.append(Result(row.name, model.labels[best], float(probs[best]),
+                              not_a_digit(ink_stats(row.pixels), values, model.thresholds)))
+    return results
+
+
+def line(result: Result) -> str:
+    """The script's output line: PATH<TAB>LABEL<TAB>PROBABILITY[<TAB>not a digit? REASONS]."""
+    fields = [result.name, result.label, f"{result.probability:.4f}"]
+    if result.not_a_digit:
+        fields.append(f"not a digit? {'; '.join(result.not_a_digit)}")
+    return "\t".join(fields)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files, .npy batches, or directories of them")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", type=Path, help="image files, .npy arrays, or folders of them")
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--npy-scale", choices=[s.value for s in NpyScale], default=NpyScale.auto.value,
+                        help="how .npy values are read (default auto: see above)")
     args = parser.parse_args(argv)
     try:
-        results = classify(args.bundle, args.images)
+        results = classify(args.bundle, args.images, NpyScale(args.npy_scale))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path, label, prob in results:
-        print(f"{path}\t{label}\t{prob:.4f}")
-    return 0
+    for result in results:
+        if result.error is None:
+            print(line(result), flush=True)
+        else:
+            print(f"error: {result.error}", file=sys.stderr, flush=True)
+    failed = sum(result.error is not None for result in results)
+    if failed and len(results) > 1:
+        print(f"{failed} of {len(results)} inputs could not be classified", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 Each factory returns a callable taking a float32 NCHW batch; building it (loading, compiling) happens here,
 outside the timed calls. torch.compile's warm-up (the inductor compilation, once per input shape) is returned
 separately, since a user pays it once per process. A bundle whose runtime lives in another environment (the
-OpenVINO EP's venv) is opened there by a worker process instead (on_own_runtime).
+OpenVINO EP's venv) is opened there by a worker process instead (on_own_runtime). `assemble` builds every runner
+bench's config asks for, each as the interleaving times it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -17,8 +19,14 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError
 from pipeline.deploy.session import open_session
+from pipeline.measure.timing import InProcess, idle_after
+from pipeline.model import checkpoint
 from pipeline.runtimes import cells
 from pipeline.runtimes.remote import RemoteRunner
+
+EAGER = "torch_eager"
+COMPILED = "torch_compile"
+SHIPPED = "shipped_cpu_x86"
 
 
 def torch_eager(model):
@@ -63,22 +71,37 @@ def shipped_bundle(bundle: Path):
     return onnxruntime(Path(bundle) / manifest["model"]["file"], manifest["target"]["session"]), manifest
 
 
-def openvino(path: Path, threads: int):
-    """The OpenVINO runtime (CPU plugin) on an ONNX file; one compiled model per batch size it sees."""
+def openvino(path: Path, threads: int) -> tuple[object, str]:
+    """The OpenVINO runtime (CPU plugin) on an ONNX file, one compiled model per batch size it sees; (runner, the
+    precision its heaviest layers compute in). With its defaults, as a user runs it: on a CPU with AVX512_BF16 or
+    AMX it computes an fp32 model in bf16, and a QDQ model's quantized layers in int8."""
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(path))
+    options = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    precision = compute_precision(core.compile_model(model, "CPU", options))
     compiled: dict[tuple, object] = {}
 
     def run(x: np.ndarray):
         if x.shape not in compiled:
             model.reshape({model.inputs[0].any_name: list(x.shape)})
-            compiled[x.shape] = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                  "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+            compiled[x.shape] = core.compile_model(model, "CPU", options).create_infer_request()
         return compiled[x.shape].infer({0: x})
 
-    return run
+    return run, precision
+
+
+def compute_precision(compiled) -> str:
+    """What an OpenVINO compiled model's convolutions and matrix products run in, from its runtime model: int8
+    where any is quantized (the highest-rate precision present), else bf16, fp16 or fp32."""
+    found = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+             if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "GroupConvolution", "FullyConnected",
+                                                             "MatMul")}
+    for precision, names in (("int8", {"u8", "i8"}), ("bf16", {"bf16"}), ("fp16", {"f16"})):
+        if found & names:
+            return precision
+    return "fp32"
 
 
 def on_own_runtime(bundle: Path, baseline: tuple[str, Path], one: np.ndarray, many: np.ndarray,
@@ -106,19 +129,44 @@ def on_own_runtime(bundle: Path, baseline: tuple[str, Path], one: np.ndarray, ma
     return found
 
 
-def gemm_peak_gflops(threads: int, size: int = 1024, repeats: int = 10) -> dict:
-    """A measured fp32 peak: the best of `repeats` square GEMMs through torch (oneDNN/MKL) on `threads`
-    threads. What the machine really sustains, not a clock × lanes guess."""
-    import torch
+def inputs(batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch-1 and batch-N inputs every runner is timed on (fixed seeds: the same in every process)."""
+    one = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    many = np.random.default_rng(1).standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    return one, many
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(2):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
-    return {"gflops": 2 * size**3 / best / 1e9, "probe": f"best of {repeats} fp32 GEMMs {size}×{size}, "
-            f"{threads} threads (torch.mm)"}
+
+def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
+             workers: contextlib.ExitStack) -> tuple[dict, dict]:
+    """Every runner bench's config (`cfg`) asks for (timing.InProcess, or a RemoteRunner whose worker `workers`
+    closes), and what each is: runtime, variant, options (and how to probe its memory)."""
+    model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
+    shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
+    fns = {EAGER: torch_eager(model)}
+    info = {EAGER: {"runtime": "PyTorch eager", "variant": EAGER, "path": model_dir / "model.pt", "rss": "torch"}}
+    if cfg.peers.torch_compile:
+        fns[COMPILED], warmup = torch_compiled(model, shapes)
+        info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
+    bundle = deploy_dir / cfg.shipped_target
+    if (bundle / "manifest.json").is_file():
+        fns[SHIPPED], manifest = shipped_bundle(bundle)
+        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
+                         "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
+    for name, path in variants.items():
+        fns[name] = onnxruntime(path, cfg.session)
+        info[name] = {"runtime": "ONNX Runtime CPU EP", "variant": name, "session": cfg.session, "path": path,
+                      "rss": "onnx"}
+    if cfg.peers.openvino:
+        for name in (cfg.baseline, cfg.int8_artifact):
+            if name in variants:
+                fns[f"openvino_{name}"], precision = openvino(variants[name], cfg.threads)
+                info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,
+                                            "path": variants[name], "precision": precision}
+    one, many = inputs(cfg.throughput_batch)
+    timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch,
+                             idle_after(info[name].get("session"))) for name, fn in fns.items()}
+    for target in cfg.runtime_targets:
+        on_own = on_own_runtime(deploy_dir / target, (cfg.baseline, variants[cfg.baseline]), one, many, workers)
+        for name, (runner, about) in on_own.items():
+            timed[name], info[name] = runner, about
+    return timed, info

@@ -36,6 +36,7 @@ def build(spec: dict) -> nn.Module:
     target = spec.get("_target_")
     if not isinstance(target, str):
         raise PipelineError("model spec has no `_target_` naming the nn.Module class")
+    _importable_from_here()
     try:
         cls = get_class(target)
     except Exception as exc:  # Hydra wraps ImportError/AttributeError in its own types
@@ -49,6 +50,18 @@ def build(spec: dict) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise PipelineError(f"{target} built a {type(module).__name__}, not an nn.Module")
     return module
+
+
+def _importable_from_here() -> None:
+    """`_target_` may name a class importable from where the pipeline runs, as `python -m pipeline.cli` sees it;
+    the `pipeline` console script does not put the working directory on sys.path, so add it (last: it never
+    shadows an installed package)."""
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 def _check_arguments(cls, target: str, kwargs: dict) -> None:

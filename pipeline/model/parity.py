@@ -4,10 +4,25 @@ Every place that decides whether a model still computes what PyTorch computes ca
 check of the exported model, optimize's check of each graph rewrite, quantize's accuracy-aware fallback
 (which stops only when a variant passes the gates validate will apply), and validate itself. Gates are
 configured per variant kind in `validate.gates` (conf/validate); one gate = one metric and one threshold.
+
+How a gate is decided, so that one image cannot tip it:
+- Counted gates (agreement, accuracy delta) are claims about the population, decided with a one-sided
+  Clopper-Pearson bound at `validate.confidence`: validate passes a variant only when the lower bound clears
+  the threshold (the sample shows it meets it). A sample too small for any result to show that is refused up
+  front, naming the size that can (`require_decidable`).
+- Intermediate checks (export, optimize) see a prefix of validate's images. They stop a model only when
+  validate could not pass it even if every image they did not see agreed (`final_samples`): the same rule,
+  so a model validate would pass is never stopped earlier.
+- Worst-case gates (max |Δlogit|, max relative error, min cosine, softmax max |Δ|, finiteness) are per-image
+  tolerances for numerically equivalent models (fp32 rewrites, fp16): every image must be within them. A
+  larger sample can only find a worse image, so an intermediate check that fails one proves validate would
+  fail too. INT8 moves every logit, so its similarity gate is on the 1st percentile of the per-image cosine
+  (`min_cosine_p1`), which one outlier image cannot decide. The mean |Δlogit| gate is a point value.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +39,24 @@ GATES = {
     "max_mean_abs_logit": ("mean_abs_logit", "<="),
     "max_rel_error": ("max_rel_error", "<="),
     "min_cosine": ("cosine_min", ">="),
+    "min_cosine_p1": ("cosine_p1", ">="),
     "max_prob_abs": ("prob_max_abs", "<="),
     "min_finite_fraction": ("finite_fraction", ">="),
 }
+# Metrics counted over images, decided on their confidence bound; every other metric is a per-image worst case.
+COUNTED = ("agreement", "accuracy_delta_pt")
 # Every variant must produce finite logits for every sample, whatever its kind's gates say.
 IMPLICIT_GATES = {"min_finite_fraction": 1.0}
 # The metrics a bundle's manifest quotes for its shipped variant.
 SUMMARY = ("accuracy", "accuracy_delta_pt", "agreement", "max_abs_logit", "mean_abs_logit", "max_rel_error",
-           "cosine_min", "cosine_mean", "prob_max_abs")
+           "cosine_min", "cosine_p1", "cosine_mean", "prob_max_abs")
+# The setting that removes a variant's check, for the failure message (quantize variants: `remedy`).
+WAY_OUT = {
+    "exported": "the exporter changed the model's outputs: try another export.opset",
+    "simplified": "optimize.simplify=false skips onnxsim",
+    "optimized": "optimize.level=basic applies fewer rewrites",
+    "fp16": "optimize.fp16.enabled=false skips the fp16 variant",
+}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -58,6 +83,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) ->
     acc = float((cand_pred == labels).mean())
     return {
         "samples": len(labels),
+        # The counts the counted gates' bounds are computed from.
+        "disagreements": int((cand_pred != ref_pred).sum()),
+        "newly_wrong": int(((ref_pred == labels) & (cand_pred != labels)).sum()),
+        "newly_right": int(((ref_pred != labels) & (cand_pred == labels)).sum()),
         "accuracy": acc,
         "accuracy_delta_pt": (acc - ref_acc) * 100.0,
         "agreement": float((cand_pred == ref_pred).mean()),
@@ -66,6 +95,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) ->
         "max_rel_error": _worst(rel, finite_rows, np.max),
         "cosine_min": _worst(cosine, finite_rows, np.min),
         "cosine_mean": _worst(cosine, finite_rows, np.mean),
+        # 99 % of images are at least this similar: an outlier image moves it to the next order statistic only.
+        "cosine_p1": _worst(cosine, finite_rows, lambda v: np.percentile(v, 1)),
         "prob_max_abs": _worst(prob_delta.max(axis=1), finite_rows, np.max),
         "finite_fraction": float(finite_rows.mean()),
     }
@@ -79,33 +110,96 @@ def _worst(values: np.ndarray, finite_rows: np.ndarray, reduce) -> float:
     return float(reduce(values))
 
 
-def judge(variant: str, kind: str, metrics: dict, gates: dict[str, float]) -> dict:
+def lower_bound(metric: str, metrics: dict, confidence: float, samples: int | None = None) -> float:
+    """The one-sided lower confidence bound of a counted metric over `samples` images (default: the images
+    it was measured on; more: the best case, in which every further image agrees)."""
+    from scipy.stats import beta
+
+    n, alpha = samples or metrics["samples"], 1.0 - confidence
+    if metric == "agreement":
+        agreeing = n - metrics["disagreements"]
+        return float(beta.ppf(alpha, agreeing, n - agreeing + 1)) if agreeing > 0 else 0.0
+    wrong = metrics["newly_wrong"]  # accuracy delta: as many newly wrong images as the upper bound allows
+    wrong_bound = n * float(beta.ppf(confidence, wrong + 1, n - wrong)) if wrong < n else float(n)
+    return (metrics["newly_right"] - wrong_bound) / n * 100.0
+
+
+def judge(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, confidence: float,
+          final_samples: int | None = None) -> dict:
     """Each gate's verdict (the implicit finiteness gate included), with a message naming variant, metric,
-    value and threshold."""
+    value, bound and threshold. `final_samples`: this is an intermediate check on a prefix of validate's
+    images, which fails only what validate would fail on that many (see the module docstring)."""
     verdicts = {}
     for gate, threshold in {**IMPLICIT_GATES, **gates}.items():
         if gate not in GATES:
             raise PipelineError(f"unknown gate {gate!r} for {kind} (known: {', '.join(GATES)})")
         metric, op = GATES[gate]
         value = metrics[metric]
-        passed = bool(value >= threshold) if op == ">=" else bool(value <= threshold)
+        decided_on = value
+        detail = ""
+        if metric in COUNTED and math.isfinite(value):
+            over = max(final_samples or 0, metrics["samples"])
+            decided_on = lower_bound(metric, metrics, confidence, over)
+            rest = f", counting validate's other {over - metrics['samples']} as agreeing" if over > metrics[
+                "samples"] else ""
+            detail = f" on {metrics['samples']} images ({confidence:.0%} lower bound {decided_on:.6g}{rest})"
+        passed = bool(decided_on >= threshold) if op == ">=" else bool(decided_on <= threshold)
         verdicts[gate] = {
-            "metric": metric, "value": value, "threshold": threshold, "op": op, "passed": passed,
-            "message": f"{variant} ({kind}): {metric} = {value:.6g}, needs {op} {threshold:g}",
+            "metric": metric, "value": value, "decided_on": decided_on, "threshold": threshold, "op": op,
+            "passed": passed,
+            "message": f"{variant} ({kind}): {metric} = {value:.6g}{detail}, needs {op} {threshold:g}",
         }
     return verdicts
+
+
+def require_decidable(gates: dict[str, dict[str, float]], samples: int, confidence: float, *, setting: str) -> None:
+    """Refuse (exit 2) a sample on which even a perfect result could not pass a counted gate."""
+    perfect = {"samples": samples, "disagreements": 0, "newly_wrong": 0, "newly_right": 0}
+    for kind, kind_gates in gates.items():
+        for gate, threshold in kind_gates.items():
+            metric = GATES.get(gate, ("", ""))[0]
+            if metric in COUNTED and lower_bound(metric, perfect, confidence) < threshold:
+                enough = [n for n in (1000, 2000, 3000, 5000, mnist.TEST_IMAGES)
+                          if lower_bound(metric, {**perfect, "samples": n}, confidence) >= threshold]
+                hint = f"use at least {enough[0]} images" if enough else "no sample of the test set can show it"
+                raise PipelineError(
+                    f"{setting}={samples} cannot decide validate.gates.{kind}.{gate}={threshold:g} at "
+                    f"{confidence:.0%}: even a perfect result on {samples} images does not show it; {hint} "
+                    f"(the test set has {mnist.TEST_IMAGES}), or a looser threshold")
 
 
 def failures(verdicts: dict) -> list[str]:
     return [v["message"] for v in verdicts.values() if not v["passed"]]
 
 
-def require(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, context: str) -> dict:
-    """judge(), raising GateFailure (exit 1) naming every failed gate; the verdicts when all pass."""
-    verdicts = judge(variant, kind, metrics, gates)
+def remedy(variant: str, kind: str, verdicts: dict, *, excluded_limit: int = 0) -> str:
+    """The settings that get a failing variant past its gates: the variant's own way out, and the threshold
+    each failing gate would need (from the value it was decided on). `excluded_limit`: a quantize variant's
+    fallback.max_excluded, which the advice doubles."""
+    own = WAY_OUT.get(variant) or (f"quantize.{variant}.fallback.max_excluded={max(4, 2 * excluded_limit)} keeps "
+                                   f"more ops in fp32, or leave {variant} out of `quantize=[...]`")
+    loosened = [f"validate.gates.{kind}.{gate}={_past(v['decided_on'], v['op'])}"
+                for gate, v in verdicts.items() if not v["passed"] and gate not in IMPLICIT_GATES]
+    return own + (f"; or loosen {' '.join(loosened)}" if loosened else "")
+
+
+def _past(value: float, op: str) -> str:
+    """A round threshold that `value` passes."""
+    if not math.isfinite(value):
+        return "<none passes: non-finite outputs>"
+    digits = max(0, 3 - math.floor(math.log10(abs(value)))) if value else 3
+    scale = 10 ** digits
+    return f"{(math.floor if op == '>=' else math.ceil)(value * scale) / scale:g}"
+
+
+def require(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, context: str, confidence: float,
+            final_samples: int | None = None) -> dict:
+    """judge(), raising GateFailure (exit 1) naming every failed gate and the setting that gets past it; the
+    verdicts when all pass."""
+    verdicts = judge(variant, kind, metrics, gates, confidence=confidence, final_samples=final_samples)
     failed = failures(verdicts)
     if failed:
-        raise GateFailure(f"{context}: " + "; ".join(failed))
+        raise GateFailure(f"{context}: " + "; ".join(failed) + f" (to get past it: {remedy(variant, kind, verdicts)})")
     return verdicts
 
 

@@ -21,6 +21,9 @@ from pipeline.model import onnx_utils
 from pipeline.present.progress import progress_bar
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+# Elementwise math ORT also quantizes by default (GELU's Mul and Add, SiLU's Sigmoid): the fallback keeps them
+# fp32 by op type, all at once, since an activation built of several such nodes is only as good as its worst.
+ELEMENTWISE_OPS = ("Add", "Mul", "Sigmoid", "Softmax", "LeakyRelu")
 DYNAMIC_NOTE = "dynamic INT8 uses ConvInteger for convolutions: expect it slower than fp32 on the ORT CPU EP"
 
 
@@ -72,8 +75,11 @@ class Quantization:
         self.prepared = scratch / "prepared.onnx"
         try:
             quant_pre_process(str(model_in), str(self.prepared))
-        except Exception as exc:  # symbolic shape inference and ORT raise assorted types
-            raise PipelineError(f"quant_pre_process failed on {model_in}: {str(exc).splitlines()[0]}") from None
+        except Exception:  # ORT's symbolic shape inference fails on some graphs (a ReduceMax it cannot type):
+            try:            # ONNX's own shape inference, which quantization needs, is enough for a static batch
+                quant_pre_process(str(model_in), str(self.prepared), skip_symbolic_shape=True)
+            except Exception as exc:  # ORT raises assorted types
+                raise PipelineError(f"quant_pre_process failed on {model_in}: {str(exc).splitlines()[0]}") from None
         self.graph = onnx_utils.load(self.prepared, check=False).graph
         self._runs = 0
 
@@ -86,8 +92,15 @@ class Quantization:
         output = self.graph.output[0].name
         return next(n.name for n in self.graph.node if output in n.output)
 
-    def candidates(self, excluded: list[str]) -> list[str]:
-        return [n.name for n in self.graph.node if n.op_type in QUANTIZABLE_OPS and n.name not in excluded]
+    def candidates(self, excluded: list[str]) -> dict[str, list[str]]:
+        """What the fallback may keep fp32, one unit at a time: each Conv/Gemm/MatMul node alone, and every
+        node of each elementwise op type present (`every Mul`)."""
+        units = {n.name: [n.name] for n in self.graph.node if n.op_type in QUANTIZABLE_OPS and n.name not in excluded}
+        for op in ELEMENTWISE_OPS:
+            nodes = [n.name for n in self.graph.node if n.op_type == op and n.name not in excluded]
+            if nodes:
+                units[f"every {op}"] = nodes
+        return units
 
     def run(self, exclude: list[str]) -> Path:
         """One quantization run with these nodes kept fp32; the path of its model."""

@@ -11,7 +11,8 @@ def _web_lines(name: str) -> list[str]:
             "```bash", f"python3 -m http.server -b 127.0.0.1 8000 -d {name}   # then open http://127.0.0.1:8000/",
             "```",
             "Everything runs in the browser with onnxruntime-web on WebAssembly (ort.wasm.min.mjs and "
-            "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image.",
+            "ort-wasm-simd-threaded.*); the drawing is prepared by digits.mjs exactly as infer.py prepares an image, "
+            "and flagged \"Not a digit?\" by the same bounds.",
             "The Python and C++ tools below check the same model on the CPU EP.", ""]
 
 
@@ -46,7 +47,7 @@ def _consumer_lines(m: dict) -> list[str]:
              "python3 -m venv consumer-venv && . consumer-venv/bin/activate",
              f"pip install {python_package} numpy pillow",
              f"python {name}/verify.py {name}{on_cpu}",
-             f"python {name}/infer.py {name}/digit.png  # label and probability",
+             f"python {name}/infer.py {name}/digit.png  # label and probability (and \"not a digit?\" if none fits)",
              "```"]
     # Official C++ releases: the CPU build, and the GPU build with CUDA and TensorRT.
     cpp_flag = "" if primary in (CPU, "CUDAExecutionProvider", "TensorrtExecutionProvider") else f" --provider {CPU}"
@@ -64,6 +65,33 @@ def _consumer_lines(m: dict) -> list[str]:
               f"consumer-build/consumer {name} --classify {name}/digit.pgm{cpp_flag}",
               "```"]
     return lines
+
+
+OOD_BOUNDS = {"ink_fraction_min": "ink share < {:g}", "ink_fraction_max": "ink share > {:g}",
+              "components_max": "more than {:g} separate pieces", "aspect_max": "width/height > {:g}",
+              "solid_max": "solid share > {:g}", "energy_min": "energy (logsumexp of the logits) < {:g}"}
+
+
+def _ood_lines(m: dict) -> list[str]:
+    """The "not a digit?" flag: its bounds and the rates the packager measured on this model."""
+    block = m.get("ood")
+    if not block:
+        return []
+    rejected, detected = block["measured"]["false_rejection"], block["measured"]["detection"]
+    bounds = [OOD_BOUNDS.get(k, k + " {:g}").format(v) for k, v in block["thresholds"].items()]
+    kinds = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in detected["by_kind"].items())
+    return ["## Not a digit?",
+            "`infer.py`, `pipeline predict` and the web page flag a picture as **not a digit?** (and give its closest "
+            "label only as a guess) when any bound is crossed; the ink statistics are of the prepared 28x28 (ink: "
+            "pixels at least half as bright as the brightest; solid: ink pixels whose four neighbours are ink):",
+            f"- flagged when: {'; '.join(bounds)} (manifest.json `ood.thresholds`)",
+            f"- false rejections, measured on CPUExecutionProvider by the packager "
+            f"({m['provenance']['packaged_with']}): {rejected['rejected']} of {rejected['samples']} {rejected['data']} "
+            f"({rejected['rate']:.2%})",
+            f"- detection: {detected['detected']} of {detected['samples']} {detected['data']} "
+            f"({detected['rate']:.1%}): {kinds}",
+            f"- calibrated on {block['calibration']['digits']} and {block['calibration']['non_digits']}: the "
+            f"bounds reject at most {block['calibration']['budget']:.1%} of those digits", ""]
 
 
 def render(m: dict) -> str:
@@ -104,6 +132,7 @@ def render(m: dict) -> str:
         "- verified on (each by this bundle's own checker):",
         *(f"  - {summary(record)}" for record in m["verified_on"]),
         "",
+        *_ood_lines(m),
         "## Why this variant",
         f"- {m['selection']['reason']}",
         *(f"- uses {domain} operators ({', '.join(ops)}): it needs an ONNX Runtime build with them (the standard "

@@ -96,6 +96,7 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     portable = {_label(g) for g in candidate_grid if not by_name[g[0]]["nonstandard"]}
     chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
                                     confidence=cfg.selection.confidence, portable=portable)
+    evidence["regret"] = _regret(timer, primary, candidate_grid, rounds, chosen_label, cfg.selection)
     variant, _, session, options = next(g for g in candidate_grid if _label(g) == chosen_label)
     chosen = next(c for c in eligible if c["name"] == variant)
     return chosen, session, options, f"{chosen_label}: {_why(evidence, cfg, primary, timer, len(rounds))}{skipped}", \
@@ -126,6 +127,23 @@ def _why(evidence: dict, cfg, primary: str, timer: str, tried: int) -> str:
     return f"timed {on}, the preferred {evidence['preferred']} was {shown}; this is {first}{standard}{portable}"
 
 
+def _regret(timer: str, provider: str, candidate_grid: list[tuple], rounds: dict[str, list[float]], chosen: str,
+            selection) -> dict:
+    """What the rule cost: the chosen candidate's latency against the best one, in a separate measurement twice
+    as long as the decision's (the chosen one and the two fastest of the decision's rounds, timed afresh), so
+    the decision's own noise does not grade itself. An observation: it feeds no decision and no shipped byte."""
+    by_speed = sorted(rounds, key=lambda n: float(np.median(rounds[n])))
+    contenders = list(dict.fromkeys([chosen, *by_speed[:2]]))
+    if len(contenders) < 2:
+        return {"chosen": chosen, "best": chosen, "ratio": 1.0, "low": 1.0, "high": 1.0, "rounds": 0,
+                "note": "a single candidate: nothing to regret"}
+    longer = selection.model_copy(update={"rounds": 2 * selection.rounds})
+    again = _time_candidates(timer, provider, [g for g in candidate_grid if _label(g) in contenders], longer)
+    best = min(again, key=lambda n: float(np.median(again[n])))
+    regret = ratio_interval(again[chosen], again[best], confidence=selection.confidence)
+    return {"chosen": chosen, "best": best, **regret, "rounds": longer.rounds, "compared": contenders}
+
+
 def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict, dict]], selection) -> dict:
     """Per-round median batch-1 latencies of (variant, path, session, provider options) on `timer`."""
     if timer == "onnxruntime":
@@ -141,4 +159,6 @@ def _time_candidates(timer: str, provider: str, grid: list[tuple[str, Path, dict
 def _why_not(candidate: dict) -> str:
     if not candidate.get("built", True):
         return "not built (not in the quantize/optimize config)"
+    if candidate.get("stale"):
+        return f"stale ({candidate['stale']})"
     return "not validated" if not candidate["validated"] else f"failed {', '.join(candidate['failed_gates'])}"

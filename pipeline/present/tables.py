@@ -6,8 +6,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.present.progress import console
+
+_errors = Console(stderr=True)
 
 
 def human_size(num_bytes: int) -> str:
@@ -30,6 +33,13 @@ def print_outputs(stage: str, outputs: dict[str, Path], metrics: dict) -> None:
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
     if scalars:
         console.print("  ".join(f"[bold]{k}[/]={_fmt(v)}" for k, v in scalars.items()))
+
+
+def print_notices(stage: str, notices: list[str]) -> None:
+    """Lines a user must see (a rejected variant, one not judged), on stderr, unwrapped: each is one line
+    a user can copy a command from."""
+    for line in notices:
+        _errors.print(f"{stage}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _outputs_table(stage: str, outputs: dict[str, Path]) -> None:
@@ -100,12 +110,25 @@ def timing_table(rows: list[tuple[str, float, float, dict]]) -> None:
     console.print(table)
 
 
-def prediction_table(results: list[tuple[str, str, float]]) -> None:
-    table = Table(title=f"{len(results)} images", title_justify="left")
-    for column in ("image", "label", "probability"):
-        table.add_column(column, justify="right" if column == "probability" else "left")
-    for path, label, prob in results:
-        table.add_row(path, label, f"{prob:.2%}")
+def prediction_table(results: list) -> None:
+    """One row per input of `predict` (deploy/infer.py's Result): its label and probability, "not a digit?"
+    with the reasons, or its error. Paths fold rather than being cut short."""
+    failed = sum(r.error is not None for r in results)
+    flagged = sum(bool(r.not_a_digit) for r in results)
+    table = Table(title=f"{len(results)} inputs: {len(results) - failed} classified ({flagged} flagged not a "
+                        f"digit?), {failed} could not be", title_justify="left")
+    table.add_column("input", overflow="fold")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("note", overflow="fold")
+    for r in results:  # names and messages are text, never markup (a file may be called "[bold].png")
+        if r.error is not None:
+            table.add_row(Text(r.name), "—", "—", Text(f"error: {r.error.removeprefix(f'{r.name}: ')}", "red"))
+        elif r.not_a_digit:
+            table.add_row(Text(r.name), Text(f"{r.label}?", "yellow"), f"{r.probability:.2%}",
+                          Text(f"not a digit? {'; '.join(r.not_a_digit)}", "yellow"))
+        else:
+            table.add_row(Text(r.name), Text(r.label), f"{r.probability:.2%}", "")
     Console().print(table)
 
 
@@ -116,13 +139,34 @@ def _ratio(row: dict, key: str) -> str:
     return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
 
 
+def peak_lines(peaks: dict) -> str:
+    """Every measured peak, fp32 first (metrics files keep their keys sorted)."""
+    order = [p for p in ("fp32", "int8", "bf16") if p in peaks] + sorted(set(peaks) - {"fp32", "int8", "bf16"})
+    return "; ".join(peak_line(precision, peaks[precision]) for precision in order)
+
+
+def peak_line(precision: str, peak: dict) -> str:
+    """`fp32 220 GFLOP/s, best round 224 (onnxruntime MatMul (MLAS SGEMM), 1536×1536)`: a measured GEMM peak (the
+    median over rounds of each round's best), its best round, and what gave it."""
+    return (f"{precision} {peak['rate']:,.0f} {peak['unit']}, best round {peak['best']:,.0f} ({peak['backend']}, "
+            f"{peak['size']}×{peak['size']})")
+
+
+def share(row: dict) -> str:
+    """A runner's share of its precision's peak with its interval, or a dash where no such peak was measured."""
+    if row.get("share_of_peak") is None:
+        return "—"
+    low, high = row["share_of_peak_ci"]
+    return f"{row['share_of_peak']:.0%} [{low:.0%}, {high:.0%}] of {row['precision']}"
+
+
 def bench_table(m: dict) -> None:
-    peak = m["measured_peak"]
+    peaks = peak_lines(m["peaks"])
     table = Table(title=f"benchmark: {m['threads']} threads, batch-1 latency and batch-{m['batch']} throughput, "
-                        f"ratios with 95 % intervals ({m['flops_per_image'] / 1e6:.2f} MFLOP/image; measured peak "
-                        f"{peak['gflops']:.0f} GFLOP/s: {peak['probe']})", title_justify="left")
+                        f"ratios with 95 % intervals ({m['flops_per_image'] / 1e6:.2f} M operations/image; measured "
+                        f"GEMM peaks: {peaks})", title_justify="left")
     columns = ("runner", "runtime", "p50 ms", "img/s", "b1 vs torch", "img/s vs torch", "img/s vs compile",
-               "img/s vs shipped", "% peak", "peak RSS", "accuracy")
+               "img/s vs shipped", "share of peak", "peak RSS", "accuracy")
     for column in columns:
         table.add_column(column, justify="left" if column in ("runner", "runtime") else "right")
     for name, r in m["variants"].items():
@@ -131,8 +175,7 @@ def bench_table(m: dict) -> None:
         runtime = r["runtime"] + (f" ({r['environment']}, a worker process)" if r.get("environment") else "")
         table.add_row(name, runtime, f"{r['latency_ms']['p50']:.3f}", f"{r['throughput']:,.0f}",
                       _ratio(r, "speedup_vs_torch"), _ratio(r, "throughput_vs_torch"),
-                      _ratio(r, "throughput_vs_compile"), _ratio(r, "throughput_vs_shipped"),
-                      f"{r['share_of_measured_peak']:.0%}", rss, accuracy)
+                      _ratio(r, "throughput_vs_compile"), _ratio(r, "throughput_vs_shipped"), share(r), rss, accuracy)
     console.print(table)
     for runtime, ratio in m.get("int8_vs_fp32", {}).items():
         console.print(f"INT8/fp32 throughput on {runtime}: {ratio['ratio']:.2f}× [{ratio['low']:.2f}, "

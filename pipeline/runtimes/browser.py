@@ -97,16 +97,21 @@ def golden_digits(bundle: Path) -> list[tuple[np.ndarray, str]]:
 
 
 def check_page(bundle: Path, digits: list[tuple[np.ndarray, str]], screenshot: Path | None = None) -> dict:
-    """The page's own verify() report, Chromium's version, and the labels it shows for drawn digits."""
+    """The page's own verify() report, Chromium's version, and the labels it shows for drawn digits (and how
+    many of them it flagged "Not a digit?")."""
     with serve(bundle) as url, open_page(url + "index.html") as page:
         report = page.evaluate("window.digitApp.verify()")
-        shown = [draw(page, pixels) for pixels, _ in digits]
+        shown, flags = [], []
+        for pixels, _ in digits:
+            shown.append(draw(page, pixels))
+            flags.append(page.inner_text("#flag"))
         if screenshot is not None:
             page.screenshot(path=str(screenshot))
         browser = page.context.browser.version
     correct = sum(label == expected for label, (_, expected) in zip(shown, digits, strict=True))
     return {**report, "browser": f"Chromium {browser}", "drawn": {"digits": len(digits), "read_correctly": correct,
-                                                                  "labels": shown}}
+                                                                  "labels": shown,
+                                                                  "flagged_not_a_digit": sum(map(bool, flags))}}
 
 
 def time_on_wasm(candidates: list[tuple[str, Path, dict]], selection,

@@ -6,13 +6,15 @@ Runners: torch eager; torch.compile (inductor; its warm-up reported apart); the 
          load); the OpenVINO runtime on the fp32 and INT8 QDQ models; each of `runtime_targets` (openvino) as
          shipped, on its own runtime in that runtime's environment (a worker process, runtimes/remote.py),
          and the fp32 baseline there with the same options
-Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, effective
-         GFLOP/s as a share of a measured GEMM peak, every ratio vs torch eager, torch.compile, the shipped
+Outputs: metrics/bench.json: batch-1 latency and batch-N throughput per runner, size, peak RSS, the precision
+         it computes in and its effective G(FL)OP/s as a share of that precision's measured GEMM peak (fp32, int8,
+         bf16 where a runner uses it: measure/peak.py), every ratio vs torch eager, torch.compile, the shipped
          cpu_x86 bundle, ORT fp32 and the OpenVINO runtime fp32 with a bootstrap interval, what won, INT8 vs
-         fp32 on each runtime, the INT8 targets, the INT8 crossover; observations: the phases' wall time and the
-         machine it ran on (CPU model, logical CPUs, date).
+         fp32 on each runtime, the INT8 targets, the INT8 crossover; observations: the phases' wall time (the
+         runner adds the machine and date).
 Measurement: interleaved rounds (A B C, B C A, …), per-round medians; the ratios are the figures to quote. A
-         runner in a worker process takes its turns like the others, timed on its side of the pipe.
+         runner in a worker process takes its turns like the others, timed on its side of the pipe; the GEMM
+         peak probes take theirs in the throughput rounds, so each share pairs a runner and the peak by round.
 """
 
 from __future__ import annotations
@@ -30,16 +32,15 @@ from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.measure import bench_runners as runners
+from pipeline.measure import peak
 from pipeline.measure.crossover import sweep
 from pipeline.measure.flops import flops_per_image
 from pipeline.measure.rss_probe import peak_rss_mib
-from pipeline.measure.timing import InProcess, Phases, idle_after, interleaved, ratio_interval
-from pipeline.model import checkpoint, onnx_utils
+from pipeline.measure.timing import Phases, interleaved, ratio_interval
+from pipeline.model import onnx_utils
 from pipeline.model.quantization import variant_kinds
 
-EAGER = "torch_eager"
-COMPILED = "torch_compile"
-SHIPPED = "shipped_cpu_x86"
+EAGER, COMPILED, SHIPPED = runners.EAGER, runners.COMPILED, runners.SHIPPED
 
 
 class CrossoverConfig(Schema):
@@ -83,7 +84,8 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
         parity_file: Path, deploy_dir: Path, data_dir: Path) -> StageResult:
     import torch
 
-    variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in variant_kinds(quantize, fp16)}
+    kinds = variant_kinds(quantize, fp16)
+    variants = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in kinds}
     variants = {name: path for name, path in variants.items() if path.is_file()}
     if cfg.baseline not in variants:
         raise PipelineError(f"bench.baseline {cfg.baseline!r} is not built: run the pipeline up to optimize first")
@@ -93,11 +95,15 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     phase = Phases()
     with contextlib.ExitStack() as workers:
         with phase("runners (torch.compile, workers)"):
-            timed, info = _runners(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
+            timed, info = runners.assemble(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
+        for meta in info.values():  # what a runner computes in decides which peak it is held to
+            meta.setdefault("precision", "int8" if kinds.get(meta["variant"], "fp32").startswith("int8") else "fp32")
+        with phase("GEMM peak probes"):
+            gemms = peak.probes(cfg.threads, {meta["precision"] for meta in info.values()})
         with phase("interleaved rounds"):
-            latency, rates = measure(cfg, timed)
+            latency, rates, gemm_rates = measure(cfg, timed, gemms)
     flops = flops_per_image(variants[cfg.baseline])
-    peak = runners.gemm_peak_gflops(cfg.threads)
+    peaks = peak.peaks(gemm_rates, gemms)
     rows = {}
     for name, meta in info.items():
         path = meta.get("path")
@@ -109,14 +115,14 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
             "throughput": throughput,
             "bytes": onnx_utils.model_bytes(path) if path and path.suffix in (".onnx", ".ort") else None,
             "peak_rss_mib": _probe_rss(meta, path, cfg, phase),
-            "effective_gflops": throughput * flops / 1e9,
-            "share_of_measured_peak": throughput * flops / 1e9 / peak["gflops"],
+            "effective_gops": throughput * flops / 1e9,
+            **peak.share(rates[name], flops, peaks.get(meta["precision"]), cfg.confidence),
             "accuracy": accuracies.get(meta.get("variant", name)),
         }
     _add_ratios(rows, latency, rates, cfg)
     metrics = {
         "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline, "flops_per_image": flops,
-        "measured_peak": peak, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
+        "peaks": peaks, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
         "winner": winner(rows), "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
         "targets": shipped_targets(rows, Path(deploy_dir), cfg),
     }
@@ -127,66 +133,11 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
             metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
     plot = [{"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
              "accuracy": row["accuracy"]} for name, row in rows.items()]
-    return StageResult(metrics=metrics, plots={"bench": plot},
-                       observations={"phases_s": phase.seconds, "machine": machine()})
-
-
-def machine() -> dict:
-    """Where the figures were measured: CPU model, logical CPUs this process may use, architecture, date."""
-    import datetime
-    import os
-    import platform
-
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-             if line.startswith(("model name", "Model", "Hardware"))]
-    return {"cpu": names[0] if names else platform.processor() or "unknown CPU",
-            "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "architecture": platform.machine(),
-            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-
-
-def _inputs(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The batch-1 and batch-N inputs every runner is timed on (fixed seeds: the same in every process)."""
-    one = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
-    many = np.random.default_rng(1).standard_normal((cfg.throughput_batch, 1, 28, 28)).astype(np.float32)
-    return one, many
-
-
-def _runners(cfg: BenchConfig, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
-             workers: contextlib.ExitStack) -> tuple[dict, dict]:
-    """Every runner to time (timing.InProcess, or a RemoteRunner whose worker `workers` closes), and what
-    each is: runtime, variant, options (and how to probe its memory)."""
-    model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
-    shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
-    fns = {EAGER: runners.torch_eager(model)}
-    info = {EAGER: {"runtime": "PyTorch eager", "variant": EAGER, "path": model_dir / "model.pt", "rss": "torch"}}
-    if cfg.peers.torch_compile:
-        fns[COMPILED], warmup = runners.torch_compiled(model, shapes)
-        info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
-    bundle = deploy_dir / cfg.shipped_target
-    if (bundle / "manifest.json").is_file():
-        fns[SHIPPED], manifest = runners.shipped_bundle(bundle)
-        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
-                         "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
-    for name, path in variants.items():
-        fns[name] = runners.onnxruntime(path, cfg.session)
-        info[name] = {"runtime": "ONNX Runtime CPU EP", "variant": name, "session": cfg.session, "path": path,
-                      "rss": "onnx"}
-    if cfg.peers.openvino:
-        for name in (cfg.baseline, cfg.int8_artifact):
-            if name in variants:
-                fns[f"openvino_{name}"] = runners.openvino(variants[name], cfg.threads)
-                info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,
-                                            "path": variants[name]}
-    one, many = _inputs(cfg)
-    timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch,
-                             idle_after(info[name].get("session"))) for name, fn in fns.items()}
-    for target in cfg.runtime_targets:
-        on_own = runners.on_own_runtime(deploy_dir / target, (cfg.baseline, variants[cfg.baseline]), one, many, workers)
-        for name, (runner, about) in on_own.items():
-            timed[name], info[name] = runner, about
-    return timed, info
+    above = [f"{name} ran at {row['share_of_peak']:.0%} of the {row['precision']} GEMM peak (interval from "
+             f"{row['share_of_peak_ci'][0]:.0%}): a measurement error (operation count or peak probe), not a result"
+             for name, row in rows.items() if row["share_of_peak_ci"] and row["share_of_peak_ci"][0] > 1]
+    return StageResult(metrics=metrics, plots={"bench": plot}, observations={"phases_s": phase.seconds},
+                       notices=above)
 
 
 def _accuracies(parity_file: Path) -> dict[str, float | None]:
@@ -197,8 +148,9 @@ def _accuracies(parity_file: Path) -> dict[str, float | None]:
     return {**{n: e["accuracy"] for n, e in report.get("variants", {}).items()}, EAGER: report.get("torch_accuracy")}
 
 
-def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
-    """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved."""
+def measure(cfg: BenchConfig, timed: dict, gemms: dict | None = None) -> tuple[dict, dict, dict]:
+    """Per-round median batch-1 latency and per-round batch-N throughput of every runner, interleaved; the GEMM
+    probes take turns in the throughput rounds (their rates per round come back apart)."""
     for runner in timed.values():
         runner.latency(runs=cfg.warmup, warmup=0)
     per_round = max(1, cfg.latency_runs // cfg.rounds)
@@ -206,9 +158,9 @@ def measure(cfg: BenchConfig, timed: dict) -> tuple[dict, dict]:
     latency = interleaved({n: functools.partial(r.latency, per_round, 2) for n, r in timed.items()}, rounds=cfg.rounds,
                           idle_s=idle_s)
     per_round = max(1, cfg.throughput_runs // cfg.rounds)
-    rates = interleaved({n: functools.partial(r.throughput, per_round, 1) for n, r in timed.items()},
-                        rounds=cfg.rounds, idle_s=idle_s)
-    return latency, rates
+    turns = {n: functools.partial(r.throughput, per_round, 1) for n, r in timed.items()}
+    rates = interleaved(peak.alongside(turns, gemms or {}), rounds=cfg.rounds, idle_s=idle_s)
+    return latency, rates, {n: rates.pop(n) for n in gemms or {}}
 
 
 def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -> float | None:

@@ -26,8 +26,11 @@ class ExportConfig(Schema):
     parity_samples: PositiveInt
 
 
-def run(cfg: ExportConfig, gates: dict, model_dir: Path, data_dir: Path, out_dir: Path) -> StageResult:
-    """Export, then hold the ONNX model to validate's fp32 gates against PyTorch on real test images."""
+def run(cfg: ExportConfig, gates: dict, confidence: float, final_samples: int | None, model_dir: Path, data_dir: Path,
+        out_dir: Path) -> StageResult:
+    """Export, then hold the ONNX model to validate's fp32 gates against PyTorch on the first test images: it
+    fails only what validate, on its `final_samples`, would fail too (pipeline/model/parity.py). A model that
+    fails is not written."""
     model, spec = checkpoint.load(Path(model_dir))
     proto = export_module(model, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
     require_opset(proto, cfg.opset)
@@ -44,7 +47,8 @@ def run(cfg: ExportConfig, gates: dict, model_dir: Path, data_dir: Path, out_dir
                                external_threshold_bytes=cfg.external_data_threshold_mb << 20)
         onnx_utils.check_model(path, "exported model")
         metrics = parity.score(path, parity.torch_logits(Path(model_dir), x), x, labels)
-        parity.require("exported", "fp32", metrics, gates, context="exported model vs PyTorch")
+        parity.require("exported", "fp32", metrics, gates, context="exported model vs PyTorch", confidence=confidence,
+                       final_samples=final_samples or mnist.TEST_IMAGES)
         summary = onnx_utils.graph_summary(onnx_utils.load(path, check=False), path)
     final = Path(out_dir) / onnx_utils.MODEL_FILE
     return StageResult(
@@ -56,7 +60,9 @@ def run(cfg: ExportConfig, gates: dict, model_dir: Path, data_dir: Path, out_dir
 
 STAGE = Stage(
     name="export", run=run, help="Export the checkpoint to ONNX (dynamo) and check it against PyTorch.",
-    owns={"export": ExportConfig}, config={"cfg": "export", "gates": "validate.gates.fp32"},
+    owns={"export": ExportConfig},
+    config={"cfg": "export", "gates": "validate.gates.fp32", "confidence": "validate.confidence",
+            "final_samples": "validate.samples"},
     inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}"},
     outputs={"out_dir": "${paths.variants}/exported"}, dvc_flags="--stage-only",
 )

@@ -18,7 +18,7 @@ from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
-from pipeline.data.mnist import test_batch
+from pipeline.data.mnist import TEST_IMAGES, test_batch
 from pipeline.model import onnx_utils, parity
 from pipeline.present.chatter import captured
 
@@ -35,42 +35,45 @@ class OptimizeConfig(Schema):
     fp16: Fp16Config
 
 
-def run(cfg: OptimizeConfig, gates: dict, model_in: Path, data_dir: Path,
-        simplified_dir: Path, optimized_dir: Path, fp16_dir: Path) -> StageResult:
-    """Each step is held to validate's gates for its kind against the model it was derived from."""
+def run(cfg: OptimizeConfig, gates: dict, confidence: float, final_samples: int | None, required: list[str],
+        model_in: Path, data_dir: Path, simplified_dir: Path, optimized_dir: Path, fp16_dir: Path) -> StageResult:
+    """Each step is held to validate's gates for its kind against the model it was derived from, with the rule
+    of an intermediate check (it fails only what validate would fail on its images)."""
     source = onnx_utils.load(Path(model_in))
     checkpoint = lineage.inherit(Path(model_in))
     x, _ = test_batch(Path(data_dir), cfg.check_samples)
+    check = _Check(x, gates, confidence, final_samples or TEST_IMAGES, required)
     steps = {"exported": onnx_utils.graph_summary(source, Path(model_in))}
     outputs = {}
 
     simplified_model = _simplify(source) if cfg.simplify else source
     onnx_utils.set_metadata(simplified_model, {lineage.KEY: lineage.record(checkpoint, Path(model_in))})
-    simplified = _write(simplified_dir, "simplified", simplified_model)
-    outputs["simplified"] = simplified
-    steps["simplified"] = _checked(simplified, Path(model_in), x, "fp32", gates)
+    outputs["simplified"], steps["simplified"] = _write(simplified_dir, "simplified", simplified_model,
+                                                        Path(model_in), check)
 
-    optimized = _write_ort_optimized(optimized_dir, simplified, cfg.level, lineage.record(checkpoint, simplified))
-    outputs["optimized"] = optimized
-    steps["optimized"] = {**_checked(optimized, simplified, x, "fp32", gates), "portable": cfg.level != "all"}
+    simplified = outputs["simplified"]
+    outputs["optimized"], steps["optimized"] = _write_ort_optimized(
+        optimized_dir, simplified, cfg.level, lineage.record(checkpoint, simplified), check)
 
     if cfg.fp16.enabled:
         fp16_model = _to_fp16(onnx_utils.load(simplified), cfg.fp16.keep_io_types)
         onnx_utils.set_metadata(fp16_model, {lineage.KEY: lineage.record(checkpoint, simplified)})
-        fp16 = _write(fp16_dir, "fp16", fp16_model)
-        outputs["fp16"], steps["fp16"] = fp16, _checked(fp16, simplified, x, "fp16", gates)
-    return StageResult(outputs=outputs, metrics={"level": cfg.level, "steps": steps})
+        outputs["fp16"], steps["fp16"] = _write(fp16_dir, "fp16", fp16_model, simplified, check)
+    return StageResult(outputs=outputs, metrics={"level": cfg.level, "steps": steps}, notices=check.notices)
 
 
-def _write(out_dir: Path, name: str, model) -> Path:
-    """Check and write one variant folder atomically."""
+def _write(out_dir: Path, name: str, model, reference: Path, check: _Check) -> tuple[Path, dict]:
+    """Check one variant against the model it derives from, then write its folder atomically (a failing
+    variant leaves nothing behind)."""
     onnx_utils.check_model(model, name)
     with atomic_dir(Path(out_dir)) as staging:
-        onnx_utils.save(model, staging / onnx_utils.MODEL_FILE)
-    return Path(out_dir) / onnx_utils.MODEL_FILE
+        path = onnx_utils.save(model, staging / onnx_utils.MODEL_FILE)
+        step = check(path, reference, name)
+    return Path(out_dir) / onnx_utils.MODEL_FILE, step
 
 
-def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry: dict) -> Path:
+def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry: dict, check: _Check
+                         ) -> tuple[Path, dict]:
     """ORT offline optimization, tagged with its level and whether it is portable across CPUs."""
     with atomic_dir(Path(out_dir)) as staging:
         path = staging / onnx_utils.MODEL_FILE
@@ -79,7 +82,8 @@ def _write_ort_optimized(out_dir: Path, source: Path, level: str, lineage_entry:
         onnx_utils.set_metadata(model, {"ort_optimization_level": level, "portable": str(level != "all").lower(),
                                         lineage.KEY: lineage_entry})
         onnx_utils.save(model, path)
-    return Path(out_dir) / onnx_utils.MODEL_FILE
+        step = {**check(path, source, "optimized"), "portable": level != "all"}
+    return Path(out_dir) / onnx_utils.MODEL_FILE, step
 
 
 def _simplify(model):
@@ -123,19 +127,37 @@ def topological_sort(model):
     return model
 
 
-def _checked(path: Path, reference: Path, x, kind: str, gates: dict) -> dict:
-    """Graph summary plus this model's parity against the model it was derived from, held to validate's
-    gates for its kind (a failed rewrite is a drift, exit 1, not bad input)."""
-    reference_logits = parity.onnx_logits(reference, x)
-    metrics = parity.score(path, reference_logits, x, reference_logits.argmax(1))
-    parity.require(path.parent.name, kind, metrics, gates[kind], context=f"{path.parent.name} vs its input")
-    summary = onnx_utils.graph_summary(onnx_utils.load(path, check=False), path)
-    return {**summary, "max_abs_delta_vs_input": metrics["max_abs_logit"], "agreement_vs_input": metrics["agreement"]}
+class _Check:
+    """One rewrite's parity against the model it was derived from, on the first `check_samples` test images,
+    held to validate's gates for the variant's kind. A required variant (validate.required) that fails stops
+    the stage (exit 1, nothing written); any other is written, and its failure is reported for validate,
+    which judges it on all its images and rejects it there."""
+    def __init__(self, x, gates: dict, confidence: float, final_samples: int, required: list[str]):
+        self.x, self.gates, self.confidence, self.final_samples = x, gates, confidence, final_samples
+        self.required, self.notices = required, []
+
+    def __call__(self, path: Path, reference: Path, name: str) -> dict:
+        kind = "fp16" if name == "fp16" else "fp32"
+        reference_logits = parity.onnx_logits(reference, self.x)
+        metrics = parity.score(path, reference_logits, self.x, reference_logits.argmax(1))
+        rule = {"confidence": self.confidence, "final_samples": self.final_samples}
+        if name in self.required:
+            parity.require(name, kind, metrics, self.gates[kind], context=f"{name} vs its input", **rule)
+        verdicts = parity.judge(name, kind, metrics, self.gates[kind], **rule)
+        failed = parity.failures(verdicts)
+        if failed:
+            self.notices.append(f"{name} vs its input fails: {'; '.join(failed)}: validate will reject it "
+                                f"({parity.remedy(name, kind, verdicts)})")
+        summary = onnx_utils.graph_summary(onnx_utils.load(path, check=False), path)
+        return {**summary, "max_abs_delta_vs_input": metrics["max_abs_logit"],
+                "agreement_vs_input": metrics["agreement"], "failed_gates_vs_input": failed}
 
 
 STAGE = Stage(
     name="optimize", run=run, help="onnxsim, ORT offline optimization at optimize.level, then the fp16 variant.",
-    owns={"optimize": OptimizeConfig}, config={"cfg": "optimize", "gates": "validate.gates"},
+    owns={"optimize": OptimizeConfig},
+    config={"cfg": "optimize", "gates": "validate.gates", "confidence": "validate.confidence",
+            "final_samples": "validate.samples", "required": "validate.required"},
     inputs={"model_in": "${paths.variants}/exported/model.onnx", "data_dir": "${paths.data}"},
     outputs={"simplified_dir": "${paths.variants}/simplified", "optimized_dir": "${paths.variants}/optimized",
              "fp16_dir": "${paths.variants}/fp16"},

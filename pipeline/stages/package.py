@@ -1,8 +1,8 @@
 """Package one deployment target: pick the variant, write the hand-off bundle, prove it verifies.
 
 Inputs:  variants_dir (the target's candidates), metrics/validate.json (their gate verdicts), model_dir (the
-         checkpoint the candidates must descend from), data_dir (golden inputs), metrics/device_runs.json
-         (verifications recorded on hardware this machine lacks)
+         checkpoint the candidates must descend from), data_dir (golden inputs), metrics/device_runs/
+         (checks on hardware this machine lacks, each written there by the bundle's own `verify.py --record`)
 Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py,
          session.py, digit.png[, required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
          metrics: the chosen variant and session options, why, and every candidate's gates; observations:
@@ -15,6 +15,9 @@ Proof:   `verified_on` holds a record per runtime cell that ran the bundle's own
          `verified: false` reason for every other provider of the target. A cell that fails stops the stage
          (exit 1) before the bundle gets its final name. The bundle holds no timing, date or commit: the same
          inputs give the same bytes.
+Not a digit: manifest `ood`, the bounds of the consumers' "not a digit?" flag, calibrated on this model through
+         the session it ships with, and the rates measured where they were not fitted (pipeline/packaging/ood.py);
+         a held-out false-rejection rate over its limit fails the stage (exit 1).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pipeline.measure.timing import Phases
 from pipeline.model import onnx_utils
 from pipeline.model.parity import SUMMARY
 from pipeline.packaging import bundle as bundle_io
-from pipeline.packaging import mobile, selection, signing
+from pipeline.packaging import mobile, ood, selection, signing
 from pipeline.packaging.model_card import render
 from pipeline.packaging.release import VERSION
 from pipeline.runtimes import cells
@@ -47,8 +50,8 @@ DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
 # What a deployment team runs: Python (infer, verify), Node (verify.mjs) and C++ (cpp/, built against an ONNX
 # Runtime release), with the shared preparation.
-CONSUMER_CODE = ("infer.py", "verify.py", "contents.py", "authenticity.py", "session.py", "digits.py", "verify.mjs",
-                 "golden.mjs", "digits.mjs", "cpp/consumer.cpp", "cpp/CMakeLists.txt")
+CONSUMER_CODE = ("infer.py", "arrays.py", "verify.py", "evidence.py", "contents.py", "authenticity.py", "session.py",
+                 "digits.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp", "cpp/CMakeLists.txt")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
@@ -115,13 +118,16 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         golden = bundle_io.write_golden_set(session, Path(data_dir), staging, cfg.golden_samples, cfg.fixed_batch,
                                             cfg.golden_atol)
         golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging)
+        with phase("not-a-digit calibration"):  # the flag's bounds, measured on this model as it ships
+            not_a_digit = ood.calibrate(session, Path(data_dir), cfg.fixed_batch, preprocessing.as_manifest())
         bundle_io.write_sample_digit(Path(data_dir), staging)
         for script in CONSUMER_CODE:
             (staging / script).parent.mkdir(exist_ok=True)
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
         checkpoint = lineage.checkpoint_digest(Path(model_dir))
-        manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint)
+        manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint,
+                             not_a_digit)
         manifest["parity"]["samples"] = parity.get("samples")
         manifest["files"] = bundle_io.file_hashes(staging)
         write_json(staging / MANIFEST, manifest)
@@ -146,6 +152,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
                  "signed": sign_key is not None, "session": options, "reason": reason,
                  "verified": {k: v for k, v in report.items() if k != "bundle"},
                  "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
+                 "ood": {"thresholds": not_a_digit["thresholds"], **not_a_digit["measured"]},
                  "candidates": [_public(c) for c in candidates]},
         # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
         observations={"selection": evidence, "verified_at": _now(), "phases_s": phase.seconds},
@@ -177,14 +184,19 @@ def _public(candidate: dict) -> dict:
 
 
 def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
-    """Each candidate variant in the target's order, with its gate verdicts from validate."""
+    """Each candidate variant in the target's order, with its gate verdicts from validate. One built from
+    another checkpoint, or changed since validate judged it, is not eligible and says how to rebuild it."""
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
-    lineage.require_current({n: p for n, p in paths.items() if p.is_file()}, model_dir, stage="package")
+    stale = lineage.stale({n: p for n, p in paths.items() if p.is_file()}, lineage.checkpoint_digest(model_dir))
     candidates = []
     for name, path in paths.items():
         entry = parity.get("variants", {}).get(name)
+        if name not in stale and entry and path.is_file() and entry.get("sha256") != sha256_file(path):
+            stale[name] = "changed since validate judged it"
+        entry = None if name in stale else entry
         candidates.append({
             "name": name, "path": path, "built": path.is_file(), "kind": entry["kind"] if entry else None,
+            "stale": f"{stale[name]}: {lineage.rebuild_advice([name])}" if name in stale else None,
             "parity": {k: entry[k] for k in SUMMARY} if entry else None,
             "passed_gates": bool(path.is_file() and entry and entry["passed"]),
             "failed_gates": [] if entry is None else [g for g, v in entry["gates"].items() if not v["passed"]],
@@ -223,7 +235,8 @@ def _target_block(cfg: TargetConfig, session: dict, first_provider_options: dict
             "session": session, "format": cfg.format, "fixed_batch": cfg.fixed_batch}
 
 
-def _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str) -> dict:
+def _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint: str,
+              not_a_digit: dict) -> dict:
     import onnxruntime as ort
 
     source = onnx_utils.load(chosen["path"], check=False)
@@ -249,6 +262,7 @@ def _manifest(block, target, chosen, reason, candidates, shipped, session, golde
         "selection": {"chosen": chosen["name"], "reason": reason, "candidates": [_public(c) for c in candidates]},
         "verified_on": [],
         "golden": golden,
+        "ood": not_a_digit,
         **extras,
         "files": {},
     }
@@ -264,7 +278,7 @@ STAGE = Stage(
     owns={"target": dict[str, TargetConfig]}, config={"cfg": "target.${key}"},
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
             "model_dir": "${paths.model}", "data_dir": "${paths.data}",
-            "device_runs": "${paths.metrics}/device_runs.json"},
+            "device_runs": "${paths.metrics}/device_runs"},
     outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz",
              "digest": "${paths.deploy}/${key}.tar.gz.sha256"},
     foreach="target", item_arg="target",

@@ -34,14 +34,17 @@ from pipeline.model.quantization import (
 )
 
 
-def run(cfg: QuantizeConfig, gates: dict, model_in: Path, model_dir: Path, data_dir: Path, out_dir: Path, *,
-        variant: str, seed: int) -> StageResult:
+def run(cfg: QuantizeConfig, gates: dict, confidence: float, model_in: Path, model_dir: Path, data_dir: Path,
+        out_dir: Path, *, variant: str, seed: int) -> StageResult:
     if cfg.mode == "static" and cfg.calibration is None:
         raise PipelineError(f"quantize.{variant}: static quantization needs a `calibration` section")
+    kind = gate_kind(cfg)
+    parity.require_decidable({kind: gates[kind]}, cfg.eval_samples, confidence,
+                             setting=f"quantize.{variant}.eval_samples")
     checkpoint = lineage.require_current({"simplified": Path(model_in)}, Path(model_dir), stage="quantize")
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch_name:
         quantization = Quantization(cfg, Path(model_in), Path(data_dir), Path(scratch_name), seed)
-        search = _Search(quantization, variant, gates[gate_kind(cfg)], Path(model_dir))
+        search = _Search(quantization, variant, gates[kind], confidence, Path(model_dir))
         best, record = search.quantize_within_budget()
         with atomic_dir(Path(out_dir)) as staging:
             final = staging / onnx_utils.MODEL_FILE
@@ -66,14 +69,18 @@ def run(cfg: QuantizeConfig, gates: dict, model_in: Path, model_dir: Path, data_
     }
     if cfg.mode == "dynamic":
         metrics["note"] = DYNAMIC_NOTE
-    return StageResult(outputs={variant: Path(out_dir) / onnx_utils.MODEL_FILE}, metrics=metrics)
+    notices = [] if record["within_budget"] else [
+        f"out of budget: {'; '.join(record['failed_gates'])} (to get past it: {record['remedy']}); validate will "
+        f"reject it unless validate.required lists it"]
+    return StageResult(outputs={variant: Path(out_dir) / onnx_utils.MODEL_FILE}, metrics=metrics, notices=notices)
 
 
 class _Search:
     """One variant's gated search: quantization runs scored against PyTorch on `eval_samples` test images."""
-    def __init__(self, quantization: Quantization, name: str, gates: dict, model_dir: Path):
+    def __init__(self, quantization: Quantization, name: str, gates: dict, confidence: float, model_dir: Path):
         cfg = quantization.cfg
         self.quantization, self.cfg, self.name, self.gates = quantization, cfg, name, gates
+        self.confidence, self.verdicts = confidence, {}
         self.eval_x, self.eval_y = test_batch(quantization.data_dir, cfg.eval_samples)
         self.reference = parity.torch_logits(model_dir, self.eval_x)
 
@@ -84,13 +91,15 @@ class _Search:
         record: dict = {"fallback": []}
         limit = self.cfg.fallback.max_excluded if self.cfg.fallback and self.cfg.mode == "static" else 0
         if failed and limit:
-            ranking = self.sensitivity_ranking(list(excluded))
+            units = self.quantization.candidates(list(excluded))
+            ranking = self.sensitivity_ranking(list(excluded), units)
             record["sensitivity"] = ranking
             for name, _ in ranking[:limit]:
-                excluded[name] = f"kept fp32: {'; '.join(failed)}"
+                group = f" (with {name}: {len(units[name])} nodes)" if units[name] != [name] else ""
+                excluded.update(dict.fromkeys(units[name], f"kept fp32{group}: {'; '.join(failed)}"))
                 path, metrics, failed = self.quantize(list(excluded))
                 record["fallback"].append({"excluded": name, "failed_gates": failed,
-                                           **{k: metrics[k] for k in ("accuracy", "agreement", "cosine_min")}})
+                                           **{k: metrics[k] for k in ("accuracy", "agreement", "cosine_p1")}})
                 if not failed:
                     break
         record.update({
@@ -99,28 +108,33 @@ class _Search:
             "failed_gates": failed,
             "excluded_nodes": [{"node": n, "reason": r} for n, r in excluded.items()],
             "within_budget": not failed,
+            "remedy": parity.remedy(self.name, gate_kind(self.cfg), self.verdicts, excluded_limit=limit)
+            if failed else None,
         })
         return path, record
 
-    def sensitivity_ranking(self, excluded: list[str]) -> list[tuple[str, float]]:
-        """Each candidate op's mean |Δlogit| vs PyTorch when only it stays fp32: lower error = more sensitive."""
+    def sensitivity_ranking(self, excluded: list[str], units: dict[str, list[str]]) -> list[tuple[str, float]]:
+        """Each candidate unit's mean |Δlogit| vs PyTorch when only it stays fp32: lower error = more sensitive
+        (ties by name, so the order does not hang on the last bit of a float)."""
         scores = []
-        for name in self.quantization.candidates(excluded):
-            _, metrics, _ = self.quantize([*excluded, name])
-            scores.append((name, metrics["mean_abs_logit"]))
-        return sorted(scores, key=lambda item: item[1])
+        for name, nodes in units.items():
+            _, metrics, _ = self.quantize([*excluded, *nodes])
+            scores.append((name, round(metrics["mean_abs_logit"], 6)))
+        return sorted(scores, key=lambda item: (item[1], item[0]))
 
     def quantize(self, exclude: list[str]) -> tuple[Path, dict, list[str]]:
         """One quantization run: its path, its parity vs PyTorch, and the gates it fails."""
         out = self.quantization.run(exclude)
         metrics = parity.score(out, self.reference, self.eval_x, self.eval_y)
-        return out, metrics, parity.failures(parity.judge(self.name, gate_kind(self.cfg), metrics, self.gates))
+        # The rule validate applies (its final one): the search predicts validate's verdict on these images.
+        self.verdicts = parity.judge(self.name, gate_kind(self.cfg), metrics, self.gates, confidence=self.confidence)
+        return out, metrics, parity.failures(self.verdicts)
 
 
 STAGE = Stage(
     name="quantize", run=run, help="Quantize the simplified model to INT8: every configured variant, or one.",
     owns={"quantize": dict[str, QuantizeConfig]},
-    config={"cfg": "quantize.${key}", "gates": "validate.gates", "seed": "seed"},
+    config={"cfg": "quantize.${key}", "gates": "validate.gates", "confidence": "validate.confidence", "seed": "seed"},
     inputs={"model_in": "${paths.variants}/simplified/model.onnx", "model_dir": "${paths.model}",
             "data_dir": "${paths.data}"},
     outputs={"out_dir": "${paths.variants}/${key}"}, foreach="quantize", item_arg="variant",

@@ -54,15 +54,28 @@ def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, se
 
 
 def _train_single(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
-    import torch
+    """Train here, or with portable kernels in a fresh interpreter that starts with the pins (torch reads them
+    when it starts; this process may have started it already)."""
+    if not cfg.portable_kernels:
+        return _train_here(cfg, model_spec, data_dir, out_dir, seed)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
+    from training import kernels
+
+    with kernels.environment(True), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train_here, cfg, model_spec, data_dir, out_dir, seed).result()
+
+
+def _train_here(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
     # training/ defines torch modules at its top, so it is heavy like torch itself: imported here, not at
     # module level, where `pipeline --help` reads this stage's declaration.
+    from training import kernels
     from training.data import mnist_tensors
     from training.loop import fit, seed_everything
 
-    seed_everything(seed, cfg.threads)
-    model = checkpoint.build(model_spec).to(memory_format=torch.channels_last)
+    seed_everything(seed, cfg.threads, cfg.portable_kernels)
+    model = checkpoint.build(model_spec).to(memory_format=kernels.layout())
     train, test = mnist_tensors(Path(data_dir), cfg.subset, cfg.eval_subset)
     try:
         with progress_bar() as progress:

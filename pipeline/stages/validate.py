@@ -4,8 +4,11 @@ Inputs:  model_dir (the PyTorch reference), data_dir, variants_dir (every varian
 Outputs: metrics/validate.json: per variant accuracy, Δaccuracy, agreement, max/mean |Δlogit|, max
          relative error, cosine (min/mean), softmax max |Δ|, each gate's verdict; for failing variants (or
          with --explain) the first divergent node and the top nodes by error.
-Refuses (exit 2) any variant whose lineage does not match the current checkpoint. A failing gate does not
-raise here: the report is written first, then the runner exits 1 (pipeline.model.parity owns the gates).
+Only variants built from the current checkpoint are judged; a missing or stale one is listed with the
+command that rebuilds it (with this run's own overrides), and is an error (exit 2) only when it is in
+`validate.required`. A failing gate does not raise here: the report is written first, then the runner exits 1
+if a required variant failed; any other failing variant is reported as rejected, and package never ships it
+(pipeline.model.parity owns the gates and how they are decided).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import sha256_file
 from pipeline.core.stage import Schema, Stage, StageResult
-from pipeline.data.mnist import test_batch
+from pipeline.data import mnist
 from pipeline.model import onnx_utils, parity
 from pipeline.model.localize import localize, modules
 from pipeline.model.quantization import variant_kinds
@@ -34,52 +38,85 @@ class LocalizeConfig(Schema):
 
 class ValidateConfig(Schema):
     batch_size: PositiveInt
-    samples: int | None = Field(ge=1, le=10000)
+    samples: int | None = Field(ge=1, le=mnist.TEST_IMAGES)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    required: list[str]
     gates: dict[str, dict[str, float]]
     localize: LocalizeConfig
 
 
 def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path, *,
         explain: bool = False) -> StageResult:
+    """Judge every variant built from the current checkpoint; fail on a required one, reject the others."""
     kinds = variant_kinds(quantize, fp16)
     unknown_kinds = sorted({k for k in kinds.values() if k not in cfg.gates})
     if unknown_kinds:
         raise PipelineError(f"validate.gates has no gates for {', '.join(unknown_kinds)} (has: {', '.join(cfg.gates)})")
-    paths = {name: onnx_utils.variant_path(Path(variants_dir), name) for name in kinds}
-    missing = [name for name, path in paths.items() if not path.is_file()]
-    if missing:
-        raise PipelineError(f"variant(s) not built: {', '.join(missing)} (run `dvc repro` or the stage that "
-                            f"builds them)")
-    lineage.require_current(paths, Path(model_dir), stage="validate")
-    x, labels = test_batch(Path(data_dir), cfg.samples or 10000)
+    samples = cfg.samples or mnist.TEST_IMAGES
+    parity.require_decidable({k: cfg.gates[k] for k in dict.fromkeys(kinds.values())}, samples, cfg.confidence,
+                             setting="validate.samples")
+    paths, unjudged = _current(kinds, Path(variants_dir), Path(model_dir), cfg.required)
+    x, labels = mnist.test_batch(Path(data_dir), samples)
     reference = parity.torch_logits(Path(model_dir), x, cfg.batch_size)
-    report, failures = {}, []
+    report = {}
     with progress_bar() as progress:
         task = progress.add_task("validate", total=len(paths))
         for name, path in paths.items():
             progress.update(task, description=f"validate {name}")
             metrics = parity.score(path, reference, x, labels, cfg.batch_size)
-            verdicts = parity.judge(name, kinds[name], metrics, cfg.gates[kinds[name]])
-            failures += parity.failures(verdicts)
-            report[name] = {"kind": kinds[name], **metrics, "gates": verdicts,
+            verdicts = parity.judge(name, kinds[name], metrics, cfg.gates[kinds[name]], confidence=cfg.confidence)
+            report[name] = {"kind": kinds[name], "sha256": sha256_file(path), **metrics, "gates": verdicts,
                             "passed": all(v["passed"] for v in verdicts.values())}
             progress.advance(task)
     _localize_failing(cfg, report, paths, x, explain)
+    failed = {name: entry for name, entry in report.items() if not entry["passed"]}
+    failures = [_failure(name, entry) for name, entry in failed.items() if name in cfg.required]
+    rejected = {name: _failure(name, entry) for name, entry in failed.items() if name not in cfg.required}
     return StageResult(
         metrics={
             "samples": len(labels),
+            "confidence": cfg.confidence,
             "torch_accuracy": float((reference.argmax(1) == labels).mean()),
             "variants": report,
             "failures": failures,
+            "rejected": rejected,
+            "not_judged": unjudged,
             "passed": not failures,
         },
+        notices=[f"rejected (not shipped by any target; not in validate.required): {why}"
+                 for why in rejected.values()]
+        + [f"not judged: {name} ({why})" for name, why in unjudged.items()],
         gate_failures=failures,
     )
+
+
+def _current(kinds: dict[str, str], variants_dir: Path, model_dir: Path, required: list[str]
+             ) -> tuple[dict[str, Path], dict[str, str]]:
+    """The variants built from the current checkpoint, and why each other one is not judged (missing or
+    stale, with the command that rebuilds it). A required variant that is missing or stale is an error."""
+    paths = {name: onnx_utils.variant_path(variants_dir, name) for name in kinds}
+    missing = {name: "not built" for name, path in paths.items() if not path.is_file()}
+    stale = lineage.stale({n: p for n, p in paths.items() if n not in missing}, lineage.checkpoint_digest(model_dir))
+    unjudged = {**missing, **stale}
+    blocking = [name for name in required if name in unjudged]
+    if blocking:
+        listed = "; ".join(f"{name} ({unjudged[name]})" for name in blocking)
+        raise PipelineError(f"validate needs {listed}: {lineage.rebuild_advice(blocking)}")
+    unjudged = {name: f"{why}: {lineage.rebuild_advice([name])}" for name, why in unjudged.items()}
+    return {n: p for n, p in paths.items() if n not in unjudged}, unjudged
+
+
+def _failure(name: str, entry: dict) -> str:
+    """One line: the failed gates with their values, bounds and thresholds, and the setting past them."""
+    messages = parity.failures(entry["gates"])
+    return "; ".join(messages) + f" (to get past it: {parity.remedy(name, entry['kind'], entry['gates'])})"
 
 
 def _localize_failing(cfg: ValidateConfig, report: dict, paths: dict[str, Path], x: np.ndarray, explain: bool
                       ) -> None:
     """Where a failing variant first diverges from the simplified fp32 ONNX model, node by node."""
+    if "simplified" not in paths:  # the reference it localizes against was not judged
+        return
     module_names = modules(paths["exported"]) if "exported" in paths else {}
     with tempfile.TemporaryDirectory(prefix="localize-") as scratch:
         for name, entry in report.items():

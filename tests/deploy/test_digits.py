@@ -1,4 +1,5 @@
-"""digits.py and its port digits.mjs: the same bytes for the same picture, whatever the picture."""
+"""digits.py and its port digits.mjs: the same bytes for the same picture, whatever the picture, and the same
+"not a digit?" statistics and verdict."""
 
 import json
 import subprocess
@@ -17,6 +18,16 @@ import fs from 'node:fs';
 const cases = JSON.parse(fs.readFileSync(0, 'utf8'));
 const prepared = cases.map(([h, w, hex]) => Buffer.from(prepare(Buffer.from(hex, 'hex'), h, w)).toString('hex'));
 console.log(JSON.stringify(prepared));
+""" % (REPO / "pipeline" / "deploy" / "digits.mjs")
+
+NODE_VERDICT = """
+import {inkStats, notADigit} from '%s';
+import fs from 'node:fs';
+const {cases, thresholds} = JSON.parse(fs.readFileSync(0, 'utf8'));
+console.log(JSON.stringify(cases.map(([hex, logits]) => {
+  const stats = inkStats(Buffer.from(hex, 'hex'));
+  return [stats, notADigit(stats, logits, thresholds)];
+})));
 """ % (REPO / "pipeline" / "deploy" / "digits.mjs")
 
 
@@ -59,3 +70,35 @@ def test_a_prepared_digit_is_centred_and_fits_the_mnist_box(mnist_dir):
 def test_a_flat_picture_has_no_ink(colour):
     with pytest.raises(digits.NoInk):
         digits.prepare(np.full((50, 50, 4), colour, np.uint8))
+
+
+def test_python_and_javascript_give_the_same_not_a_digit_verdict(mnist_dir):
+    """Statistics and reasons, for real digits and for shapes that trip every bound."""
+    rng = np.random.default_rng(3)
+    prepared = [digits.prepare(p) for p in _pictures(mnist.load(mnist_dir).test_images[:30])]
+    prepared += [np.zeros((28, 28), np.uint8), rng.integers(0, 256, (28, 28)).astype(np.uint8)]
+    logits = [rng.normal(0, 4, 10).astype(np.float32) for _ in prepared]
+    thresholds = {"ink_fraction_min": 0.05, "ink_fraction_max": 0.2, "components_max": 1, "aspect_max": 0.8,
+                  "solid_max": 0.3, "energy_min": 5.0}
+    cases = [[p.tobytes().hex(), [float(v) for v in x]] for p, x in zip(prepared, logits, strict=True)]
+    done = subprocess.run(["node", "--input-type=module", "-e", NODE_VERDICT], capture_output=True, text=True,
+                          input=json.dumps({"cases": cases, "thresholds": thresholds}), check=True)
+    from_python = [[digits.ink_stats(p), digits.not_a_digit(digits.ink_stats(p), x, thresholds)]
+                   for p, x in zip(prepared, logits, strict=True)]
+    assert json.loads(done.stdout) == from_python
+    assert {r.split(" (")[0] for _, reasons in from_python for r in reasons} == {why for _, _, why in digits.CHECKS}
+
+
+def test_ink_statistics_tell_a_stroke_from_a_blob_and_count_pieces():
+    stroke, blob, two = (np.zeros((28, 28), np.uint8) for _ in range(3))
+    stroke[4:24, 13:15] = 255             # a "1": two pixels wide
+    blob[4:24, 4:24] = 200                # a filled square
+    two[10:18, 2:6] = two[10:18, 20:26] = 255
+    one, square, pair = (digits.ink_stats(p) for p in (stroke, blob, two))
+    assert one == {"ink_fraction": 40 / 784, "components": 1, "aspect": 2 / 20, "solid": 0.0}
+    assert square["solid"] == 18 * 18 / 400 and square["ink_fraction"] == 400 / 784
+    assert pair["components"] == 2 and pair["aspect"] == 24 / 8
+    assert digits.not_a_digit(square, [9.0] + [0.0] * 9, {"solid_max": 0.74}) == [
+        "solid like a blob or a photo (solid 0.81 > 0.74)"]
+    assert digits.not_a_digit(one, [9.0] + [0.0] * 9, {"solid_max": 0.74, "energy_min": 3.0}) == []
+    assert digits.energy([0.0, 0.0]) == np.log(2.0)

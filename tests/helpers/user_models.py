@@ -78,3 +78,67 @@ class ResidualGeluNet(nn.Module):
     def forward(self, x):
         x = self.stem(x)
         return self.head(nn.functional.gelu(x + self.block(x)))
+
+
+class InvertedResidualNet(nn.Module):
+    """MobileNetV2-style: inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 project) with BatchNorm,
+    ReLU6 and Hardswish, a strided block without the skip, adaptive average pooling and dropout."""
+
+    def __init__(self, base: int = 8, expand: int = 4):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int, act) -> nn.Sequential:
+            hidden = cin * expand
+            return nn.Sequential(
+                nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act(),
+                nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden), act(),
+                nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+        self.stem = nn.Sequential(nn.Conv2d(1, base, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(base),
+                                  nn.ReLU6())
+        self.same = block(base, base, 1, nn.ReLU6)              # 14x14, with the residual skip
+        self.down = block(base, 2 * base, 2, nn.Hardswish)      # 7x7, no skip (shape changes)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(2 * base, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.same(x)
+        return self.head(self.down(x))
+
+
+class PlainSiluNet(nn.Module):
+    """A plain VGG-like stack: convolutions with biases, SiLU, max pooling, dropout and a two-layer head."""
+
+    def __init__(self, width: int = 12):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Dropout(0.1))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 49, 32), nn.SiLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class BasicBlockResNet(nn.Module):
+    """ResNet basic blocks: two 3x3 convolutions with BatchNorm and ReLU, a strided block whose shortcut is a
+    1x1 convolution, and adaptive max pooling before the classifier."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        c = channels
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.body1 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                   nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.body2 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c),
+                                   nn.ReLU(), nn.Conv2d(2 * c, 2 * c, 3, padding=1, bias=False), nn.BatchNorm2d(2 * c))
+        self.shortcut = nn.Sequential(nn.Conv2d(c, 2 * c, 1, stride=2, bias=False), nn.BatchNorm2d(2 * c))
+        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(2 * c, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.body1(x))
+        x = torch.relu(self.shortcut(x) + self.body2(x))
+        return self.head(x)

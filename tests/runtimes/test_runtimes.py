@@ -57,21 +57,38 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
     assert not list(tmp_path.glob(".openvino*"))
 
 
-def test_runs_recorded_on_other_hardware_count_only_for_the_same_model_bytes(bundles, tmp_path):
-    from pipeline.core.io import sha256_file
-
-    digest = sha256_file(bundles["cpu_x86"] / "model.onnx")
-    run = {"target": "cpu_x86", "runtime": "onnxruntime-gpu", "package": "onnxruntime-gpu==1.31.1",
-           "provider": "CUDAExecutionProvider", "architecture": "x86_64", "device": "GPU", "emulated": False,
-           "verified": True, "golden_samples": 16, "max_abs_delta": 0.001, "top1_agreement": 1.0}
-    runs = tmp_path / "device_runs.json"
+def test_a_record_made_by_the_bundles_own_checker_counts_only_for_the_same_bundle(bundles, tmp_path):
+    """verify.py --record, run where the provider is (here: the CPU EP, standing in for a GPU), writes the
+    evidence; package copies it into verified_on only while it records this very bundle and checker."""
+    bundle, runs = bundles["cpu_x86"], tmp_path / "device_runs"
+    runs.mkdir()
+    record_file = runs / "cpu_x86.CPUExecutionProvider.json"
+    made = subprocess.run([sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(record_file)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    record = json.loads(record_file.read_text())
+    assert record["schema"] == "device-run/1" and record["provider"] == "CPUExecutionProvider"
+    assert record["package"].startswith("onnxruntime==") and record["golden_samples"] > 0 and record["device"]
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    runs.write_text(json.dumps({"runs": [{**run, "model_sha256": digest}]}))
-    records = cells.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
-    assert [r["verified"] for r in records] == [True, False] and records[0]["device"] == "GPU"
-    runs.write_text(json.dumps({"runs": [{**run, "model_sha256": "0" * 64}]}))
-    records = cells.verified_on(bundles["cpu_x86"], "cpu_x86", providers, [], runs)
-    assert records[0]["verified"] is False and f"sha256 {digest[:12]}" in records[0]["reason"]
+    records = cells.verified_on(bundle, "cpu_x86", providers, [], runs)
+    assert [(r["provider"], r["verified"]) for r in records] == [("CPUExecutionProvider", True),
+                                                                  ("CUDAExecutionProvider", False)]
+    assert "bundle_sha256" not in records[0] and records[0]["model_sha256"] == record["model_sha256"]
+    assert "--record cpu_x86.CUDAExecutionProvider.json" in records[1]["reason"]
+    # A record of another build (other bytes) proves nothing about this one, and says so.
+    record_file.write_text(json.dumps({**record, "bundle_sha256": "0" * 64}))
+    records = cells.verified_on(bundle, "cpu_x86", ["CPUExecutionProvider"], [], runs)
+    assert records == [{"provider": "CPUExecutionProvider", "verified": False, "reason": records[0]["reason"]}]
+    assert "cpu_x86.CPUExecutionProvider.json record(s) another build of it" in records[0]["reason"]
+
+
+def test_a_record_needs_the_provider_itself(bundles, tmp_path):
+    bundle = bundles["cpu_x86"]
+    base = [sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(tmp_path / "r.json")]
+    missing = subprocess.run([*base, "--provider", "CUDAExecutionProvider"], capture_output=True, text=True)
+    assert missing.returncode == 3 and not (tmp_path / "r.json").exists()
+    fallback = subprocess.run([*base, "--allow-fallback"], capture_output=True, text=True)
+    assert fallback.returncode == 2 and "cannot be combined with --allow-fallback" in fallback.stderr
 
 
 def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_path, monkeypatch, capsys):
@@ -147,10 +164,49 @@ def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(w
     assert record["verified"] and record["provider"] == "wasm" and record["browser"].startswith("Chromium ")
     assert record["golden_pictures"] == 6 and record["max_abs_delta"] <= config().target["web"].golden_atol
     assert record["drawn"]["read_correctly"] == record["drawn"]["digits"] == 6
+    assert record["drawn"]["flagged_not_a_digit"] <= 1  # digits drawn with the mouse are digits
     assert {"index.html", "app.mjs", "digits.mjs", "ort.wasm.min.mjs", "ort-wasm-simd-threaded.wasm"} <= {
         p.name for p in web_bundle.iterdir()}
     assert "python3 -m http.server -b 127.0.0.1 8000 -d web" in (web_bundle / "README.md").read_text()
     assert "at batch 1 on wasm (onnxruntime-web)" in _manifest(web_bundle)["selection"]["reason"]
+
+
+def _shown_on_pad(page, gray) -> tuple[str, str]:
+    """Paint a 280x280 grayscale picture on the page's pad (as a pasted drawing), lift the pen, and read the
+    label and the not-a-digit flag the page then shows."""
+    before = page.evaluate("window.digitApp.predictions")
+    page.evaluate("""(values) => {
+      const pad = document.getElementById("pad"), context = pad.getContext("2d");
+      const image = context.createImageData(pad.width, pad.height);
+      values.forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
+      context.putImageData(image, 0, 0);
+      pad.dispatchEvent(new PointerEvent("pointerup"));
+    }""", [int(v) for v in gray.ravel()])
+    page.wait_for_function(f"window.digitApp.predictions > {before}")
+    return page.inner_text("#label"), page.inner_text("#flag")
+
+
+def test_the_web_page_flags_a_dot_and_a_word_but_not_a_digit(web_bundle, mnist_dir):
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from pipeline.data import mnist
+    from pipeline.runtimes import browser
+
+    assert _manifest(web_bundle)["ood"]["thresholds"]
+    word = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(word).text((30, 110), "hello", font=ImageFont.load_default(size=60), fill=0)
+    digit = Image.fromarray(255 - mnist.load(mnist_dir).test_images[0]).resize((280, 280), Image.Resampling.BILINEAR)
+    with browser.serve(web_bundle) as url, browser.open_page(url + "index.html") as page:
+        box = page.locator("#pad").bounding_box()
+        page.mouse.click(box["x"] + 140, box["y"] + 140)  # one tap of the pen: a dot
+        page.wait_for_function("window.digitApp.predictions >= 1")
+        dot = page.inner_text("#flag")
+        hello = _shown_on_pad(page, np.asarray(word))
+        seven = _shown_on_pad(page, np.asarray(digit))
+    assert dot.startswith("Not a digit? ")
+    assert hello[1].startswith("Not a digit? ") and "too wide" in hello[1]
+    assert seven == (str(mnist.load(mnist_dir).test_labels[0]), "")
 
 
 def test_an_edited_page_script_fails_in_the_browser_naming_the_file(web_bundle, tmp_path):

@@ -76,8 +76,22 @@ def test_each_variant_records_its_parent_and_checkpoint(variants_dir, tiny_model
     assert lineage.stale({n: variants_dir / n / "model.onnx" for n in ("simplified", "fp16")}, checkpoint) == {}
 
 
-def test_a_rewrite_that_drifts_fails_the_fp32_gate_with_exit_1_semantics(tmp_path, variants_dir, mnist_dir):
-    """optimize holds each rewrite to validate's gates: a drift is a GateFailure (exit 1), not bad input."""
-    strict = {**GATES, "fp16": {"max_abs_logit": 1e-9}}
-    with pytest.raises(GateFailure, match=r"fp16 \(fp16\): max_abs_logit = .*, needs <= 1e-09"):
+def test_a_required_rewrite_that_drifts_fails_with_exit_1_semantics_and_is_not_written(tmp_path, variants_dir,
+                                                                                       mnist_dir):
+    """optimize holds each rewrite to validate's gates: a drift of a required variant (validate.required) is a
+    GateFailure (exit 1), not bad input, names the way past it, and leaves no file behind."""
+    strict = {**GATES, "fp32": {"max_abs_logit": -1.0}}  # onnxsim is exact here: only an impossible bound fails it
+    with pytest.raises(GateFailure, match=r"simplified \(fp32\): max_abs_logit = .*, needs <= -1 \(to get past it: "
+                                          r"optimize.simplify=false skips onnxsim"):
         _run(config().optimize, variants_dir / "exported" / "model.onnx", mnist_dir, tmp_path, gates=strict)
+    assert not (tmp_path / "simplified").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_an_optional_rewrite_that_drifts_is_written_and_reported_for_validate(tmp_path, variants_dir, mnist_dir):
+    """fp16 is no required variant: its drift is a notice (validate rejects it on all its images), not a stop."""
+    strict = {**GATES, "fp16": {"max_abs_logit": 1e-9}}
+    result = _run(config().optimize, variants_dir / "exported" / "model.onnx", mnist_dir, tmp_path, gates=strict)
+    assert result.outputs["fp16"].is_file()
+    assert result.metrics["steps"]["fp16"]["failed_gates_vs_input"][0].startswith("fp16 (fp16): max_abs_logit = ")
+    (notice,) = result.notices
+    assert notice.startswith("fp16 vs its input fails: ") and "optimize.fp16.enabled=false" in notice

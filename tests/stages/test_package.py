@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import GateFailure
-from pipeline.deploy import verify
-from pipeline.packaging import selection
+from pipeline.deploy import digits, verify
+from pipeline.packaging import ood, selection
 from tests.conftest import config, package_into
 
 
@@ -146,9 +146,45 @@ def test_three_consecutive_runs_ship_the_same_variant_options_and_bytes(target, 
         result = package_into(tmp_path / str(run), cfg, target, variants_dir, bundles["parity_file"], tiny_model_dir,
                               mnist_dir)
         metrics = result.metrics
-        assert set(result.observations["phases_s"]) == {"search", "runtime matrix"}  # for `pipeline timings`
+        assert set(result.observations["phases_s"]) == {"search", "not-a-digit calibration", "runtime matrix"}
         manifest = json.loads((tmp_path / str(run) / target / "manifest.json").read_text())
         assert f"at batch 1 on {cfg.target[target].providers[0]} ({runtime})" in metrics["reason"]
         shipped.append((metrics["chosen"], manifest["target"]["session"], manifest["target"]["provider_options"],
                         metrics["archive_sha256"]))
     assert shipped[0] == shipped[1] == shipped[2]
+
+
+@pytest.mark.parametrize("target", ["cpu_x86", "arm64_mobile"])
+def test_the_not_a_digit_bounds_are_fitted_on_the_shipped_model_and_measured_where_not_fitted(bundles, target):
+    block = json.loads((bundles[target] / "manifest.json").read_text())["ood"]
+    rejected, detected = block["measured"]["false_rejection"], block["measured"]["detection"]
+    assert rejected["samples"] == 5000 and "odd indices, not used for calibration" in rejected["data"]
+    assert rejected["rate"] == round(rejected["rejected"] / 5000, 6) <= ood.MAX_FALSE_REJECTION
+    assert detected["samples"] == len(ood.KINDS) * ood.PER_KIND and detected["rate"] >= 0.6
+    assert sum(int(n.split("/")[0]) for n in detected["by_kind"].values()) == detected["detected"]
+    assert detected["by_kind"]["dot"] == detected["by_kind"]["word"] == f"{ood.PER_KIND}/{ood.PER_KIND}"
+    assert set(block["thresholds"]) == {f"{name}_{side}" for name, side, _ in digits.CHECKS}
+    for key, bound in block["thresholds"].items():  # on the coarse grid: float noise elsewhere cannot move it
+        grid = ood.GRID[key.rsplit("_", 1)[0]]
+        assert abs(bound / grid - round(bound / grid)) < 1e-6, key
+    card = (bundles[target] / "README.md").read_text()
+    assert f"{rejected['rejected']} of 5000 held-out MNIST test digits" in card
+    assert f"{detected['detected']} of {detected['samples']} synthetic non-digits" in card
+
+
+def test_the_synthetic_non_digits_are_the_same_pixels_for_the_same_seed(mnist_dir):
+    from pipeline.data import mnist
+
+    train = mnist.load(mnist_dir).train_images[:100]
+    first, again, other = ood.synthetic(train, 1), ood.synthetic(train, 1), ood.synthetic(train, 2)
+    assert [k for k, _ in first] == [k for k in ood.KINDS for _ in range(ood.PER_KIND)]
+    assert all(a.tobytes() == b.tobytes() for (_, a), (_, b) in zip(first, again, strict=True))
+    assert sum(a.tobytes() != b.tobytes() for (_, a), (_, b) in zip(first, other, strict=True)) > 500
+
+
+def test_a_rule_that_rejects_too_many_held_out_digits_fails_the_stage(bundles, mnist_dir, monkeypatch):
+    manifest = json.loads((bundles["cpu_x86"] / "manifest.json").read_text())
+    session = verify.open_session(bundles["cpu_x86"], manifest, [("CPUExecutionProvider", {})])
+    monkeypatch.setattr(ood, "CALIBRATION_BUDGET", 0.05)  # a budget that spends 5 % of the digits ...
+    with pytest.raises(GateFailure, match=r"the not-a-digit rule rejects \d+ of 5000 held-out MNIST test digits"):
+        ood.calibrate(session, mnist_dir, None, manifest["preprocessing"])  # ... cannot hold 1 % held out

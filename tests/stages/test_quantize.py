@@ -15,8 +15,8 @@ VARIANTS = sorted(p.stem for p in (REPO / "conf" / "quantize").glob("*.yaml"))
 
 
 def _run(name: str, variants_dir, model_dir, mnist_dir, out: Path, *overrides: str):
-    """The variant exactly as conf/quantize/<name>.yaml composes, evaluated on 1000 images."""
-    cfg = config(f"quantize=[{name}]", f"quantize.{name}.eval_samples=1000", *overrides)
+    """The variant exactly as conf/quantize/<name>.yaml composes (evaluated on all 10k test images)."""
+    cfg = config(f"quantize=[{name}]", *overrides)
     return run_stage("quantize", cfg, name, model_in=variants_dir / "simplified" / "model.onnx", model_dir=model_dir,
                      data_dir=mnist_dir, out_dir=out, seed=0)
 
@@ -65,13 +65,13 @@ def test_forced_fallback_excludes_sensitive_nodes_and_reduces_the_error(tmp_path
     assert plain.metrics["within_budget"] and plain.metrics["failed_gates"] == []
     # Gates no INT8 model can meet: every allowed exclusion is spent, most sensitive first.
     forced = _run("int8_static", variants_dir, tiny_model_dir, mnist_dir, tmp_path / "forced",
-                  "validate.gates.int8.min_cosine=0.9999999", "quantize.int8_static.fallback.max_excluded=2")
+                  "validate.gates.int8.min_cosine_p1=0.9999999", "quantize.int8_static.fallback.max_excluded=2")
     ranking = [name for name, _ in forced.metrics["sensitivity"]]
     excluded = [e["node"] for e in forced.metrics["excluded_nodes"][1:]]
     assert excluded == ranking[:2]
-    assert all("cosine_min" in e["reason"] for e in forced.metrics["excluded_nodes"][1:])
+    assert all("cosine_p1" in e["reason"] for e in forced.metrics["excluded_nodes"][1:])
     assert not forced.metrics["within_budget"]
-    assert forced.metrics["failed_gates"][0].startswith("int8_static (int8): cosine_min = ")
+    assert forced.metrics["failed_gates"][0].startswith("int8_static (int8): cosine_p1 = ")
     assert len(forced.metrics["quantized_nodes"]) == len(plain.metrics["quantized_nodes"]) + len(
         plain.metrics["excluded_nodes"]) - 1 - 2
     x, _ = real_test_images(mnist_dir, 1000)

@@ -16,7 +16,7 @@ FP32 = ("exported", "simplified", "optimized")
 
 
 def _run(variants_dir, tiny_model_dir, mnist_dir, *overrides):
-    cfg = config("validate.samples=2000", "quantize=[]", *overrides)
+    cfg = config("quantize=[]", *overrides)
     return run_stage("validate", cfg, model_dir=tiny_model_dir, data_dir=mnist_dir, variants_dir=variants_dir)
 
 
@@ -30,25 +30,43 @@ def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, m
     assert "divergence" not in report["variants"]["fp16"]  # only failing variants are localized
 
 
-def test_a_forced_gate_fails_and_names_variant_metric_value_threshold(variants_dir, tiny_model_dir, mnist_dir):
+def test_a_forced_gate_fails_and_names_variant_metric_value_threshold_and_the_way_past(variants_dir, tiny_model_dir,
+                                                                                        mnist_dir):
     result = _run(variants_dir, tiny_model_dir, mnist_dir, "validate.gates.fp32.max_abs_logit=0.0")
     assert not result.metrics["passed"] and result.gate_failures == result.metrics["failures"]
-    message = next(m for m in result.metrics["failures"] if m.startswith("optimized"))
-    assert message.startswith("optimized (fp32): max_abs_logit = ") and message.endswith("needs <= 0")
+    # simplified is required (validate.required): it fails the run; optimized is not: it is rejected.
+    (message,) = [m for m in result.metrics["failures"] if m.startswith("simplified")]
+    assert message.startswith("simplified (fp32): max_abs_logit = ")
+    assert "needs <= 0 (to get past it: optimize.simplify=false skips onnxsim; or loosen " \
+           "validate.gates.fp32.max_abs_logit=" in message
+    assert not any(m.startswith("optimized") for m in result.metrics["failures"])
+    assert "optimize.level=basic" in result.metrics["rejected"]["optimized"]
     assert result.metrics["variants"]["optimized"]["divergence"]["compared_tensors"] > 0
 
 
 def test_cli_exit_codes_and_the_report_is_written_even_when_failing(tmp_path, variants_dir, tiny_model_dir, mnist_dir):
     paths = [f"paths.model={tiny_model_dir}", f"paths.data={mnist_dir}", f"paths.variants={variants_dir}",
-             f"paths.metrics={tmp_path}", "quantize=[]", "validate.samples=1000"]
+             f"paths.metrics={tmp_path}", "quantize=[]"]
     passing = run_cli("validate", *TINY, *paths)
     assert passing.returncode == 0, passing.stderr
-    failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.min_agreement=1.01")
-    assert failing.returncode == 1
-    assert "parity gate failed: fp16 (fp16): agreement = 1, needs >= 1.01" in failing.stderr
+    # fp16 is no required variant: a gate it misses rejects it, in the terminal, and the run goes on.
+    rejecting = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-9")
+    assert rejecting.returncode == 0, rejecting.stderr
+    assert "validate: rejected (not shipped by any target; not in validate.required): fp16 (fp16): max_abs_logit = " \
+           in rejecting.stderr and "optimize.fp16.enabled=false" in rejecting.stderr
     report = json.loads((tmp_path / "validate.json").read_text())
-    assert report["passed"] is False and report["variants"]["fp16"]["gates"]["min_agreement"]["passed"] is False
-    assert report["variants"]["exported"]["passed"] is True
+    assert report["passed"] is True and report["variants"]["fp16"]["passed"] is False and "fp16" in report["rejected"]
+    # Listed in validate.required, the same failure fails the run (exit 1), after the report is written.
+    failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-9",
+                      "validate.required=[exported,simplified,fp16]")
+    assert failing.returncode == 1
+    assert "parity gate failed: fp16 (fp16): max_abs_logit = " in failing.stderr
+    report = json.loads((tmp_path / "validate.json").read_text())
+    assert report["passed"] is False and report["variants"]["exported"]["passed"] is True
+    # A sample on which no result could show a counted gate is refused before any work, naming what can.
+    small = run_cli("validate", *TINY, *paths, "validate.samples=1000")
+    assert small.returncode == 2 and small.stderr.strip().startswith(
+        "error: validate.samples=1000 cannot decide validate.gates.fp32.min_agreement=0.999 at 95%")
 
 
 def _perturbed_copy(variants_dir, tmp_path, initializer: str, transform) -> tuple:
@@ -84,7 +102,8 @@ def test_nan_outputs_fail_every_gate_rather_than_pass(tmp_path, variants_dir, mn
     x, labels = real_test_images(mnist_dir, 200)
     reference = onnx_utils.run_batched(onnx_utils.session(variants_dir / "simplified" / "model.onnx"), x)
     metrics = compare(reference, onnx_utils.run_batched(onnx_utils.session(faulty), x), labels)
-    verdicts = judge("faulty", "fp32", metrics, {**IMPLICIT_GATES, "max_abs_logit": 1e9, "min_cosine": -1.0})
+    verdicts = judge("faulty", "fp32", metrics, {**IMPLICIT_GATES, "max_abs_logit": 1e9, "min_cosine": -1.0},
+                     confidence=0.95)
     assert metrics["finite_fraction"] == 0.0 and metrics["agreement"] == 0.0
     assert not any(v["passed"] for v in verdicts.values())
 
@@ -107,5 +126,6 @@ def test_variants_from_another_checkpoint_are_refused_by_name(tmp_path, variants
     other = shutil.copytree(tiny_model_dir, tmp_path / "retrained")
     spec = other / "model.json"
     spec.write_text(spec.read_text().replace('"world_size"', '"retrained": 1, "world_size"'))
-    with pytest.raises(PipelineError, match=r"validate refuses stale variant\(s\): exported \(built from checkpoint "):
+    with pytest.raises(PipelineError, match=r"validate needs exported \(built from checkpoint \w+, current is \w+\); "
+                                            r"simplified \(.*\): rebuild with `pipeline export model=tiny "):
         _run(variants_dir, other, mnist_dir)

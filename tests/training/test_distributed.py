@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.core.errors import PipelineError
 from pipeline.model import checkpoint
-from tests.conftest import REPO, config, run_stage, with_groups
+from tests.conftest import REPO, TINY, config, run_cli, run_stage, with_groups
+from tests.documented import documented
 from training.config import TrainConfig
 
 
@@ -31,13 +32,16 @@ def importable_tests(monkeypatch):
 
 @pytest.mark.slow
 def test_two_processes_train_a_checkpoint_that_exports_like_a_single_process_one(tmp_path, mnist_dir, tiny_model_dir):
-    cfg, spec = _ddp_cfg()
-    result = run_stage("train", with_groups(config(), train=cfg, model=spec), data_dir=mnist_dir,
-                       out_dir=tmp_path / "model", seed=0)
-    assert result.metrics["world_size"] == 2 and len(result.plots["train"]) == 2
+    """The configuration page's command, as written (plus the tiny config and a free port), through the CLI."""
+    trained = run_cli(*documented("pipeline train train.distributed.nproc_per_node=2")[1:], *TINY,
+                      f"train.distributed.master_port={_free_port()}", f"paths.data={mnist_dir}",
+                      f"paths.model={tmp_path / 'model'}", f"paths.metrics={tmp_path / 'metrics'}")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == 2
     single = json.loads((tiny_model_dir / "model.json").read_text())
     assert json.loads((tmp_path / "model" / "model.json").read_text())["parameters"] == single["parameters"]
-    assert result.metrics["test_accuracy"] > 0.95  # single-process on this config reaches ~0.98
+    assert metrics["test_accuracy"] > 0.95  # single-process on this config reaches ~0.98
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]  # rank 0 only
     model, _ = checkpoint.load(tmp_path / "model")
     small = config("export.parity_samples=64")

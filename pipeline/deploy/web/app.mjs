@@ -1,9 +1,10 @@
 // The web bundle's page: draw a digit, see the model's label and probabilities. Everything runs in the
 // browser with onnxruntime-web (WebAssembly), from this folder: serve it with `python -m http.server`.
 // The picture is prepared exactly as infer.py prepares an image file (digits.mjs is a byte-identical port
-// of digits.py), then normalized with the manifest's scale, mean and std.
+// of digits.py), then normalized with the manifest's scale, mean and std. A drawing that looks like no digit
+// (the manifest's `ood` bounds, as infer.py applies them) is flagged "Not a digit?" with the reasons.
 import * as ort from "./ort.wasm.min.mjs";
-import { NoInk, normalize, prepare } from "./digits.mjs";
+import { NoInk, inkStats, normalize, notADigit, prepare } from "./digits.mjs";
 import { compareGolden, readTensor, sessionOptions } from "./golden.mjs";
 
 const pad = document.getElementById("pad");
@@ -15,6 +16,8 @@ function clearPad() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   document.getElementById("label").textContent = "–";
+  document.getElementById("label").className = "";
+  document.getElementById("flag").textContent = "";
   document.getElementById("probs").replaceChildren();
   document.getElementById("seen").getContext("2d").clearRect(0, 0, 28, 28);
 }
@@ -31,17 +34,21 @@ async function run(x) {
   return Array.from((await session.run(feeds))[session.outputNames[0]].data);
 }
 
-// RGBA pixels (as canvas getImageData gives them) -> {label, probabilities, logits, pixels}.
+// RGBA pixels (as canvas getImageData gives them) -> {label, probabilities, logits, pixels, notADigit}, where
+// notADigit lists why the picture looks like no digit ([] when it looks like one).
 export async function classify(rgba, height, width) {
   const pixels = prepare(rgba, height, width);
   const logits = await run(normalize(pixels, manifest.preprocessing));
   const probabilities = softmax(logits);
   const best = probabilities.indexOf(Math.max(...probabilities));
-  return { label: manifest.class_labels[best], probabilities, logits, pixels };
+  const reasons = notADigit(inkStats(pixels), logits, manifest.ood?.thresholds ?? {});
+  return { label: manifest.class_labels[best], probabilities, logits, pixels, notADigit: reasons };
 }
 
-function show({ label, probabilities, pixels }) {
+function show({ label, probabilities, pixels, notADigit: reasons }) {
   document.getElementById("label").textContent = label;
+  document.getElementById("label").className = reasons.length ? "doubtful" : "";
+  document.getElementById("flag").textContent = reasons.length ? `Not a digit? ${reasons.join("; ")}` : "";
   const best = manifest.class_labels.indexOf(label);
   document.getElementById("probs").replaceChildren(...probabilities.map((p, i) => {
     const row = document.createElement("div");
@@ -59,8 +66,10 @@ function show({ label, probabilities, pixels }) {
 async function predictDrawing() {
   const { data } = ink.getImageData(0, 0, pad.width, pad.height);
   try {
-    show(await classify(data, pad.height, pad.width));
-    status.textContent = "Draw another digit, or Clear.";
+    const result = await classify(data, pad.height, pad.width);
+    show(result);
+    status.textContent = result.notADigit.length ? "That does not look like one digit: Clear, then draw a single digit."
+      : "Draw another digit, or Clear.";
   } catch (err) {
     if (!(err instanceof NoInk)) throw err;
     status.textContent = "No ink found: draw a digit.";

@@ -1,0 +1,81 @@
+"""How a gate is decided (pipeline/model/parity.py): counted gates on a confidence bound, intermediate checks
+with validate's own rule, and a failure that names the way past it."""
+
+import numpy as np
+import pytest
+
+from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.model import parity
+
+FP16 = {"min_agreement": 0.999, "max_abs_logit": 0.05}
+
+
+def _metrics(samples: int, disagreements: int, **extra) -> dict:
+    return {"samples": samples, "disagreements": disagreements, "newly_wrong": disagreements, "newly_right": 0,
+            "agreement": 1 - disagreements / samples, "accuracy_delta_pt": -100 * disagreements / samples,
+            "max_abs_logit": 0.01, "finite_fraction": 1.0, **extra}
+
+
+def _passes(samples: int, disagreements: int, final_samples: int | None = None, gates=FP16) -> bool:
+    verdicts = parity.judge("fp16", "fp16", _metrics(samples, disagreements), gates, confidence=0.95,
+                            final_samples=final_samples)
+    return not parity.failures(verdicts)
+
+
+def test_compare_counts_what_the_bounds_are_computed_from():
+    reference = np.eye(10)[[0, 1, 2, 3]] * 5.0
+    candidate = np.eye(10)[[0, 1, 3, 2]] * 5.0
+    metrics = parity.compare(reference, candidate, np.array([0, 1, 2, 9]))
+    assert (metrics["disagreements"], metrics["newly_wrong"], metrics["newly_right"]) == (2, 1, 0)
+
+
+def test_the_issues_fp16_case_passes_where_validate_would_pass_it():
+    """1 of 256 images changed (99.61 %) stopped export; validate passed the same model at 99.98 % on 10k."""
+    assert _passes(256, 1, final_samples=10000)
+    assert _passes(10000, 2)
+
+
+def test_validate_passes_only_what_the_lower_bound_shows():
+    # 0.999 on 10k at 95 %: up to 4 disagreements show it, 5 (observed 0.9995, above the threshold) do not.
+    assert [_passes(10000, k) for k in range(7)] == [True] * 5 + [False] * 2
+    message = parity.failures(parity.judge("fp16", "fp16", _metrics(10000, 5), FP16, confidence=0.95))[0]
+    assert message.startswith("fp16 (fp16): agreement = 0.9995 on 10000 images (95% lower bound 0.99894")
+    assert message.endswith("needs >= 0.999")
+
+
+@pytest.mark.parametrize("seen", [64, 256, 1000, 4000])
+def test_an_intermediate_check_never_stops_a_model_validate_would_pass(seen):
+    """Its images are the first of validate's: with k disagreements among them, validate sees at least k."""
+    for k in range(seen + 1):
+        if not _passes(seen, k, final_samples=10000):
+            assert not any(_passes(10000, total) for total in range(k, k + 50))
+            assert k >= 5  # and it stops nothing that one image more or less would flip at these sizes
+            break
+
+
+def test_a_sample_no_result_could_decide_is_refused_naming_the_size_that_can():
+    with pytest.raises(PipelineError, match=r"^validate.samples=2000 cannot decide validate.gates.fp16.min_agreement="
+                                            r"0.999 at 95%: .* use at least 3000 images"):
+        parity.require_decidable({"fp16": FP16}, 2000, 0.95, setting="validate.samples")
+    with pytest.raises(PipelineError, match="no sample of the test set can show it"):
+        parity.require_decidable({"fp32": {"min_agreement": 1.0}}, 10000, 0.95, setting="validate.samples")
+    parity.require_decidable({"fp16": FP16}, 3000, 0.95, setting="validate.samples")
+
+
+def test_a_failure_names_the_setting_that_gets_past_it():
+    with pytest.raises(GateFailure) as failed:
+        parity.require("fp16", "fp16", _metrics(10000, 30), FP16, context="fp16 vs its input", confidence=0.95)
+    text = str(failed.value)
+    assert "optimize.fp16.enabled=false skips the fp16 variant; or loosen validate.gates.fp16.min_agreement=0.9959)" \
+        in text
+    verdicts = parity.judge("int8_x", "int8", _metrics(10000, 80, cosine_min=0.989), {"min_cosine": 0.99},
+                            confidence=0.95)
+    assert parity.remedy("int8_x", "int8", verdicts, excluded_limit=4) == (
+        "quantize.int8_x.fallback.max_excluded=8 keeps more ops in fp32, or leave int8_x out of `quantize=[...]`; "
+        "or loosen validate.gates.int8.min_cosine=0.989")
+
+
+def test_worst_case_gates_are_per_image_tolerances():
+    """max |Δlogit| over a prefix can only grow on more images: the intermediate rule is the value itself."""
+    worse = _metrics(256, 0, max_abs_logit=0.06)
+    assert parity.failures(parity.judge("fp16", "fp16", worse, FP16, confidence=0.95, final_samples=10000))

@@ -1,0 +1,55 @@
+"""Which CPU kernels training runs on, so that the same commit trains the same weights on any x86-64 CPU.
+
+PyTorch picks kernels by the CPU it finds: oneDNN (mkldnn) by its best ISA, ATen's vectorized kernels by its
+"CPU capability" (AVX-512 or AVX2), MKL by its code path; each rounds differently, and the weights (then every
+downstream hash) differ between CPU generations. `portable` pins all three to what every x86-64 CPU with AVX2
+runs the same way: oneDNN off (ATen's own convolutions, through MKL's GEMM), ATen at AVX2, MKL's conditional
+numerical reproducibility at AVX2. The environment variables are read when torch and MKL start, so pinned
+training runs in a fresh interpreter (a spawned process, or torchrun's workers) that starts with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINNED_CAPABILITY = "AVX2"
+_channels_last = True  # oneDNN's fast layout; ATen's own convolutions are faster on the default one
+
+
+def layout():
+    """The memory format tensors and the model use in this process (set by `apply`)."""
+    import torch
+
+    return torch.channels_last if _channels_last else torch.contiguous_format
+
+
+@contextlib.contextmanager
+def environment(portable: bool) -> Iterator[None]:
+    """os.environ with the pins while a child interpreter is started (it inherits them); restored after."""
+    saved = {key: os.environ.get(key) for key in PINNED_ENV}
+    if portable:
+        os.environ.update(PINNED_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def apply(portable: bool) -> None:
+    """In the training process, before any work: oneDNN off when pinned, and proof that the pins took (a
+    process whose torch had already chosen its kernels would otherwise train unpinned, silently)."""
+    import torch
+
+    global _channels_last
+    _channels_last = not portable
+    torch.backends.mkldnn.enabled = not portable
+    if portable and torch.backends.cpu.get_cpu_capability() != PINNED_CAPABILITY:
+        raise RuntimeError(f"training pinned to {PINNED_CAPABILITY} kernels, but torch runs "
+                           f"{torch.backends.cpu.get_cpu_capability()}: start it with {PINNED_ENV}")
