@@ -54,9 +54,9 @@ def test_a_bundle_built_by_the_documented_commands_verifies_and_predicts(tree):
     assert verified.stdout.startswith("consistent")
     _run(documented("pipeline verify artifacts/deploy/cpu_x86.tar.gz --sha256 artifacts/deploy/cpu_x86.tar.gz.sha256"),
          tree)
-    for command in ("pipeline predict artifacts/deploy/cpu_x86/digit.png",
-                    "pipeline predict artifacts/deploy/cpu_x86/digit.png --target cpu_x86"):
-        predicted = _run(documented(command), tree)
+    for argv in (documented("pipeline predict artifacts/deploy/cpu_x86/digit.png"),
+                 documented("pipeline predict artifacts/deploy/cpu_x86/digit.png --target cpu_x86")):
+        predicted = _run(argv, tree)
         assert predicted.stdout.startswith("artifacts/deploy/cpu_x86/digit.png: ")
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from pipeline.core.stage import all_stages
 from tests.conftest import CACHE, REPO, run_cli
+from tests.documented import documented
 
 # The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
 # `make gate`; here they would only triple the cost of three clean runs.
@@ -39,7 +40,7 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     repo = _copy_repo(tmp_path)
     assert run_cli("params", *TINY_PIPELINE, cwd=repo).returncode == 0
 
-    first = _dvc(repo, "repro")
+    first = _dvc(repo, *documented("dvc repro")[1:])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     parity = json.loads((repo / "metrics" / "validate.json").read_text())
     assert parity["passed"] and set(parity["variants"]) >= {"exported", "optimized", "int8_static"}
@@ -50,6 +51,7 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
 
     noop = run_cli("timings", "--noop-repro", cwd=repo)  # as `make repro` ends
     assert noop.returncode == 0 and "a no-op dvc repro takes" in noop.stdout, noop.stdout + noop.stderr
+    _the_documented_views_of_a_run(repo)
 
     assert run_cli("params", *TINY_PIPELINE, "train.epochs=1", cwd=repo).returncode == 0
     status = json.loads(_dvc(repo, "status", "--json").stdout)
@@ -62,6 +64,16 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     _every_written_file_is_a_declared_output(repo)
     _editing_a_module_marks_the_stages_that_import_it(repo)
     _hand_off_through_a_dvc_remote(repo, tmp_path)
+
+
+def _the_documented_views_of_a_run(repo: Path) -> None:
+    """docs/benchmark.md's commands for looking at a run, as written, in the built copy."""
+    shown = _dvc(repo, *documented("dvc metrics show")[1:])
+    assert shown.returncode == 0 and "accuracy" in shown.stdout, shown.stderr[-2000:]
+    plots = _dvc(repo, *documented("dvc plots show")[1:])
+    assert plots.returncode == 0 and (repo / "dvc_plots" / "index.html").is_file(), plots.stderr[-2000:]
+    timings = run_cli(*documented("pipeline timings")[1:], cwd=repo)
+    assert timings.returncode == 0 and "train" in timings.stdout, timings.stderr[-2000:]
 
 
 def _outs(stage_entry: dict) -> set[str]:
