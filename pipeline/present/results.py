@@ -111,8 +111,11 @@ def _targets(metrics: Path) -> Section:
     section = Section("What each target ships", [
         "The variant and session options `package` chose, how many runtime cells of the target ran the bundle's "
         "own checker (the cells are listed in each bundle's manifest and in the report), and the golden check "
-        "made here (metrics/package_<target>.json)."],
-        ("target", "variant", "session options", "runtime cells verified", "golden check here", "machine, date"))
+        "made here (metrics/package_<target>.json). Regret: the chosen candidate's batch-1 latency over the best "
+        "one's, timed again after the choice in twice the rounds (metrics/timings/package_<target>.json). Not a "
+        "digit?: the flag's false rejections on held-out MNIST digits and its detection of generated non-digits."],
+        ("target", "variant", "session options", "runtime cells verified", "golden check here", "regret",
+         "not a digit? (false rejections; detected)", "machine, date"))
     for file in sorted(metrics.glob("package_*.json")):
         m = _json(file)
         session, check = m["session"], m.get("verified", {})
@@ -123,10 +126,28 @@ def _targets(metrics: Path) -> Section:
         golden = (f"onnxruntime {check['onnxruntime']} on {check['machine']}, {', '.join(check['providers'])}: "
                   f"max abs Δ {check['max_abs_delta']:.2g}, top-1 {check['top1_agreement']:.0%} of "
                   f"{check['golden_samples']}") if check.get("onnxruntime") else "—"
-        machine = _json(metrics / "timings" / f"{file.stem}.json").get("machine")
+        observed = _json(metrics / "timings" / f"{file.stem}.json")
+        machine = observed.get("machine")
         section.rows.append((m["target"], m["chosen"], options, m["verified_on"], golden,
+                             _regret(observed.get("selection", {}).get("regret")), _not_a_digit(m.get("ood")),
                              f"{machine['cpu']}, {machine['measured_at'][:10]}" if machine else "not recorded"))
     return section
+
+
+def _regret(regret: dict | None) -> str:
+    if not regret:
+        return "— (not timed here)"
+    if regret["best"] == regret["chosen"]:
+        return f"none: the fastest of {len(regret.get('compared', [regret['chosen']]))} retimed"
+    return f"{regret['ratio']:.2f}× [{regret['low']:.2f}, {regret['high']:.2f}] vs {regret['best']}"
+
+
+def _not_a_digit(ood: dict | None) -> str:
+    if not ood:
+        return "—"
+    rejected, detected = ood["false_rejection"], ood["detection"]
+    return (f"{rejected['rate']:.2%} of {rejected['samples']:,}; "
+            f"{detected['rate']:.1%} of {detected['samples']:,}")
 
 
 def _speed(metrics: Path, bench: dict) -> list[Section]:
