@@ -182,7 +182,9 @@ main()
 @pytest.mark.slow
 def test_training_killed_while_writing_leaves_no_truncated_checkpoint(tmp_path, mnist_dir):
     out = tmp_path / "model"
+    # In this process (portable kernels would train in a child, where the patch below does not reach).
     args = ["train", "model=tiny", "train.epochs=1", "train.subset=4000", "train.eval_subset=500",
+            "train.portable_kernels=false",
             f"paths.data={mnist_dir}", f"paths.model={out}", f"paths.metrics={tmp_path / 'metrics'}"]
     killed = subprocess.run([sys.executable, "-c", _DIE_MID_WRITE, *args], cwd=REPO, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL and not out.exists()
@@ -194,6 +196,33 @@ def test_training_killed_while_writing_leaves_no_truncated_checkpoint(tmp_path, 
 
     model, _ = checkpoint.load(out)
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def _workers(pid: int) -> list[int]:
+    """The multiprocessing workers `pid` started (not its resource tracker)."""
+    children = [c for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_pinned_training_process_that_dies_is_one_line_and_leaves_nothing(tmp_path, mnist_dir):
+    """Portable kernels train in a child interpreter: killed (out of memory, a signal), the command says so in one
+    line, exit 2, and no model appears under the final name."""
+    out = tmp_path / "model"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", *TINY, f"paths.data={mnist_dir}",
+                             f"paths.model={out}", f"paths.metrics={tmp_path / 'metrics'}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _workers(proc.pid) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(3)  # into the training itself
+    for worker in _workers(proc.pid):
+        os.kill(worker, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip().endswith("error: the training process died before it finished (killed, or out of memory); "
+                                   "nothing was written under the final name")
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -60,11 +60,16 @@ def _train_single(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: P
         return _train_here(cfg, model_spec, data_dir, out_dir, seed)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from training import kernels
 
-    with kernels.environment(True), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_train_here, cfg, model_spec, data_dir, out_dir, seed).result()
+    try:
+        with kernels.environment(True), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_train_here, cfg, model_spec, data_dir, out_dir, seed).result()
+    except BrokenProcessPool:  # killed (out of memory, a signal): its staging folder never got the final name
+        raise PipelineError("the training process died before it finished (killed, or out of memory); nothing was "
+                            "written under the final name") from None
 
 
 def _train_here(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
