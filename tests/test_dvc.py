@@ -73,7 +73,7 @@ def _the_documented_views_of_a_run(repo: Path) -> None:
     plots = _dvc(repo, *documented("dvc plots show")[1:])
     assert plots.returncode == 0 and (repo / "dvc_plots" / "index.html").is_file(), plots.stderr[-2000:]
     timings = run_cli(*documented("pipeline timings")[1:], cwd=repo)
-    assert timings.returncode == 0 and "train" in timings.stdout, timings.stderr[-2000:]
+    assert timings.returncode == 0 and "train" in timings.stdout + timings.stderr, timings.stderr[-2000:]
 
 
 def _outs(stage_entry: dict) -> set[str]:
