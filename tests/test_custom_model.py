@@ -33,7 +33,8 @@ USER_MODELS = {
                            "train.max_lr=0.05"],
 }
 CONSOLE_SCRIPT = Path(sys.executable).parent / "pipeline"
-SMALL = ["train.epochs=3", "train.subset=30000", "train.eval_subset=1000",
+# This CPU's fastest training kernels: the pinned ones cost train time, and tests/training/test_kernels.py holds them.
+SMALL = ["train.epochs=3", "train.subset=30000", "train.eval_subset=1000", "train.portable_kernels=false",
          "quantize.int8_static.calibration.samples=128", "target.cpu_x86.runtimes=[onnxruntime]",
          "target.cpu_x86.selection.rounds=3", "target.cpu_x86.selection.per_round=10"]
 

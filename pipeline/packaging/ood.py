@@ -15,83 +15,133 @@ with:
   at most MAX_FALSE_REJECTION, else the stage fails) and the detection rate on a second synthetic set (seed
   SEED_MEASURE).
 
-The synthetic non-digits are drawn with numpy and Pillow from fixed seeds: dots, words in Pillow's default font,
-straight strokes, scribbles, blobs, noise, textures and gradients like photos, and several real training digits
-side by side.
+The synthetic non-digits come from pipeline/packaging/non_digits.py. What does not depend on the model (each
+picture through the bundle's preparation, and its ink statistics) is kept under .cache/ood/, keyed by the
+digest of its inputs, so a run's six targets prepare the pictures once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.errors import GateFailure
+from pipeline.core.io import sha256_file, write_bytes
 from pipeline.data import mnist
 from pipeline.deploy import digits
+from pipeline.packaging import non_digits
 
 CALIBRATION_BUDGET = 0.005   # share of calibration digits the bounds may reject together
 MAX_FALSE_REJECTION = 0.01   # the held-out false-rejection rate a shipped rule must stay within
 TAILS = (0.0, 0.0005, 0.001, 0.002, 0.003, 0.005)  # the tails a single bound may cut off (0: the extreme digit)
 GRID = {"ink_fraction": 0.005, "components": 1, "aspect": 0.05, "solid": 0.01, "energy": 0.25}
-PER_KIND = 60                # synthetic pictures of each kind, per set
 SEED_CALIBRATE, SEED_MEASURE = 1, 2
-WORDS = ("hello", "world", "digit", "photo", "MNIST", "cat", "dog", "test", "image", "label", "ONNX", "abc",
-         "note", "hey", "yes", "no", "why", "pixel")
-KINDS = ("dot", "word", "strokes", "scribble", "blobs", "noise", "texture", "gradient", "digits_side_by_side")
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "ood"
+SETS = ("calibration", "held_out", "fake_calibration", "fake_measure")
 
 
 def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> dict:
     """The manifest's `ood` block for the model behind `session`: thresholds, how they were fitted, and the
     measured rates. Fails (GateFailure) where the held-out false-rejection rate exceeds MAX_FALSE_REJECTION."""
-    data = mnist.load(Path(data_dir))
-    test = [_rgba(image) for image in data.test_images]
-    calibration, held_out = test[0::2], test[1::2]
-    digit_stats = [s for s in statistics(session, calibration, fixed_batch, pre) if s is not None]
-    fake_stats = statistics(session, [p for _, p in synthetic(data.train_images, SEED_CALIBRATE)], fixed_batch, pre)
+    sets = prepared_sets(Path(data_dir))
+    digit_stats = [s for s in statistics(session, sets["calibration"], fixed_batch, pre) if s is not None]
+    fake_stats = statistics(session, sets["fake_calibration"], fixed_batch, pre)
     thresholds = fit(digit_stats, fake_stats)
+    held_out = sets["held_out"]
     rejected = sum(bool(_flag(s, thresholds)) for s in statistics(session, held_out, fixed_batch, pre))
-    measured = synthetic(data.train_images, SEED_MEASURE)
-    flagged = [bool(_flag(s, thresholds)) for s in statistics(session, [p for _, p in measured], fixed_batch, pre)]
-    by_kind = {kind: sum(f for (k, _), f in zip(measured, flagged, strict=True) if k == kind) for kind in KINDS}
-    rate = rejected / len(held_out)
+    measured = list(zip(sets["fake_measure_kinds"], sets["fake_measure"]["ink"], strict=True))
+    flagged = [bool(_flag(s, thresholds)) for s in statistics(session, sets["fake_measure"], fixed_batch, pre)]
+    by_kind = {kind: sum(f for (k, _), f in zip(measured, flagged, strict=True) if k == kind)
+               for kind in non_digits.KINDS}
+    rate = rejected / len(held_out["ink"])
     block = {
         "rule": "flagged as not a digit when any bound is crossed: statistics of the prepared 28x28 (ink: pixels at "
                 "least half as bright as the brightest; pieces: 8-connected) and energy = logsumexp(logits)",
         "thresholds": thresholds,
-        "calibration": {"digits": f"{len(calibration)} MNIST test digits (even indices)",
+        "calibration": {"digits": f"{len(sets['calibration']['ink'])} MNIST test digits (even indices)",
                         "non_digits": f"{len(fake_stats)} synthetic non-digits (seed {SEED_CALIBRATE})",
                         "budget": CALIBRATION_BUDGET},
         "measured": {
-            "false_rejection": {"samples": len(held_out), "rejected": rejected, "rate": round(rate, 6),
+            "false_rejection": {"samples": len(held_out["ink"]), "rejected": rejected, "rate": round(rate, 6),
                                 "data": "held-out MNIST test digits (odd indices, not used for calibration)"},
             "detection": {"samples": len(flagged), "detected": sum(flagged),
                           "rate": round(sum(flagged) / len(flagged), 6),
                           "data": f"synthetic non-digits (seed {SEED_MEASURE}, not used for calibration)",
-                          "by_kind": {kind: f"{n}/{PER_KIND}" for kind, n in by_kind.items()}},
+                          "by_kind": {kind: f"{n}/{non_digits.PER_KIND}" for kind, n in by_kind.items()}},
         },
     }
     if rate > MAX_FALSE_REJECTION:
-        raise GateFailure(f"the not-a-digit rule rejects {rejected} of {len(held_out)} held-out MNIST test digits "
-                          f"({rate:.2%}), over {MAX_FALSE_REJECTION:.0%}")
+        raise GateFailure(f"the not-a-digit rule rejects {rejected} of {len(held_out['ink'])} held-out MNIST test "
+                          f"digits ({rate:.2%}), over {MAX_FALSE_REJECTION:.0%}")
     return block
 
 
-def statistics(session, pictures: list[np.ndarray], fixed_batch: int | None, pre: dict) -> list[dict]:
-    """Each picture through the bundle's preparation and the model: ink statistics plus logits (None: the
-    preparation refused the picture as blank, which a consumer reports as an error, never a label)."""
+def prepared_sets(data_dir: Path) -> dict:
+    """Every picture of the four sets through the bundle's preparation, with its ink statistics: what does not
+    depend on the model, so it is computed once per data and code and kept under .cache/ood/ (the file's name is
+    the digest of MNIST, digits.py and this module: a cache can only be reused for the same inputs, and the
+    results are the same with or without it)."""
+    data = mnist.load(Path(data_dir))
+    key = hashlib.sha256(f"{mnist.digest(Path(data_dir))}{_source_digest()}".encode()).hexdigest()[:16]
+    cached = CACHE / f"{key}.npz"
+    if cached.is_file():
+        return _load(cached)
+    test = [_rgba(image) for image in data.test_images]
+    measured = non_digits.synthetic(data.train_images, SEED_MEASURE)
+    sets = {"calibration": prepare_all(test[0::2]), "held_out": prepare_all(test[1::2]),
+            "fake_calibration": prepare_all([p for _, p in non_digits.synthetic(data.train_images,
+                                                                                  SEED_CALIBRATE)]),
+            "fake_measure": prepare_all([p for _, p in measured]), "fake_measure_kinds": [k for k, _ in measured]}
+    _save(cached, sets)
+    return sets
+
+
+def _save(path: Path, sets: dict) -> None:
+    """Arrays and JSON only (no pickle: a cache file is never code)."""
+    arrays = {f"{name}.pictures": np.stack(value["pictures"]) for name, value in sets.items() if name in SETS}
+    meta = {name: value["ink"] for name, value in sets.items() if name in SETS}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, meta=np.array(json.dumps({"ink": meta, "kinds": sets["fake_measure_kinds"]})))
+    write_bytes(path, buffer.getvalue())
+
+
+def _load(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as saved:
+        meta = json.loads(str(saved["meta"]))
+        sets = {name: {"pictures": list(saved[f"{name}.pictures"]), "ink": meta["ink"][name]} for name in SETS}
+    return {**sets, "fake_measure_kinds": meta["kinds"]}
+
+
+def _source_digest() -> str:
+    return "".join(sha256_file(Path(module.__file__)) for module in (digits, sys.modules[__name__]))
+
+
+def prepare_all(pictures: list[np.ndarray]) -> dict:
+    """Each picture through the bundle's preparation: the prepared 28x28 and its ink statistics (None: refused
+    as blank, which a consumer reports as an error, never a label)."""
     prepared = []
     for picture in pictures:
         try:
             prepared.append(digits.prepare(picture))
         except digits.NoInk:
             prepared.append(None)
-    kept = [p for p in prepared if p is not None]
-    x = ((np.stack(kept).astype(np.float64) * pre["scale"] - pre["mean"][0]) / pre["std"][0]).astype(np.float32)
+    return {"pictures": [p for p in prepared if p is not None],
+            "ink": [None if p is None else digits.ink_stats(p) for p in prepared]}
+
+
+def statistics(session, prepared: dict, fixed_batch: int | None, pre: dict) -> list[dict]:
+    """Ink statistics plus the model's logits, per picture of a prepared set."""
+    x = ((np.stack(prepared["pictures"]).astype(np.float64) * pre["scale"] - pre["mean"][0])
+         / pre["std"][0]).astype(np.float32)
     logits = iter(_logits(session, x[:, None], fixed_batch))
-    return [None if p is None else {**digits.ink_stats(p), "logits": next(logits)} for p in prepared]
+    return [None if ink is None else {**ink, "logits": next(logits)} for ink in prepared["ink"]]
 
 
 def fit(digit_stats: list[dict], fake_stats: list[dict]) -> dict:
@@ -157,138 +207,3 @@ def _logits(session, x: np.ndarray, fixed_batch: int | None) -> list[np.ndarray]
 def _rgba(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray, np.uint8)
     return np.dstack([gray, gray, gray, np.full_like(gray, 255)])
-
-
-def synthetic(train_images: np.ndarray, seed: int) -> list[tuple[str, np.ndarray]]:
-    """PER_KIND pictures of each kind in KINDS, as (kind, uint8 RGBA): the same seed gives the same pixels."""
-    rng = np.random.default_rng(seed)
-    return [(kind, _rgba_of(DRAW[kind](rng, train_images))) for kind in KINDS for _ in range(PER_KIND)]
-
-
-def _canvas(rng, low: int = 64, high: int = 256):
-    from PIL import Image, ImageDraw
-
-    size = (int(rng.integers(low, high)), int(rng.integers(low, high)))
-    image = Image.new("L", size, int(rng.integers(200, 256)))
-    return image, ImageDraw.Draw(image)
-
-
-def _ink(rng) -> int:
-    return int(rng.integers(0, 120))
-
-
-def _dot(rng, _):
-    image, draw = _canvas(rng)
-    w, h = image.size
-    r = int(rng.integers(2, max(3, min(w, h) // 6)))
-    x, y = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
-    (draw.ellipse if rng.random() < 0.7 else draw.rectangle)((x - r, y - r, x + r, y + r), fill=_ink(rng))
-    return image
-
-
-def _word(rng, _):
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=int(rng.integers(12, 48)))
-    text = WORDS[int(rng.integers(len(WORDS)))]
-    left, top, right, bottom = font.getbbox(text)
-    pad = int(rng.integers(4, 30))
-    image = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), int(rng.integers(200, 256)))
-    ImageDraw.Draw(image).text((pad - left, pad - top), text, font=font, fill=_ink(rng))
-    return image
-
-
-def _points(rng, image, n: int) -> list[tuple[int, int]]:
-    w, h = image.size
-    return [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(n)]
-
-
-def _strokes(rng, _):
-    image, draw = _canvas(rng)
-    for _ in range(int(rng.integers(2, 6))):
-        draw.line(_points(rng, image, 2), fill=_ink(rng), width=int(rng.integers(1, 8)))
-    return image
-
-
-def _scribble(rng, _):
-    image, draw = _canvas(rng)
-    w, h = image.size
-    steps = np.cumsum(rng.normal(0, min(w, h) / 12, (int(rng.integers(20, 80)), 2)), axis=0)
-    path = [(float(w / 2 + x), float(h / 2 + y)) for x, y in steps]
-    faint = int(rng.integers(120, 190)) if rng.random() < 0.5 else _ink(rng)  # half of them blank-ish
-    draw.line(path, fill=faint, width=int(rng.integers(1, 4)), joint="curve")
-    return image
-
-
-def _blobs(rng, _):
-    image, draw = _canvas(rng)
-    for _ in range(int(rng.integers(2, 7))):
-        (x0, y0), (x1, y1) = _points(rng, image, 2)
-        draw.ellipse((min(x0, x1), min(y0, y1), max(x0, x1) + 3, max(y0, y1) + 3), fill=_ink(rng))
-    return image
-
-
-def _noise(rng, _):
-    from PIL import Image
-
-    h, w = int(rng.integers(32, 200)), int(rng.integers(32, 200))
-    style = int(rng.integers(3))
-    if style == 0:
-        pixels = rng.integers(0, 256, (h, w))
-    elif style == 1:
-        pixels = np.clip(rng.normal(128, 60, (h, w)), 0, 255)
-    else:  # salt and pepper on paper
-        pixels = np.where(rng.random((h, w)) < rng.uniform(0.02, 0.3), 0, 255)
-    return Image.fromarray(pixels.astype(np.uint8))
-
-
-def _texture(rng, _):
-    from PIL import Image, ImageFilter
-
-    h, w = int(rng.integers(48, 240)), int(rng.integers(48, 240))
-    yy, xx = np.mgrid[0:h, 0:w]
-    style = int(rng.integers(3))
-    if style == 0:  # a grating
-        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 30)
-        pixels = 128 + 127 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
-    elif style == 1:  # a checkerboard
-        cell = int(rng.integers(3, 30))
-        pixels = ((xx // cell + yy // cell) % 2) * 255
-    else:  # smoothed noise, like foliage or a wall
-        noise = Image.fromarray(rng.integers(0, 256, (h, w)).astype(np.uint8))
-        pixels = np.asarray(noise.filter(ImageFilter.GaussianBlur(rng.uniform(1.5, 6))), np.float64)
-        pixels = (pixels - pixels.min()) * 255 / max(1.0, np.ptp(pixels))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def _gradient(rng, _):
-    from PIL import Image
-
-    h, w = int(rng.integers(48, 240)), int(rng.integers(48, 240))
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    if rng.random() < 0.5:  # linear, any direction, like sky or a lit wall
-        angle = rng.uniform(0, 2 * np.pi)
-        pixels = xx * np.cos(angle) + yy * np.sin(angle)
-    else:  # radial, like a lamp or a vignette
-        cy, cx = rng.uniform(0, h / max(h, w)), rng.uniform(0, w / max(h, w))
-        pixels = np.hypot(yy - cy, xx - cx)
-    pixels = (pixels - pixels.min()) / max(1e-9, np.ptp(pixels))
-    return Image.fromarray((pixels * 255 + rng.normal(0, 6, pixels.shape)).clip(0, 255).astype(np.uint8))
-
-
-def _digits_side_by_side(rng, train_images):
-    from PIL import Image
-
-    picks = rng.integers(0, len(train_images), int(rng.integers(2, 5)))
-    row = np.concatenate([train_images[i] for i in picks], axis=1)
-    image = Image.fromarray(255 - row if rng.random() < 0.5 else row)
-    scale = float(rng.uniform(1, 4))
-    return image.resize((int(image.width * scale), int(image.height * scale)))
-
-
-DRAW = {"dot": _dot, "word": _word, "strokes": _strokes, "scribble": _scribble, "blobs": _blobs, "noise": _noise,
-        "texture": _texture, "gradient": _gradient, "digits_side_by_side": _digits_side_by_side}
-
-
-def _rgba_of(image) -> np.ndarray:
-    return np.asarray(image.convert("RGBA"))

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.core.errors import GateFailure
 from pipeline.deploy import digits, verify
-from pipeline.packaging import ood, selection
+from pipeline.packaging import non_digits, ood, selection
 from tests.conftest import config, package_into
 
 
@@ -160,9 +160,9 @@ def test_the_not_a_digit_bounds_are_fitted_on_the_shipped_model_and_measured_whe
     rejected, detected = block["measured"]["false_rejection"], block["measured"]["detection"]
     assert rejected["samples"] == 5000 and "odd indices, not used for calibration" in rejected["data"]
     assert rejected["rate"] == round(rejected["rejected"] / 5000, 6) <= ood.MAX_FALSE_REJECTION
-    assert detected["samples"] == len(ood.KINDS) * ood.PER_KIND and detected["rate"] >= 0.6
+    assert detected["samples"] == len(non_digits.KINDS) * non_digits.PER_KIND and detected["rate"] >= 0.6
     assert sum(int(n.split("/")[0]) for n in detected["by_kind"].values()) == detected["detected"]
-    assert detected["by_kind"]["dot"] == detected["by_kind"]["word"] == f"{ood.PER_KIND}/{ood.PER_KIND}"
+    assert detected["by_kind"]["dot"] == detected["by_kind"]["word"] == f"{non_digits.PER_KIND}/{non_digits.PER_KIND}"
     assert set(block["thresholds"]) == {f"{name}_{side}" for name, side, _ in digits.CHECKS}
     for key, bound in block["thresholds"].items():  # on the coarse grid: float noise elsewhere cannot move it
         grid = ood.GRID[key.rsplit("_", 1)[0]]
@@ -176,8 +176,8 @@ def test_the_synthetic_non_digits_are_the_same_pixels_for_the_same_seed(mnist_di
     from pipeline.data import mnist
 
     train = mnist.load(mnist_dir).train_images[:100]
-    first, again, other = ood.synthetic(train, 1), ood.synthetic(train, 1), ood.synthetic(train, 2)
-    assert [k for k, _ in first] == [k for k in ood.KINDS for _ in range(ood.PER_KIND)]
+    first, again, other = non_digits.synthetic(train, 1), non_digits.synthetic(train, 1), non_digits.synthetic(train, 2)
+    assert [k for k, _ in first] == [k for k in non_digits.KINDS for _ in range(non_digits.PER_KIND)]
     assert all(a.tobytes() == b.tobytes() for (_, a), (_, b) in zip(first, again, strict=True))
     assert sum(a.tobytes() != b.tobytes() for (_, a), (_, b) in zip(first, other, strict=True)) > 500
 
