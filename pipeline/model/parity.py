@@ -197,10 +197,15 @@ def require(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, 
     """judge(), raising GateFailure (exit 1) naming every failed gate and the setting that gets past it; the
     verdicts when all pass."""
     verdicts = judge(variant, kind, metrics, gates, confidence=confidence, final_samples=final_samples)
+    raise_failures(variant, kind, verdicts, context=context)
+    return verdicts
+
+
+def raise_failures(variant: str, kind: str, verdicts: dict, *, context: str) -> None:
+    """GateFailure (exit 1) naming every failed gate of these verdicts and the setting that gets past it."""
     failed = failures(verdicts)
     if failed:
         raise GateFailure(f"{context}: " + "; ".join(failed) + f" (to get past it: {remedy(variant, kind, verdicts)})")
-    return verdicts
 
 
 def torch_logits(model_dir: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:

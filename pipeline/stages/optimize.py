@@ -140,10 +140,10 @@ class _Check:
         kind = "fp16" if name == "fp16" else "fp32"
         reference_logits = parity.onnx_logits(reference, self.x)
         metrics = parity.score(path, reference_logits, self.x, reference_logits.argmax(1))
-        rule = {"confidence": self.confidence, "final_samples": self.final_samples}
+        verdicts = parity.judge(name, kind, metrics, self.gates[kind], confidence=self.confidence,
+                                final_samples=self.final_samples)
         if name in self.required:
-            parity.require(name, kind, metrics, self.gates[kind], context=f"{name} vs its input", **rule)
-        verdicts = parity.judge(name, kind, metrics, self.gates[kind], **rule)
+            parity.raise_failures(name, kind, verdicts, context=f"{name} vs its input")
         failed = parity.failures(verdicts)
         if failed:
             self.notices.append(f"{name} vs its input fails: {'; '.join(failed)}: validate will reject it "
