@@ -1,4 +1,4 @@
-"""The one gate contract: parity metrics, gate definitions, verdicts, and the PyTorch reference logits.
+"""The one gate contract: parity metrics (quoted on a CPU-independent grid), gate definitions and verdicts.
 
 Every place that decides whether a model still computes what PyTorch computes calls this module: export's
 check of the exported model, optimize's check of each graph rewrite, quantize's accuracy-aware fallback
@@ -29,7 +29,8 @@ import numpy as np
 
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.data import mnist
-from pipeline.model import checkpoint, onnx_utils
+from pipeline.model import onnx_utils
+from pipeline.model import reference as torch_reference
 
 # Gate key in conf/validate -> (metric from `compare`, comparison that must hold).
 GATES = {
@@ -47,6 +48,10 @@ GATES = {
 COUNTED = ("agreement", "accuracy_delta_pt")
 # Every variant must produce finite logits for every sample, whatever its kind's gates say.
 IMPLICIT_GATES = {"min_finite_fraction": 1.0}
+# Absolute grids the deltas are quoted on (`quote`): above the largest fp32 kernel-rounding difference seen
+# here (max |Δlogit| <= 4e-6 between PyTorch's and ONNX Runtime's fp32 kernels on 10k test images).
+QUOTE_FLOOR = {"max_abs_logit": 1e-5, "mean_abs_logit": 1e-5, "max_rel_error": 1e-5, "prob_max_abs": 1e-5}
+COSINES = ("cosine_min", "cosine_p1", "cosine_mean")
 # The metrics a bundle's manifest quotes for its shipped variant.
 SUMMARY = ("accuracy", "accuracy_delta_pt", "agreement", "max_abs_logit", "mean_abs_logit", "max_rel_error",
            "cosine_min", "cosine_p1", "cosine_mean", "prob_max_abs")
@@ -66,7 +71,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """All parity metrics. Non-finite candidate outputs make every metric fail rather than pass."""
+    """All parity metrics, quoted (`quote`). Non-finite candidate outputs make every metric fail rather than
+    pass."""
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
     finite_rows = np.isfinite(candidate).all(axis=1)
@@ -81,7 +87,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) ->
     cand_pred = np.where(finite_rows, candidate.argmax(1), -1)
     ref_acc = float((ref_pred == labels).mean())
     acc = float((cand_pred == labels).mean())
-    return {
+    return quote({
         "samples": len(labels),
         # The counts the counted gates' bounds are computed from.
         "disagreements": int((cand_pred != ref_pred).sum()),
@@ -99,7 +105,26 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) ->
         "cosine_p1": _worst(cosine, finite_rows, lambda v: np.percentile(v, 1)),
         "prob_max_abs": _worst(prob_delta.max(axis=1), finite_rows, np.max),
         "finite_fraction": float(finite_rows.mean()),
-    }
+    })
+
+
+def quote(metrics: dict) -> dict:
+    """The float metrics on a grid far coarser than kernel rounding: ONNX Runtime picks its kernels by CPU
+    (MLAS: AVX2, AVX-512, ...), and their outputs differ by ~1e-6 on these logits. Deltas keep 3 significant
+    digits but no finer than QUOTE_FLOOR, cosines 6 decimals. Gates judge the quoted value, so the figures
+    and verdicts every stage writes are the same bytes on any x86-64 CPU; only a value within ~1e-6 of a
+    rounding boundary could still differ."""
+    quoted = dict(metrics)
+    for name, floor in QUOTE_FLOOR.items():
+        if name in quoted and math.isfinite(quoted[name]) and quoted[name]:
+            digits = 2 - math.floor(math.log10(abs(quoted[name])))
+            quoted[name] = round(quoted[name], min(digits, round(-math.log10(floor))))
+    for name in COSINES:
+        if name in quoted and math.isfinite(quoted[name]):
+            quoted[name] = round(quoted[name], 6)
+    if "accuracy_delta_pt" in quoted:  # a difference of two counts: only float noise in its last digits
+        quoted["accuracy_delta_pt"] = round(quoted["accuracy_delta_pt"], 6)
+    return quoted
 
 
 def _worst(values: np.ndarray, finite_rows: np.ndarray, reduce) -> float:
@@ -208,15 +233,6 @@ def raise_failures(variant: str, kind: str, verdicts: dict, *, context: str) -> 
         raise GateFailure(f"{context}: " + "; ".join(failed) + f" (to get past it: {remedy(variant, kind, verdicts)})")
 
 
-def torch_logits(model_dir: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """The reference: the PyTorch checkpoint in eval mode on `x`."""
-    import torch
-
-    model, _ = checkpoint.load(Path(model_dir))
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
-
-
 def onnx_logits(model_path: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     return onnx_utils.run_batched(onnx_utils.session(model_path), x, batch)
 
@@ -229,7 +245,7 @@ def score(model_path: Path, reference: np.ndarray, x: np.ndarray, labels: np.nda
 def variants_vs_torch(written: dict[str, Path], model_dir: Path, data_dir: Path, samples: int) -> dict:
     """Each variant's size, nodes and parity vs PyTorch on `samples` test images (the one-shot export's table)."""
     x, labels = mnist.test_batch(data_dir, samples)
-    reference = torch_logits(model_dir, x)
+    reference = torch_reference.logits(model_dir, x)
     rows = {}
     for name, path in written.items():
         graph = onnx_utils.load(path, check=False)

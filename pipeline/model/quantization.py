@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import NonNegativeInt, PositiveInt
 
 from pipeline.core.errors import PipelineError
@@ -115,22 +116,44 @@ class Quantization:
     def _quantize_static(self, out: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        cal = self.cfg.calibration
         cache = self.scratch / "calibration-ranges.json"
         with progress_bar() as progress:
-            reader = None
             if not cache.exists():
-                images = calibration_images(self.data_dir, cal.samples, self.seed)
-                reader = MnistCalibrationReader(images, cal.batch_size, self.graph.input[0].name, progress)
-            quantize_static(
-                str(self.prepared), str(out), reader,
+                self._calibrate(cache, progress)
+            quantize_static(  # a cache hit: ORT loads the ranges and needs no reader
+                str(self.prepared), str(out), None,
                 quant_format=QuantFormat[self.cfg.format], per_channel=self.cfg.per_channel,
                 reduce_range=self.cfg.reduce_range, activation_type=QuantType[self.cfg.activation_type],
                 weight_type=QuantType[self.cfg.weight_type], nodes_to_exclude=exclude,
-                calibrate_method=CalibrationMethod[cal.method], calibration_cache_path=str(cache),
+                calibrate_method=CalibrationMethod[self.cfg.calibration.method], calibration_cache_path=str(cache),
                 extra_options={"ActivationSymmetric": self.cfg.symmetric_activations,
                                "WeightSymmetric": self.cfg.weight_type == "QInt8"},
             )
+
+    def _calibrate(self, cache: Path, progress) -> None:
+        """Write ORT's range cache as quantize_static would (same calibrator, same arguments), each range
+        rounded by `portable_range`, so that every run of this preset quantizes with kernel-independent ranges."""
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        cal = self.cfg.calibration
+        images = calibration_images(self.data_dir, cal.samples, self.seed)
+        reader = MnistCalibrationReader(images, cal.batch_size, self.graph.input[0].name, progress)
+        # quantize_static's own call: its default op types (it passes these, not None, which would calibrate
+        # every float tensor), no calibrator options (its Calib* extra_options, none here), the CPU EP.
+        with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+            calibrator = create_calibrator(
+                self.prepared, sorted({*QLinearOpsRegistry, *QDQRegistry}),
+                augmented_model_path=str(Path(tmp) / "augmented_model.onnx"),
+                calibrate_method=CalibrationMethod[cal.method],
+            )
+            calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+            del calibrator  # its session holds the augmented model
+        for tensor in ranges.values():  # other fields (Percentile's hist, bins) stay as computed
+            tensor.lowest, tensor.highest = portable_range(tensor.lowest, tensor.highest)
+        save_tensors_data(ranges, cache)
 
     def _quantize_dynamic(self, out: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -142,6 +165,25 @@ class Quantization:
             str(self.prepared), str(out), per_channel=self.cfg.per_channel, reduce_range=self.cfg.reduce_range,
             weight_type=QuantType[self.cfg.weight_type], nodes_to_exclude=exclude,
         )
+
+
+def portable_range(lowest, highest):
+    """A calibration range rounded outward (lowest down, highest up) to multiples of 2 ** (ceil(log2 m) - 7),
+    m = max |bound|: a grid step of a 64th to a 128th of the range's magnitude.
+
+    Ranges are activations' extremes from ORT running the fp32 model, whose MLAS kernels differ by CPU
+    (AVX2 vs AVX-512), so two x86-64 machines get ranges a few float32 ulps apart, and with them different
+    scales and model bytes. The grid is ~1e4 times coarser than that noise: both round to the same range
+    unless a bound lies within ~1e-6 (relative) of a grid point, or m of a power of two. Idempotent; each
+    bound keeps its dtype and shape (numpy scalar or array, elementwise for per-channel ranges)."""
+    lo, hi = np.asarray(lowest), np.asarray(highest)
+    m = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+    mantissa, exponent = np.frexp(m)  # m = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    step = np.ldexp(1.0, exponent - (mantissa == 0.5) - 7)  # exact: rounded bounds are k * step, |k| <= 128
+    keep = (m == 0) | ~np.isfinite(m)
+    lo_r = np.where(keep, lo, np.floor(lo / step) * step).astype(lo.dtype)
+    hi_r = np.where(keep, hi, np.ceil(hi / step) * step).astype(hi.dtype)
+    return tuple(r if isinstance(b, np.ndarray) else r[()] for b, r in ((lowest, lo_r), (highest, hi_r)))
 
 
 def quantize_plain(cfg: QuantizeConfig, model_in: Path, data_dir: Path, out: Path, seed: int) -> Path:

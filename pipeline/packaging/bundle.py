@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import shutil
 import tarfile
 from pathlib import Path
@@ -42,10 +43,24 @@ def write_golden_set(session, data_dir: Path, staging: Path, samples: int, fixed
     x, _ = test_batch(data_dir, samples)
     step = fixed_batch or len(x)
     inputs = [x[i : i + step] for i in range(0, len(x), step)]
-    outputs = [session.run(None, {session.get_inputs()[0].name: chunk})[0] for chunk in inputs]
+    grid = golden_grid(atol)
+    outputs = [on_grid(session.run(None, {session.get_inputs()[0].name: chunk})[0], grid) for chunk in inputs]
     return {"sets": write_golden(staging, inputs, outputs), "samples": len(x),
-            "tolerance": {"atol": atol, "top1_must_match": True},
-            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider"}
+            "tolerance": {"atol": atol, "top1_must_match": True}, "grid": grid,
+            "source": "MNIST test set, first images, outputs of this model on CPUExecutionProvider, rounded to "
+                      "the nearest multiple of `grid`"}
+
+
+def golden_grid(atol: float) -> float:
+    """The power of two at most atol/16 that golden outputs are rounded to. The CPU EP's kernels differ by
+    CPU (~1e-6 on these logits), so unrounded outputs would make the bundle's bytes depend on the CPU that
+    built it; on this grid they are the same bytes on any x86-64 CPU (a value would have to sit within ~1e-6
+    of a rounding boundary to differ), and rounding costs at most 1/32 of the tolerance the check allows."""
+    return 2.0 ** math.floor(math.log2(atol / 16))
+
+
+def on_grid(values: np.ndarray, grid: float) -> np.ndarray:
+    return (np.round(values.astype(np.float64) / grid) * grid).astype(values.dtype)
 
 
 def file_hashes(bundle: Path) -> dict[str, str]:
@@ -115,15 +130,16 @@ def write_web_page(staging: Path, page_dir: Path) -> None:
         shutil.copy(source, staging / source.name)
 
 
-def write_golden_pictures(session, data_dir: Path, staging: Path) -> list[dict]:
-    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP:
-    an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails verification."""
+def write_golden_pictures(session, data_dir: Path, staging: Path, grid: float) -> list[dict]:
+    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP
+    (on the golden grid): an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails
+    verification."""
     expected = []
     for name, png in golden_pictures(mnist.load(data_dir).test_images):
         (staging / name).parent.mkdir(exist_ok=True)
         (staging / name).write_bytes(png)
         x = infer.picture_input(staging / name, preprocessing.as_manifest())
-        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+        logits = on_grid(session.run(None, {session.get_inputs()[0].name: x})[0][0], grid)
         expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],
                          "logits": [float(v) for v in logits]})
     return expected

@@ -127,7 +127,8 @@ def render(m: dict) -> str:
         f"- accuracy {parity['accuracy']:.2%} (Δ {parity['accuracy_delta_pt']:+.2f} pt), "
         f"top-1 agreement {parity['agreement']:.2%}, max |Δlogit| {parity['max_abs_logit']:.3g}, "
         f"min cosine {parity['cosine_min']:.4f}",
-        f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']}, top-1 must match; "
+        f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']} (expected "
+        f"values rounded to {golden.get('grid', 0):g}), top-1 must match; "
         f"{len(golden.get('pictures', []))} raw PNG pictures (golden_pictures/) through the bundle's own preparation",
         "- verified on (each by this bundle's own checker):",
         *(f"  - {summary(record)}" for record in m["verified_on"]),

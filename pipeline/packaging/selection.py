@@ -96,11 +96,33 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     portable = {_label(g) for g in candidate_grid if not by_name[g[0]]["nonstandard"]}
     chosen_label, evidence = decide(rounds, min_effect=cfg.selection.min_effect,
                                     confidence=cfg.selection.confidence, portable=portable)
+    if not cfg.selection.decide:  # the order decides; the timings advise (`advice`)
+        evidence["measured_choice"] = chosen_label
+        chosen_label = evidence["chosen"] = _first_in_order(candidate_grid, eligible)
     evidence["regret"] = _regret(timer, primary, candidate_grid, rounds, chosen_label, cfg.selection)
     variant, _, session, options = next(g for g in candidate_grid if _label(g) == chosen_label)
     chosen = next(c for c in eligible if c["name"] == variant)
     return chosen, session, options, f"{chosen_label}: {_why(evidence, cfg, primary, timer, len(rounds))}{skipped}", \
         evidence
+
+
+def _first_in_order(candidate_grid: list[tuple], eligible: list[dict]) -> str:
+    """The first eligible variant that uses only standard ONNX operators (else the first), with the target's
+    own session and provider options: what ships when timings do not decide."""
+    pick = next((c for c in eligible if not c["nonstandard"]), eligible[0])
+    return _label(next(g for g in candidate_grid if g[0] == pick["name"]))
+
+
+def advice(evidence: dict, target: str) -> list[str]:
+    """A notice when this machine's timings would have shipped another candidate than the order did."""
+    measured, chosen = evidence.get("measured_choice"), evidence.get("chosen")
+    if measured is None or measured == chosen:
+        return []
+    ratio = evidence["candidates"][chosen]["vs_fastest"]
+    return [f"{target}: on this machine {measured} was measured faster than the shipped {chosen} (which took "
+            f"{ratio['ratio']:.2f}x the fastest's latency, {ratio['low']:.2f}-{ratio['high']:.2f}); to ship what "
+            f"this machine measures fastest, set target.{target}.selection.decide=true (the bundle then depends "
+            f"on the machine that builds it), or reorder target.{target}.candidates"]
 
 
 def _label(candidate: tuple) -> str:
@@ -110,9 +132,15 @@ def _label(candidate: tuple) -> str:
 
 
 def _why(evidence: dict, cfg, primary: str, timer: str, tried: int) -> str:
-    """The decision in words, exactly as `decide` makes it; no number that changes between runs."""
+    """The decision in words, exactly as `decide` (or the order) makes it; nothing that changes between runs
+    or machines."""
     effect, confidence = f"{cfg.selection.min_effect:.0%}", f"{cfg.selection.confidence:.0%}"
     on = f"at batch 1 on {primary} ({timer}), {tried} candidates (variant × session options) in interleaved rounds"
+    if not cfg.selection.decide:
+        return ("the first candidate in the target's order that passes its parity gates and uses only standard "
+                "ONNX operators where one does, with the target's own session options; timings advise and do not "
+                f"decide (selection.decide=false), so any CPU builds this same bundle (timed {on}: "
+                "metrics/timings/, and the regret)")
     shown = f"shown (bootstrap, {confidence} confidence) to be more than {effect} slower than the fastest"
     contenders, chosen = evidence["not_slower_than_fastest"], evidence["chosen"]
     passed_over = contenders[:contenders.index(chosen)]

@@ -16,6 +16,7 @@ from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import mnist, preprocessing
 from pipeline.model import checkpoint, onnx_utils, parity
+from pipeline.model import reference as torch_reference
 from pipeline.model.torch_export import MAX_OPSET, MIN_OPSET, export_module, require_opset
 
 
@@ -46,7 +47,7 @@ def run(cfg: ExportConfig, gates: dict, confidence: float, final_samples: int | 
         path = onnx_utils.save(proto, staging / onnx_utils.MODEL_FILE,
                                external_threshold_bytes=cfg.external_data_threshold_mb << 20)
         onnx_utils.check_model(path, "exported model")
-        metrics = parity.score(path, parity.torch_logits(Path(model_dir), x), x, labels)
+        metrics = parity.score(path, torch_reference.logits(Path(model_dir), x), x, labels)
         parity.require("exported", "fp32", metrics, gates, context="exported model vs PyTorch", confidence=confidence,
                        final_samples=final_samples or mnist.TEST_IMAGES)
         summary = onnx_utils.graph_summary(onnx_utils.load(path, check=False), path)

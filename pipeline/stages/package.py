@@ -78,6 +78,7 @@ class SelectionConfig(Schema):
     per_round: PositiveInt
     min_effect: float = Field(ge=0, lt=1)
     confidence: float = Field(gt=0.5, lt=1)
+    decide: bool  # false: the order ships, timings advise (same bundle on any CPU); true: this machine's timings
 
 
 class TargetConfig(Schema):
@@ -117,7 +118,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
                                       [("CPUExecutionProvider", {})])
         golden = bundle_io.write_golden_set(session, Path(data_dir), staging, cfg.golden_samples, cfg.fixed_batch,
                                             cfg.golden_atol)
-        golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging)
+        golden["pictures"] = bundle_io.write_golden_pictures(session, Path(data_dir), staging, golden["grid"])
         with phase("not-a-digit calibration"):  # the flag's bounds, measured on this model as it ships
             not_a_digit = ood.calibrate(session, Path(data_dir), cfg.fixed_batch, preprocessing.as_manifest())
         bundle_io.write_sample_digit(Path(data_dir), staging)
@@ -150,12 +151,14 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         outputs={"bundle": Path(out_dir), "archive": Path(archive), "digest": Path(digest)},
         metrics={"target": target, "chosen": chosen["name"], "archive_sha256": archive_sha256,
                  "signed": sign_key is not None, "session": options, "reason": reason,
-                 "verified": {k: v for k, v in report.items() if k != "bundle"},
+                 "verified": {**{k: v for k, v in report.items() if k != "bundle"},
+                              "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], golden["grid"])},
                  "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
                  "ood": {"thresholds": not_a_digit["thresholds"], **not_a_digit["measured"]},
                  "candidates": [_public(c) for c in candidates]},
         # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
         observations={"selection": evidence, "verified_at": _now(), "phases_s": phase.seconds},
+        notices=selection.advice(evidence, target),
     )
 
 

@@ -24,6 +24,7 @@ from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Stage, StageResult
 from pipeline.data.mnist import test_batch
 from pipeline.model import onnx_utils, parity
+from pipeline.model import reference as torch_reference
 from pipeline.model.quantization import (
     DYNAMIC_NOTE,
     Quantization,
@@ -82,7 +83,7 @@ class _Search:
         self.quantization, self.cfg, self.name, self.gates = quantization, cfg, name, gates
         self.confidence, self.verdicts = confidence, {}
         self.eval_x, self.eval_y = test_batch(quantization.data_dir, cfg.eval_samples)
-        self.reference = parity.torch_logits(model_dir, self.eval_x)
+        self.reference = torch_reference.logits(model_dir, self.eval_x)
 
     def quantize_within_budget(self) -> tuple[Path, dict]:
         """Quantize; while validate's gates fail, keep the next most sensitive op in fp32."""

@@ -25,6 +25,7 @@ from pipeline.core.io import sha256_file
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import mnist
 from pipeline.model import onnx_utils, parity
+from pipeline.model import reference as torch_reference
 from pipeline.model.localize import localize, modules
 from pipeline.model.quantization import variant_kinds
 from pipeline.present.progress import progress_bar
@@ -57,7 +58,7 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
                              setting="validate.samples")
     paths, unjudged = _current(kinds, Path(variants_dir), Path(model_dir), cfg.required)
     x, labels = mnist.test_batch(Path(data_dir), samples)
-    reference = parity.torch_logits(Path(model_dir), x, cfg.batch_size)
+    reference = torch_reference.logits(Path(model_dir), x, cfg.batch_size)
     report = {}
     with progress_bar() as progress:
         task = progress.add_task("validate", total=len(paths))

@@ -23,10 +23,11 @@ def test_the_x86_bundle_is_verified_natively_from_python_node_and_cpp_and_says_j
     assert python["golden_pictures"] == 6
     assert node["verified"] and node["runtime"] == "onnxruntime-node"
     assert node["package"].startswith("onnxruntime-node@")
-    assert node["max_abs_delta"] <= 1e-5 and node["top1_agreement"] == 1.0
+    grid = _manifest(bundles["cpu_x86"])["golden"]["grid"]  # golden outputs are rounded to it
+    assert node["max_abs_delta"] <= grid and node["top1_agreement"] == 1.0
     assert "CPUExecutionProvider on x86_64 with onnxruntime==" in (bundles["cpu_x86"] / "README.md").read_text()
     assert cpp["verified"] and cpp["runtime"] == "onnxruntime-cpp" and cpp["machine"] == "x86_64"
-    assert cpp["golden_samples"] == python["golden_samples"] and cpp["max_abs_delta"] == 0.0
+    assert cpp["golden_samples"] == python["golden_samples"] and cpp["max_abs_delta"] == python["max_abs_delta"] <= grid
     assert not java["verified"] and "Maven Central" in java["reason"]
 
 

@@ -69,6 +69,31 @@ def test_selection_does_not_pretend_to_time_an_absent_provider():
     assert untimed[0]["name"] == "fp16" and "uses only standard ONNX operators" in untimed[3]
 
 
+@pytest.mark.parametrize("decide", [False, True])
+def test_timings_decide_only_when_told_and_otherwise_advise(monkeypatch, decide):
+    """By default the order ships (the same bundle on any CPU) and a notice names what this machine measured
+    faster; with selection.decide the certainly faster candidate ships."""
+    cfg = config(f"target.cpu_x86.selection.decide={str(decide).lower()}",
+                 "target.cpu_x86.search.graph_optimization_level=[]", "target.cpu_x86.search.allow_spinning=[]",
+                 "target.cpu_x86.selection.rounds=3").target["cpu_x86"]
+    speed = {"simplified": 2.0, "int8_static": 1.0}  # int8_static certainly twice as fast
+
+    def timed(timer, provider, grid, chosen_selection):
+        return {selection._label(g): _rounds(speed[g[0]], seed=i) for i, g in enumerate(grid)}
+
+    monkeypatch.setattr(selection, "_time_candidates", timed)
+    chosen, options, _, reason, evidence = selection.choose(
+        cfg, [_candidate("simplified"), _candidate("int8_static")], "onnxruntime")
+    assert options["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    advice = selection.advice(evidence, "cpu_x86")
+    if decide:
+        assert chosen["name"] == "int8_static" and advice == [] and "decide" not in reason
+    else:
+        assert chosen["name"] == "simplified" and "timings advise and do not decide" in reason
+        assert "int8_static" in advice[0] and "target.cpu_x86.selection.decide=true" in advice[0]
+        assert evidence["regret"]["best"].startswith("int8_static")
+
+
 def test_no_passing_candidate_is_a_gate_failure():
     cfg = config().target["cpu_x86"]
     with pytest.raises(GateFailure, match="no candidate passes its parity gates"):
@@ -98,7 +123,8 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     assert "verified on (each by this bundle's own checker)" in (bundle / "README.md").read_text()
     report = verify.verify(bundle)
     assert report["golden_samples"] == 16 and report["files_checked"] == len(manifest["files"])
-    assert verify.verify(bundle.with_suffix(".tar.gz"))["max_abs_delta"] == 0.0
+    # The golden outputs are this model's own, rounded to their grid: the check here sees only that rounding.
+    assert verify.verify(bundle.with_suffix(".tar.gz"))["max_abs_delta"] <= manifest["golden"]["grid"] / 2
 
 
 def test_candidates_that_were_not_built_are_recorded_not_shipped(bundles):

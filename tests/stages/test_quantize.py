@@ -7,6 +7,7 @@ from pipeline.core import lineage
 from pipeline.data.calibration import MnistCalibrationReader, calibration_images
 from pipeline.data.mnist import test_batch as real_test_images
 from pipeline.model import onnx_utils
+from pipeline.model.quantization import Quantization, portable_range
 from pipeline.stages import quantize
 from tests.conftest import config, run_stage
 
@@ -83,3 +84,46 @@ def test_forced_fallback_excludes_sensitive_nodes_and_reduces_the_error(tmp_path
     assert error(forced.outputs["int8_static"]) < error(plain.outputs["int8_static"])
     assert lineage.read(forced.outputs["int8_static"])["checkpoint_sha256"] == lineage.checkpoint_digest(
         tiny_model_dir)
+
+
+def test_portable_range_rounds_outward_onto_a_grid_kernel_noise_cannot_cross():
+    lo, hi = np.float32(-0.7316), np.float32(5.4093)  # magnitude in (4, 8]: a grid of 2**-4
+    rounded = portable_range(lo, hi)
+    assert rounded == (np.float32(-0.75), np.float32(5.4375)) and all(r.dtype == np.float32 for r in rounded)
+    assert rounded[0] <= lo and rounded[1] >= hi
+    assert portable_range(*rounded) == rounded
+    for noise in (1 + 1e-6, 1 - 1e-6):  # another CPU's kernels, a few ulps off
+        assert portable_range(np.float32(lo * noise), np.float32(hi * noise)) == rounded
+    # a bound rounded up onto a power of two keeps its grid; zero stays; arrays (ORT's MinMax) keep their shape
+    assert portable_range(np.float32(-1.99), np.float32(0.5)) == (-2.0, 0.5) == portable_range(-2.0, 0.5)
+    assert portable_range(np.float32(0), np.float32(0)) == (0, 0)
+    lows, highs = portable_range(np.array([0.0, -3e-3], np.float32), np.array([2.29192, 0.0517], np.float32))
+    assert lows.dtype == highs.dtype == np.float32 and lows.shape == (2,)
+    np.testing.assert_array_equal(lows, [0.0, -7 * 2**-11])  # each its own grid: 2**-5 and 2**-11
+    np.testing.assert_array_equal(highs, [74 * 2**-5, 106 * 2**-11])
+
+
+def test_static_runs_quantize_with_portable_ranges_of_the_tensors_ort_calibrates(tmp_path, variants_dir,
+                                                                                 mnist_dir):
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    cfg = config("quantize=[int8_static]").quantize["int8_static"]
+    quantization = Quantization(cfg, variants_dir / "simplified" / "model.onnx", mnist_dir, tmp_path, seed=0)
+    first = quantization.run([])
+    ours = load_tensors_data(tmp_path / "calibration-ranges.json")
+    # ORT's own calibration of the same images: the same tensors, each range inside ours and within a step
+    reader = MnistCalibrationReader(calibration_images(mnist_dir, cfg.calibration.samples, 0),
+                                    cfg.calibration.batch_size, quantization.graph.input[0].name)
+    quantize_static(str(quantization.prepared), str(tmp_path / "ort.onnx"), reader,
+                    calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(tmp_path / "ort.json"))
+    ort = load_tensors_data(tmp_path / "ort.json")
+    assert ours.calibration_method == ort.calibration_method and set(ours.keys()) == set(ort.keys())
+    for name, tensor in ours.items():
+        low, high = tensor.range_value
+        np.testing.assert_array_equal(portable_range(low, high), (low, high))  # on the grid
+        margin = np.maximum(np.abs(low), np.abs(high)) / 64
+        assert np.all(low <= ort[name].lowest) and np.all(ort[name].lowest - low < margin), name
+        assert np.all(high >= ort[name].highest) and np.all(high - ort[name].highest < margin), name
+    # later runs (the fallback's) load the same ranges
+    assert quantization.run([]).read_bytes() == first.read_bytes()
