@@ -118,7 +118,7 @@ def quote(metrics: dict) -> dict:
     for name, floor in QUOTE_FLOOR.items():
         if name in quoted and math.isfinite(quoted[name]) and quoted[name]:
             digits = 2 - math.floor(math.log10(abs(quoted[name])))
-            quoted[name] = round(quoted[name], min(digits, round(-math.log10(floor))))
+            quoted[name] = round(quoted[name], min(digits, round(-math.log10(floor)))) + 0.0  # never -0.0
     for name in COSINES:
         if name in quoted and math.isfinite(quoted[name]):
             quoted[name] = round(quoted[name], 6)

@@ -1,6 +1,8 @@
 """How a gate is decided (pipeline/model/parity.py): counted gates on a confidence bound, intermediate checks
 with validate's own rule, and a failure that names the way past it."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,15 @@ def test_worst_case_gates_are_per_image_tolerances():
     """max |Δlogit| over a prefix can only grow on more images: the intermediate rule is the value itself."""
     worse = _metrics(256, 0, max_abs_logit=0.06)
     assert parity.failures(parity.judge("fp16", "fp16", worse, FP16, confidence=0.95, final_samples=10000))
+
+
+def test_figures_are_quoted_on_a_grid_that_kernel_rounding_cannot_cross():
+    """What ONNX Runtime computes moves by ~1e-6 between CPUs; the quoted figures do not."""
+    figures = {"max_abs_logit": 0.2532067, "mean_abs_logit": 3.8e-6, "max_rel_error": 0.0500667,
+               "prob_max_abs": -2e-7, "cosine_p1": 0.99988613}
+    quoted = parity.quote(figures)
+    assert quoted == parity.quote({k: v + (1e-9 if k.startswith("cosine") else 1e-6) for k, v in figures.items()})
+    assert quoted["max_abs_logit"] == 0.253 and quoted["mean_abs_logit"] == 0.0 and quoted["cosine_p1"] == 0.999886
+    assert parity.quote({"accuracy_delta_pt": 0.009999999999998899})["accuracy_delta_pt"] == 0.01
+    assert math.isnan(parity.quote({"cosine_min": float("nan")})["cosine_min"])  # non-finite still fails gates
+    assert str(quoted["prob_max_abs"]) == "0.0"  # never -0.0, whose sign kernel rounding could flip

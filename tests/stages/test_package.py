@@ -100,6 +100,19 @@ def test_no_passing_candidate_is_a_gate_failure():
         selection.choose(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], None)
 
 
+def test_golden_outputs_sit_on_a_grid_kernel_rounding_cannot_cross():
+    """Golden outputs are rounded to a power of two at most atol/16, so another CPU's ~1e-6 leaves them as is."""
+    from pipeline.packaging import bundle as bundle_io
+
+    grid = bundle_io.golden_grid(0.25)
+    assert grid == 1 / 64 and bundle_io.golden_grid(0.05) == 1 / 512
+    logits = np.array([[5.3725972, -0.0091845, -1e-7, 0.2567743]], dtype=np.float32)
+    rounded = bundle_io.on_grid(logits, grid)
+    assert np.array_equal(rounded, bundle_io.on_grid(logits + np.float32(1e-6), grid))
+    assert np.abs(rounded - logits).max() <= grid / 2 and not np.signbit(rounded[0, 2])  # 0.0, never -0.0
+    assert (rounded / grid == np.round(rounded / grid)).all()
+
+
 def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     bundle = bundles["cpu_x86"]
     manifest = json.loads((bundle / "manifest.json").read_text())
