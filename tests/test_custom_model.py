@@ -70,7 +70,8 @@ def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_p
 
     exported = pipeline(*EXPORT)
     quantized = json.loads((tmp_path / "metrics" / "quantize_int8_static.json").read_text())
-    assert quantized["quantized_nodes"]  # the INT8 variant asked for, built
+    # The INT8 variant asked for, built (its fallback may have kept every op in fp32 and still miss its gates).
+    assert (tmp_path / "variants" / "int8_static" / "model.onnx").is_file() and "quantized_nodes" in quantized
     if quantized["within_budget"]:
         assert exported.returncode == 0, exported.stderr[-2000:]
     else:  # the variant asked for misses its gates: exit 1, naming it alone, and what gets past it

@@ -234,7 +234,7 @@ def test_quantize_killed_during_calibration_then_completes(tmp_path, variants_di
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _kill_when(proc, lambda: any(tmp_path.glob("ort.quant.*")))  # ORT's scratch while it calibrates
+    _kill_when(proc, lambda: any(tmp_path.glob("calibrate-*")))  # the calibrator's scratch while it calibrates
     assert not (variants / "int8_static").exists()
     result = run_cli(*args[:-1], "quantize.int8_static.calibration.samples=256", env=env)
     assert result.returncode == 0, result.stderr[-2000:]

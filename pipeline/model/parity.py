@@ -178,11 +178,17 @@ def judge(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, co
 
 
 def require_decidable(gates: dict[str, dict[str, float]], samples: int, confidence: float, *, setting: str) -> None:
-    """Refuse (exit 2) a sample on which even a perfect result could not pass a counted gate."""
+    """Refuse (exit 2) a sample on which even a perfect result could not pass a counted gate, and a threshold
+    finer than the grid its metric is quoted on (`quote`), which the quoted value could not tell from zero."""
     perfect = {"samples": samples, "disagreements": 0, "newly_wrong": 0, "newly_right": 0}
     for kind, kind_gates in gates.items():
         for gate, threshold in kind_gates.items():
             metric = GATES.get(gate, ("", ""))[0]
+            if threshold < QUOTE_FLOOR.get(metric, -math.inf):
+                raise PipelineError(
+                    f"validate.gates.{kind}.{gate}={threshold:g} is finer than the {QUOTE_FLOOR[metric]:g} grid "
+                    f"{metric} is quoted on (ONNX Runtime's kernels round differently on each CPU): use at least "
+                    f"{QUOTE_FLOOR[metric]:g}")
             if metric in COUNTED and lower_bound(metric, perfect, confidence) < threshold:
                 enough = [n for n in (1000, 2000, 3000, 5000, mnist.TEST_IMAGES)
                           if lower_bound(metric, {**perfect, "samples": n}, confidence) >= threshold]

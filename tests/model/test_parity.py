@@ -93,3 +93,9 @@ def test_figures_are_quoted_on_a_grid_that_kernel_rounding_cannot_cross():
     assert parity.quote({"accuracy_delta_pt": 0.009999999999998899})["accuracy_delta_pt"] == 0.01
     assert math.isnan(parity.quote({"cosine_min": float("nan")})["cosine_min"])  # non-finite still fails gates
     assert str(quoted["prob_max_abs"]) == "0.0"  # never -0.0, whose sign kernel rounding could flip
+
+
+def test_a_threshold_finer_than_the_quoted_grid_is_refused():
+    with pytest.raises(PipelineError, match=r"max_abs_logit=1e-06 is finer than the 1e-05 grid"):
+        parity.require_decidable({"fp32": {"max_abs_logit": 1e-6}}, 10000, 0.95, setting="validate.samples")
+    parity.require_decidable({"fp32": {"max_abs_logit": 1e-5}}, 10000, 0.95, setting="validate.samples")

@@ -32,13 +32,14 @@ def test_fp32_and_fp16_variants_pass_their_gates(variants_dir, tiny_model_dir, m
 
 def test_a_forced_gate_fails_and_names_variant_metric_value_threshold_and_the_way_past(variants_dir, tiny_model_dir,
                                                                                         mnist_dir):
-    result = _run(variants_dir, tiny_model_dir, mnist_dir, "validate.gates.fp32.max_abs_logit=0.0")
+    # No fp32 rewrite can miss a cosine above 1: the one threshold that forces a failure.
+    result = _run(variants_dir, tiny_model_dir, mnist_dir, "+validate.gates.fp32.min_cosine=1.000001")
     assert not result.metrics["passed"] and result.gate_failures == result.metrics["failures"]
     # simplified is required (validate.required): it fails the run; optimized is not: it is rejected.
     (message,) = [m for m in result.metrics["failures"] if m.startswith("simplified")]
-    assert message.startswith("simplified (fp32): max_abs_logit = ")
-    assert "needs <= 0 (to get past it: optimize.simplify=false skips onnxsim; or loosen " \
-           "validate.gates.fp32.max_abs_logit=" in message
+    assert message.startswith("simplified (fp32): cosine_min = ")
+    assert "needs >= 1 (to get past it: optimize.simplify=false skips onnxsim; or loosen " \
+           "validate.gates.fp32.min_cosine=" in message
     assert not any(m.startswith("optimized") for m in result.metrics["failures"])
     assert "optimize.level=basic" in result.metrics["rejected"]["optimized"]
     assert result.metrics["variants"]["optimized"]["divergence"]["compared_tensors"] > 0
@@ -50,14 +51,14 @@ def test_cli_exit_codes_and_the_report_is_written_even_when_failing(tmp_path, va
     passing = run_cli("validate", *TINY, *paths)
     assert passing.returncode == 0, passing.stderr
     # fp16 is no required variant: a gate it misses rejects it, in the terminal, and the run goes on.
-    rejecting = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-9")
+    rejecting = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-5")
     assert rejecting.returncode == 0, rejecting.stderr
     assert "validate: rejected (not shipped by any target; not in validate.required): fp16 (fp16): max_abs_logit = " \
            in rejecting.stderr and "optimize.fp16.enabled=false" in rejecting.stderr
     report = json.loads((tmp_path / "validate.json").read_text())
     assert report["passed"] is True and report["variants"]["fp16"]["passed"] is False and "fp16" in report["rejected"]
     # Listed in validate.required, the same failure fails the run (exit 1), after the report is written.
-    failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-9",
+    failing = run_cli("validate", *TINY, *paths, "validate.gates.fp16.max_abs_logit=1e-5",
                       "validate.required=[exported,simplified,fp16]")
     assert failing.returncode == 1
     assert "parity gate failed: fp16 (fp16): max_abs_logit = " in failing.stderr
