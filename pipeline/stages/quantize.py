@@ -116,11 +116,11 @@ class _Search:
 
     def sensitivity_ranking(self, excluded: list[str], units: dict[str, list[str]]) -> list[tuple[str, float]]:
         """Each candidate unit's mean |Δlogit| vs PyTorch when only it stays fp32: lower error = more sensitive
-        (ties by name, so the order does not hang on the last bit of a float)."""
+        (the quoted figure, parity.quote; ties by name, so the order does not hang on the last bit of a float)."""
         scores = []
         for name, nodes in units.items():
             _, metrics, _ = self.quantize([*excluded, *nodes])
-            scores.append((name, round(metrics["mean_abs_logit"], 6)))
+            scores.append((name, metrics["mean_abs_logit"]))
         return sorted(scores, key=lambda item: (item[1], item[0]))
 
     def quantize(self, exclude: list[str]) -> tuple[Path, dict, list[str]]:
