@@ -175,6 +175,7 @@ class Paths(Schema):
     model: str
     variants: str
     deploy: str
+    model_package: str
     report: str
     metrics: str
     cache: str

@@ -97,38 +97,100 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-def check_provenance(bundle: Path, public_key: Path) -> dict:
-    """provenance.intoto.json: a DSSE envelope signed by `public_key` whose statement's subjects are this bundle's
-    files with their present sha256; returns the statement."""
+def key_id(public_key) -> str:
+    """A public key's id: the sha256 of its DER SubjectPublicKeyInfo, what
+    `openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum` prints."""
+    from cryptography.hazmat.primitives import serialization
+
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return sha256_bytes(der)
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_private_key(key_file: Path):
+    """An EC private key (PEM) to sign with, or a BundleError line saying what is wrong with the file."""
+    try:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    except ImportError:
+        raise BundleError("signing needs the cryptography package: pip install cryptography") from None
+
+    try:
+        key = load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise BundleError(f"cannot read the signing key {key_file}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise BundleError(f"{key_file} is not an EC private key (P-256/P-384/P-521: openssl ecparam -name "
+                          "prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
+    return key
+
+
+def dsse_envelope(key, statement: dict) -> dict:
+    """DSSE: ECDSA-SHA256 over the pre-authentication encoding of the canonical statement JSON, with the
+    signing key's id."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    signature = key.sign(pae(IN_TOTO, payload), ec.ECDSA(hashes.SHA256()))
+    return {"payloadType": IN_TOTO, "payload": base64.b64encode(payload).decode(),
+            "signatures": [{"keyid": key_id(key.public_key()), "sig": base64.b64encode(signature).decode()}]}
+
+
+def envelope_signers(envelope: dict) -> list[str]:
+    """The key ids a DSSE envelope claims to be signed by (unchecked); ValueError if it is not an envelope."""
+    if not isinstance(envelope, dict) or envelope.get("payloadType") != IN_TOTO \
+            or not isinstance(envelope.get("signatures"), list):
+        raise ValueError("not a DSSE envelope of an in-toto statement")
+    return [s["keyid"] for s in envelope["signatures"] if isinstance(s, dict) and isinstance(s.get("keyid"), str)]
+
+
+def signed_statement(envelope: dict, public_key) -> dict | None:
+    """The in-toto statement of a DSSE envelope when one of its signatures verifies under `public_key`,
+    else None; ValueError when the envelope or its payload is malformed."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    def signed_by(key, signature: dict, message: bytes) -> bool:
+    envelope_signers(envelope)
+    try:
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        message = pae(envelope["payloadType"], payload)
+        statement = json.loads(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable DSSE payload: {exc}") from None
+    for signature in envelope["signatures"]:
         try:
-            key.verify(base64.b64decode(signature["sig"]), message, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, TypeError, AttributeError):  # another signature, or not an EC key
-            return False
-        return True
+            public_key.verify(base64.b64decode(signature["sig"]), message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, TypeError, AttributeError, KeyError, ValueError):
+            continue
+        if isinstance(statement, dict) and statement.get("_type") == IN_TOTO_STATEMENT:
+            return statement
+    return None
+
+
+def check_provenance(bundle: Path, public_key: Path) -> dict:
+    """provenance.intoto.json: a DSSE envelope signed by `public_key` whose statement's subjects are this bundle's
+    files with their present sha256; returns the statement."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
         envelope = json.loads((bundle / PROVENANCE).read_text())
-        if not isinstance(envelope.get("payloadType"), str):
-            raise ValueError("no payloadType")
-        payload = base64.b64decode(envelope["payload"], validate=True)
-        key = load_pem_public_key(Path(public_key).read_bytes())
-        message = pae(envelope["payloadType"], payload)
-        signed = any(signed_by(key, s, message) for s in envelope["signatures"])
-        statement = json.loads(payload)
-        subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+        statement = signed_statement(envelope, load_pem_public_key(Path(public_key).read_bytes()))
+        subjects = {} if statement is None else {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{PROVENANCE} is not a DSSE envelope of an in-toto statement: {exc}") from None
-    if envelope["payloadType"] != IN_TOTO or not signed:
+    if statement is None:
         raise BundleError(f"{PROVENANCE} is not signed by {Path(public_key).name}")
     manifest = json.loads((bundle / "manifest.json").read_text())
     about = {manifest["model"]["file"], "manifest.json"}
-    if statement.get("_type") != IN_TOTO_STATEMENT or statement.get("predicateType") != SLSA_PROVENANCE \
+    if statement.get("predicateType") != SLSA_PROVENANCE \
             or not about <= set(subjects):
         raise BundleError(f"{PROVENANCE} is not an SLSA provenance statement about this bundle's model and manifest")
     for name, digest in subjects.items():

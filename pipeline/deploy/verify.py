@@ -3,13 +3,14 @@
 Standalone: needs only the standard library, numpy, onnxruntime and Pillow (the golden pictures are PNGs that
 go through the bundle's own preparation, so an edited manifest or digits.py fails). Ships inside each bundle:
     python verify.py BUNDLE_DIR_OR_TAR_GZ [--provider NAME] [--allow-fallback] [--sha256 HEX_OR_FILE]
-                     [--public-key PEM] [--json] [--record FILE]
+                     [--public-key PEM] [--json] [--record FILE --record-key PEM]
 The golden check runs on the target's own first provider (or --provider NAME) alone, with ONNX Runtime's
 silent CPU fallback refused; --allow-fallback runs it on what this onnxruntime has and says "not verified on".
 The first line says what was established about the files: consistent, authentic, or signature present.
---record FILE writes, after a check on the provider itself (never a fallback), the evidence `package` copies into
-`verified_on` on a machine without that provider: the digests of what was checked, this checker's own digest, the
-runtime package and version, the device and the golden results (metrics/device_runs/ in the producer's repo).
+--record FILE --record-key PEM writes, after a check on the provider itself (never a fallback), the evidence
+`package` copies into `verified_on` on a machine without that provider: an in-toto statement (the files checked as
+subjects; this checker's digest, the runtime package and version, the device and the golden results as predicate)
+in a DSSE envelope signed with the verifier's EC key (evidence.py; needs `cryptography`).
 Exit 0: verified. 1: the model runs but its outputs drift from the golden outputs beyond the manifest's
 tolerance. 2: the bundle itself is bad (tampered, missing or unlisted file, unsafe archive member, invalid
 manifest). 3: not verified here: the provider is missing from this onnxruntime, or could not run the model.
@@ -25,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
-    from .authenticity import established, opened_bundle
+    from .authenticity import established, load_private_key, opened_bundle
     from .contents import MANIFEST, BundleError, check_files, content_digest, load_manifest, read_tensor
-    from .evidence import device_record
+    from .evidence import write_record
     from .infer import InputError, picture_input
     from .session import open_session as open_model_session
     from .session import provider_options, providers_for
@@ -35,9 +36,9 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
     sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
     try:
-        from authenticity import established, opened_bundle
+        from authenticity import established, load_private_key, opened_bundle
         from contents import MANIFEST, BundleError, check_files, content_digest, load_manifest, read_tensor
-        from evidence import device_record
+        from evidence import write_record
         from infer import InputError, picture_input
         from session import open_session as open_model_session
         from session import provider_options, providers_for
@@ -181,7 +182,7 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
                     manifest["model"]["file"]],
                 **established(bundle, sha256_expected, public_key), "providers": opened.get_providers(),
                 "wanted_provider": wanted, "verified_on_provider": opened.get_providers()[0] == wanted,
-                **runtime_facts(), **golden}
+                **runtime_facts(), **golden, "files": manifest["files"]}
 
 
 def available_providers() -> list[str]:
@@ -213,12 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--record", type=Path, help="after a check on the provider itself, write the evidence the "
                         "producer's `package` copies into verified_on (exit 3 if the provider did not run it)")
+    parser.add_argument("--record-key", type=Path, help="the verifier's EC private key (PEM) that signs --record")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.record and args.allow_fallback:
         print("error: --record proves a provider ran the bundle: it cannot be combined with --allow-fallback",
               file=sys.stderr)
         return 2
+    if bool(args.record) != bool(args.record_key):
+        print("error: --record and --record-key go together: a record counts only signed by a verifier's key",
+              file=sys.stderr)
+        return 2
     try:
+        if args.record_key:
+            load_private_key(args.record_key)  # a key that cannot sign fails now, before the check
         report = verify(Path(args.bundle), args.provider, args.sha256, args.public_key, args.allow_fallback)
     except ProviderMissing as exc:
         print(f"not verified: {exc}", file=sys.stderr)
@@ -233,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {MANIFEST} holds a value this checker cannot use ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
     if args.record:
-        args.record.write_text(json.dumps(device_record(report, Path(__file__)), indent=2, sort_keys=True) + "\n")
-        print(f"recorded the check on {report['providers'][0]} in {args.record}", file=sys.stderr)
+        write_record(args.record, report, report["files"], Path(__file__), args.record_key)
+        print(f"recorded the check on {report['providers'][0]} in {args.record}, signed", file=sys.stderr)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps({k: v for k, v in report.items() if k != "files"}))
         return 0
     print("\n".join(summary_lines(report)))
     return 0

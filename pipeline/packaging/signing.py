@@ -14,8 +14,6 @@ ECDSA signatures are randomized, so a signed bundle is not byte-reproducible; an
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
@@ -24,8 +22,14 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.core.provenance import source_commit
-from pipeline.deploy.authenticity import IN_TOTO, IN_TOTO_STATEMENT, SLSA_PROVENANCE, check_signature, pae
-from pipeline.deploy.contents import PROVENANCE, SIGNATURE
+from pipeline.deploy.authenticity import (
+    IN_TOTO_STATEMENT,
+    SLSA_PROVENANCE,
+    check_signature,
+    dsse_envelope,
+    load_private_key,
+)
+from pipeline.deploy.contents import PROVENANCE, SIGNATURE, BundleError
 from pipeline.packaging.release import VERSION
 
 BUILD_TYPE = "https://onnx-deploy-pipeline.invalid/package/v1"  # names the recipe: `pipeline package`
@@ -34,43 +38,41 @@ TOOLCHAIN = ("onnxruntime", "onnx", "torch", "numpy", "model-signing")
 
 def private_key(key_file: Path):
     """The producer's EC private key, or one PipelineError line saying what is wrong with the file."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     try:
-        key = load_pem_private_key(Path(key_file).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PipelineError(f"cannot read the signing key {key_file}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise PipelineError(f"{key_file} is not an EC private key (model signing takes P-256/P-384/P-521: "
-                            "openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
-    return key
+        return load_private_key(key_file)
+    except BundleError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def sign_bundle(bundle: Path, key_file: Path, inputs: dict[str, dict], parameters: dict) -> None:
     """provenance.intoto.json, then model.sig over every file of the bundle (the provenance included), then the
     consumer's own check of both under the key's public half."""
+    key = private_key(key_file)
+    statement = provenance_statement(bundle, inputs, parameters)
+    (bundle / PROVENANCE).write_text(json.dumps(dsse_envelope(key, statement), indent=1) + "\n")
+    sign_folder(bundle, key_file)
+
+
+def sign_folder(folder: Path, key_file: Path) -> None:
+    """model.sig: the OpenSSF model signature of every file in `folder` (nothing ignored: an ignored __pycache__
+    or .git file could be planted), then the consumer's own check of it under the key's public half."""
     import tempfile
 
     from cryptography.hazmat.primitives import serialization
     from model_signing import hashing, signing
 
     key = private_key(key_file)
-    statement = provenance_statement(bundle, inputs, parameters)
-    (bundle / PROVENANCE).write_text(json.dumps(dsse_envelope(key, statement), indent=1) + "\n")
-    # model.sig covers every other file: nothing is ignored (an ignored __pycache__ or .git file could be planted).
     ignored = hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
     try:
         signing.Config().use_elliptic_key_signer(private_key=str(key_file)).set_hashing_config(ignored).sign(
-            bundle, bundle / SIGNATURE)
+            folder, folder / SIGNATURE)
     except Exception as exc:  # model_signing raises assorted types for keys it cannot use
         raise PipelineError(f"model signing failed with {key_file}: {str(exc).splitlines()[0]}") from None
     with tempfile.TemporaryDirectory(prefix="signing-") as scratch:
         public = Path(scratch) / "producer.pub.pem"
         public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-        check_signature(bundle, public)
+        check_signature(folder, public)
 
 
 def provenance_statement(bundle: Path, inputs: dict[str, dict], parameters: dict) -> dict:
@@ -92,18 +94,6 @@ def provenance_statement(bundle: Path, inputs: dict[str, dict], parameters: dict
             "runDetails": {"builder": {"id": f"pipeline {VERSION}"}},
         },
     }
-
-
-def dsse_envelope(key, statement: dict) -> dict:
-    """DSSE: ECDSA-SHA256 over the pre-authentication encoding of the canonical statement JSON."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    signature = key.sign(pae(IN_TOTO, payload), ec.ECDSA(hashes.SHA256()))
-    return {"payloadType": IN_TOTO, "payload": base64.b64encode(payload).decode(),
-            "signatures": [{"keyid": hashlib.sha256(public).hexdigest(), "sig": base64.b64encode(signature).decode()}]}
 
 
 def _toolchain() -> dict[str, str]:

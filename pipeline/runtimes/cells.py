@@ -33,7 +33,7 @@ from pathlib import Path
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.deploy.contents import MANIFEST, content_digest
-from pipeline.runtimes import browser, cpp, envs
+from pipeline.runtimes import browser, cpp, device_records, envs
 from pipeline.runtimes.envs import RuntimeUnavailable
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "runtimes"
@@ -240,35 +240,31 @@ def _browser(bundle: Path, target: str) -> dict:
     return report
 
 
-def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[str], device_runs: Path) -> list[dict]:
-    """The manifest's `verified_on`: one record per runtime cell run here, each record in `device_runs` (written
-    by the bundle's own `verify.py --record` on hardware this machine lacks) that is a record of this very bundle
-    and checker, and a `verified: false` record, with the reason, for each provider nothing proved."""
+def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[str], device_runs: Path,
+                trusted_verifiers: dict[str, str]) -> list[dict]:
+    """The manifest's `verified_on`: one record per runtime cell run here, the facts of each signed record in
+    `device_runs` that a trusted verifier made of this very bundle and checker (device_records.py), and a
+    `verified: false` record, with the reason, for each provider nothing proved."""
     records = [check(bundle, name, target) for name in runtimes]
     manifest = json.loads((bundle / MANIFEST).read_text())
     content, checker = content_digest(manifest["files"]), sha256_file(bundle / "verify.py")
-    recorded = [json.loads(f.read_text()) | {"file": f.name} for f in sorted(Path(device_runs).glob("*.json"))]
-    ours = [r for r in recorded if r.get("target") == target]
-    matching = [r for r in ours if r.get("bundle_sha256") == content and r.get("checker_sha256") == checker]
-    records += [{k: v for k, v in r.items() if k not in DEVICE_RECORD_ONLY} for r in matching]
+    judged = device_records.judge(Path(device_runs), target, content, checker, trusted_verifiers)
+    records += judged.accepted
     for provider in providers:
         if not any(r["provider"] == provider for r in records):
             records.append({"provider": provider, "verified": False,
-                            "reason": _unproved(provider, target, content, ours, Path(device_runs))})
+                            "reason": _unproved(provider, target, content, judged.refused.get(provider, []),
+                                                Path(device_runs))})
     return records
 
 
-# Keys of a device record that identify what it proved: matched above, not repeated in verified_on.
-DEVICE_RECORD_ONLY = ("schema", "target", "bundle_sha256", "checker_sha256", "file")
-
-
-def _unproved(provider: str, target: str, content: str, ours: list[dict], device_runs: Path) -> str:
+def _unproved(provider: str, target: str, content: str, refused: list[str], device_runs: Path) -> str:
     """Why nothing proved `provider`, and the one command that would, run where the provider is."""
-    others = [r["file"] for r in ours if r.get("provider") == provider]
-    stale = f"; {', '.join(others)} record(s) another build of it" if others else ""
-    return (f"no runtime with {provider} runs on this machine, and {device_runs} holds no record of this bundle "
-            f"(content sha256 {content[:12]}) on it{stale}: on a machine with {provider}, run `python {target}/"
-            f"verify.py {target} --record {target}.{provider}.json` and commit that file to {device_runs}/")
+    why = f"; not counted: {'; '.join(refused)}" if refused else ""
+    return (f"no runtime with {provider} runs on this machine, and {device_runs} holds no trusted record of this "
+            f"bundle (content sha256 {content[:12]}) on it{why}: on a machine with {provider}, run `python {target}/"
+            f"verify.py {target} --record {target}.{provider}.json --record-key VERIFIER.pem` and commit that file to "
+            f"{device_runs}/")
 
 
 def require_ran(records: list[dict], target: str) -> None:

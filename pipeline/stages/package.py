@@ -26,9 +26,9 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, StringConstraints
 
 from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
@@ -98,8 +98,15 @@ class TargetConfig(Schema):
     require_runtimes: bool
 
 
-def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Path, data_dir: Path,
-        device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
+class EvidenceConfig(Schema):
+    """Whose device records count (metrics/device_runs/): verifier name -> key id, the sha256 of the public key's
+    DER SubjectPublicKeyInfo (`openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum`); the key itself
+    lies in metrics/device_runs/verifiers/<name>.pub.pem."""
+    trusted_verifiers: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]]
+
+
+def run(cfg: TargetConfig, trust: EvidenceConfig, variants_dir: Path, parity_file: Path, model_dir: Path,
+        data_dir: Path, device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
     if sign_key is not None:
         signing.private_key(Path(sign_key))  # a key it cannot use fails now, before any work
@@ -135,7 +142,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
         with phase("runtime matrix"):
             manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
-                                                           Path(device_runs))
+                                                        Path(device_runs), trust.trusted_verifiers)
             if cfg.require_runtimes:
                 cells.require_ran(manifest["verified_on"], target)
         (staging / "README.md").write_text(render(manifest))
@@ -151,7 +158,7 @@ def run(cfg: TargetConfig, variants_dir: Path, parity_file: Path, model_dir: Pat
         outputs={"bundle": Path(out_dir), "archive": Path(archive), "digest": Path(digest)},
         metrics={"target": target, "chosen": chosen["name"], "archive_sha256": archive_sha256,
                  "signed": sign_key is not None, "session": options, "reason": reason,
-                 "verified": {**{k: v for k, v in report.items() if k != "bundle"},
+                 "verified": {**{k: v for k, v in report.items() if k not in ("bundle", "files")},
                               "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], golden["grid"])},
                  "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
                  "ood": {"thresholds": not_a_digit["thresholds"], **not_a_digit["measured"]},
@@ -278,7 +285,8 @@ def _io(arg) -> dict:
 
 STAGE = Stage(
     name="package", run=run, help="Build the deployable bundle for each target: chosen variant, manifest, golden I/O.",
-    owns={"target": dict[str, TargetConfig]}, config={"cfg": "target.${key}"},
+    owns={"target": dict[str, TargetConfig], "evidence": EvidenceConfig},
+    config={"cfg": "target.${key}", "trust": "evidence"},
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
             "model_dir": "${paths.model}", "data_dir": "${paths.data}",
             "device_runs": "${paths.metrics}/device_runs"},

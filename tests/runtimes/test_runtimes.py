@@ -1,5 +1,6 @@
 """The runtime matrix: each bundle's own verify.py on the runtime it ships for (real environments, cached)."""
 
+import base64
 import json
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from pipeline.core.errors import GateFailure
+from pipeline.deploy import authenticity
 from pipeline.runtimes import cells
 from tests.conftest import config, package_into, run_cli
 
@@ -58,34 +60,77 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
     assert not list(tmp_path.glob(".openvino*"))
 
 
-def test_a_record_made_by_the_bundles_own_checker_counts_only_for_the_same_bundle(bundles, tmp_path):
-    """verify.py --record, run where the provider is (here: the CPU EP, standing in for a GPU), writes the
-    evidence; package copies it into verified_on only while it records this very bundle and checker."""
+def _verifier_key(folder, name: str) -> tuple:
+    """A verifier's EC key pair: the private PEM it signs with, and its public half and key id."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = folder / f"{name}.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, private, public, authenticity.key_id(key.public_key())
+
+
+def _record(bundle, record_file, key_file):
+    return subprocess.run([sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(record_file),
+                           "--record-key", str(key_file)], capture_output=True, text=True)
+
+
+def test_a_record_counts_only_signed_by_a_trusted_verifier_about_the_same_bundle(bundles, tmp_path):
+    """verify.py --record --record-key, run where the provider is (here: the CPU EP, standing in for a GPU), writes
+    a signed in-toto statement; package copies its facts into verified_on only while a trusted key signed it and
+    its subjects are this very bundle and checker."""
     bundle, runs = bundles["cpu_x86"], tmp_path / "device_runs"
-    runs.mkdir()
+    (runs / "verifiers").mkdir(parents=True)
+    key, key_file, public, kid = _verifier_key(tmp_path, "lab")
     record_file = runs / "cpu_x86.CPUExecutionProvider.json"
-    made = subprocess.run([sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(record_file)],
-                          capture_output=True, text=True)
+    made = _record(bundle, record_file, key_file)
     assert made.returncode == 0, made.stderr
-    record = json.loads(record_file.read_text())
-    assert record["schema"] == "device-run/1" and record["provider"] == "CPUExecutionProvider"
-    assert record["package"].startswith("onnxruntime==") and record["golden_samples"] > 0 and record["device"]
+    envelope = json.loads(record_file.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert envelope["signatures"][0]["keyid"] == kid and "date" not in statement["predicate"]
+    assert statement["predicate"]["provider"] == "CPUExecutionProvider" and statement["predicate"]["device"]
+    assert {s["name"] for s in statement["subject"]} == set(_manifest(bundle)["files"])
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    records = cells.verified_on(bundle, "cpu_x86", providers, [], runs)
-    assert [(r["provider"], r["verified"]) for r in records] == [("CPUExecutionProvider", True),
-                                                                  ("CUDAExecutionProvider", False)]
-    assert "bundle_sha256" not in records[0] and records[0]["model_sha256"] == record["model_sha256"]
-    assert "--record cpu_x86.CUDAExecutionProvider.json" in records[1]["reason"]
-    # A record of another build (other bytes) proves nothing about this one, and says so.
-    record_file.write_text(json.dumps({**record, "bundle_sha256": "0" * 64}))
-    records = cells.verified_on(bundle, "cpu_x86", ["CPUExecutionProvider"], [], runs)
-    assert records == [{"provider": "CPUExecutionProvider", "verified": False, "reason": records[0]["reason"]}]
-    assert "cpu_x86.CPUExecutionProvider.json record(s) another build of it" in records[0]["reason"]
+
+    def judged(trusted):
+        return {r["provider"]: r for r in cells.verified_on(bundle, "cpu_x86", providers, [], runs, trusted)}
+
+    assert "signed by " + kid[:16] + ", which evidence.trusted_verifiers does not list" in judged({})[
+        "CPUExecutionProvider"]["reason"]
+    assert "whose public key is not in device_runs/verifiers/" in judged({"lab": kid})["CPUExecutionProvider"]["reason"]
+    (runs / "verifiers" / "lab.pub.pem").write_bytes(public)
+    records = judged({"lab": kid})
+    assert records["CPUExecutionProvider"]["verified"] and records["CPUExecutionProvider"]["verifier"] == "lab"
+    assert "bundle_sha256" not in records["CPUExecutionProvider"]
+    assert not records["CUDAExecutionProvider"]["verified"]
+    assert "--record cpu_x86.CUDAExecutionProvider.json --record-key" in records["CUDAExecutionProvider"]["reason"]
+    # Typed by hand, with every digest right: proves nothing, and says why.
+    typed = {**statement["predicate"], "provider": "CUDAExecutionProvider", "device": "NVIDIA H200 (typed by hand)"}
+    (runs / "cpu_x86.CUDAExecutionProvider.json").write_text(json.dumps(typed))
+    cuda = judged({"lab": kid})["CUDAExecutionProvider"]
+    assert not cuda["verified"] and "cpu_x86.CUDAExecutionProvider.json: not a signed attestation" in cuda["reason"]
+    # The trusted verifier's envelope with its statement edited: the signature no longer verifies.
+    forged = {**statement, "predicate": typed}
+    (runs / "cpu_x86.CUDAExecutionProvider.json").write_text(json.dumps(
+        {**envelope, "payload": base64.b64encode(json.dumps(forged).encode()).decode()}))
+    assert "does not verify under trusted verifier lab's key" in judged({"lab": kid})["CUDAExecutionProvider"]["reason"]
+    # Signed by the trusted key, but about another build: not this bundle's record.
+    other = {**statement, "subject": [{"name": "model.onnx", "digest": {"sha256": "0" * 64}}]}
+    record_file.write_text(json.dumps(authenticity.dsse_envelope(key, other)))
+    cpu = judged({"lab": kid})["CPUExecutionProvider"]
+    assert not cpu["verified"] and "cpu_x86.CPUExecutionProvider.json: records another build of it" in cpu["reason"]
 
 
 def test_a_record_needs_the_provider_itself(bundles, tmp_path):
     bundle = bundles["cpu_x86"]
-    base = [sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(tmp_path / "r.json")]
+    _, key_file, _, _ = _verifier_key(tmp_path, "lab")
+    base = [sys.executable, str(bundle / "verify.py"), str(bundle), "--record", str(tmp_path / "r.json"),
+            "--record-key", str(key_file)]
+    unsigned = subprocess.run(base[:-2], capture_output=True, text=True)
+    assert unsigned.returncode == 2 and "--record and --record-key go together" in unsigned.stderr
     missing = subprocess.run([*base, "--provider", "CUDAExecutionProvider"], capture_output=True, text=True)
     assert missing.returncode == 3 and not (tmp_path / "r.json").exists()
     fallback = subprocess.run([*base, "--allow-fallback"], capture_output=True, text=True)

@@ -1,0 +1,135 @@
+"""An ONNX Runtime model package (ORT 1.32's own format and API) of the shipped bundles' models.
+
+One component, one variant per bundle that ONNX Runtime loads (format onnx or ort), written with
+`onnxruntime.ModelPackage`: the variant's folder holds the bundle's own model file (the same bytes), and its
+`ep`, `device` and `executor_info["ort"]` (model file, the target's session config entries and its first
+provider's options) say how ORT opens it. `ModelPackageContext(root).select_component(name, options)` then lets
+ORT pick the variant for the machine it runs on: the first variant whose EP and device match the first execution
+provider the session options ask for, ties to the first declared (the order of conf/target/).
+
+ORT's manifest has no field for the graph optimization level or the thread count; each variant's
+`additional_metadata` records the target's whole session block, the bundle it came from and the model's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import sha256_file
+
+MANIFEST = "manifest.json"
+# The hardware an execution provider runs on, as ORT's model package names it (`device`). OpenVINO's is its
+# provider option `device_type` (CPU, GPU, NPU).
+EP_DEVICES = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "gpu", "TensorrtExecutionProvider": "gpu",
+              "DmlExecutionProvider": "gpu", "QNNExecutionProvider": "npu"}
+ORT_FORMATS = ("onnx", "ort")
+
+
+def device_of(provider: str, options: dict) -> str | None:
+    if provider == "OpenVINOExecutionProvider":
+        return str(options.get("device_type", "CPU")).split(".")[0].lower()
+    return EP_DEVICES.get(provider)
+
+
+def variants(bundles: dict[str, dict]) -> list[dict]:
+    """One variant per bundle (target -> manifest, in the targets' order) that ORT loads, with what it ships."""
+    found = []
+    for target, manifest in bundles.items():
+        block = manifest["target"]
+        provider = block["providers"][0]
+        options = {k: str(v) for k, v in (block.get("provider_options") or [{}])[0].items()}
+        device = device_of(provider, options)
+        if block.get("format") not in ORT_FORMATS or device is None:
+            continue
+        found.append({"name": target, "ep": provider, "device": device, "model_file": manifest["model"]["file"],
+                      "model_sha256": manifest["files"][manifest["model"]["file"]],
+                      "session_options": {k: str(v) for k, v in block["session"].get("config_entries", {}).items()},
+                      "provider_options": options, "session": block["session"]})
+    return found
+
+
+def write(root: Path, component: str, version: str, description: str, entries: list[dict],
+          deploy_dir: Path) -> None:
+    """The package at `root` (absent or empty): ORT's manifest.json and <component>/<variant>/<model file>."""
+    import onnxruntime as ort
+
+    package = ort.ModelPackage()
+    package.set_metadata(name=component, version=version, description=description)
+    package.commit(str(root))  # an empty package: gives the package its root, where variant folders must exist
+    package.set_component_inline(component, json.dumps({"variants": {}}))
+    for entry in entries:
+        folder = root / component / entry["name"]
+        folder.mkdir(parents=True)
+        shutil.copyfile(deploy_dir / entry["name"] / entry["model_file"], folder / entry["model_file"])
+        package.set_variant(component, entry["name"], json.dumps(
+            {"variant_directory": f"{component}/{entry['name']}", "ep": entry["ep"], "device": entry["device"]}))
+        info = {"model_file": entry["model_file"], "session_options": entry["session_options"],
+                "provider_options": entry["provider_options"]}
+        package.set_variant_executor_info_inline(component, entry["name"], "ort", json.dumps(info, sort_keys=True))
+        package.set_additional_metadata_json("variant", component, entry["name"], json.dumps(
+            {"bundle": entry["name"], "model_sha256": entry["model_sha256"], "session": entry["session"]},
+            sort_keys=True))
+    package.commit()
+    package.close()
+
+
+def selection(root: Path, component: str) -> list[dict]:
+    """The variant ORT selects here, with default session options and under each device policy."""
+    import onnxruntime as ort
+
+    context = ort.ModelPackageContext(str(root))
+    cases = [("default session options", None)] + [
+        (f"policy {name}", policy) for name, policy in ort.OrtExecutionProviderDevicePolicy.__members__.items()]
+    chosen = []
+    for label, policy in cases:
+        options = ort.SessionOptions()
+        if policy is not None:
+            options.set_provider_selection_policy(policy)
+        try:
+            picked = context.select_component(component, ort.ModelPackageOptions(options))
+            session = picked.create_session()
+            chosen.append({"options": label, "variant": picked.get_selected_variant_name(),
+                           "providers": session.get_providers()})
+        except RuntimeError as exc:
+            chosen.append({"options": label, "variant": None, "reason": _one_line(exc)})
+    return chosen
+
+
+def variant_session(root: Path, component: str, variant: str):
+    """A session on one variant through the package API: a copy of the package that declares that variant
+    alone, opened with ModelPackageContext as a consumer opens the package,
+    so the variant's manifest entry, model file and options are what is checked."""
+    import onnxruntime as ort
+
+    manifest = json.loads((root / MANIFEST).read_text())
+    declared = manifest["components"][component]["variants"][variant]
+    view = Path(tempfile.mkdtemp(prefix="package-view-"))
+    try:
+        shutil.copytree(root / declared["variant_directory"], view / declared["variant_directory"])
+        only = {**manifest, "components": {component: {"variants": {variant: declared}}}}
+        (view / MANIFEST).write_text(json.dumps(only))
+        options = ort.SessionOptions()
+        options.set_provider_selection_policy(ort.OrtExecutionProviderDevicePolicy.DEFAULT)
+        picked = ort.ModelPackageContext(str(view)).select_component(component, ort.ModelPackageOptions(options))
+        return picked.create_session()
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def check_same_models(root: Path, component: str, bundles: dict[str, dict]) -> None:
+    """Every variant's model file is byte for byte its bundle's (the manifest's sha256), or PipelineError."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    for name, declared in manifest["components"][component]["variants"].items():
+        model = root / declared["variant_directory"] / declared["executor_info"]["ort"]["model_file"]
+        expected = bundles[name]["files"][bundles[name]["model"]["file"]]
+        if sha256_file(model) != expected:
+            raise PipelineError(f"the model package's {name} variant is not the {name} bundle's model")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.split("] ")[-1][:300]
