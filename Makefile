@@ -34,9 +34,10 @@ params.yaml: $(shell find conf -name '*.yaml') | $(STAMP)
 	touch params.yaml
 
 ## Run the whole pipeline: compose conf/ into params.yaml when conf/ changed, then let DVC rebuild what changed;
-## then the stages' times and what DVC itself costs when nothing changed, and docs/results.md from metrics/.
+## then dvc.yaml's artifacts (what each bundle ships), the stages' times and what DVC itself costs when nothing changed, and docs/results.md from metrics/.
 repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	dvc repro
+	pipeline dvc --write
 	pipeline timings --noop-repro
 	pipeline results
 

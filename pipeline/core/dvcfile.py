@@ -141,18 +141,44 @@ def entry(stage: Stage) -> dict:
     return body
 
 
-def expected() -> dict:
-    return {"stages": {s.name: entry(s) for s in all_stages()}, "plots": TOP_LEVEL_PLOTS}
+def expected(params: Path = ROOT / "params.yaml") -> dict:
+    return {"stages": {s.name: entry(s) for s in all_stages()}, "plots": TOP_LEVEL_PLOTS,
+            "artifacts": artifacts(params)}
 
 
-def render() -> str:
+def artifacts(params: Path) -> dict:
+    """dvc.yaml `artifacts:` from the declarations, for the stage entries params.yaml configures: each one's
+    path, type, description, labels and meta (from the stage's metrics where they exist: what a release ships)."""
+    import json
+
+    from pipeline.core.config import resolve
+    from pipeline.core.runner import items, path
+
+    cfg = resolve(params, []) if Path(params).is_file() else None
+    declared = {}
+    for stage in (s for s in all_stages() if s.artifacts and cfg is not None):
+        for item in items(stage, cfg, None):
+            metrics_file = ROOT / path(cfg, stage.metrics_file.replace("${key}", str(item)), item)
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            for name, output in stage.artifacts.items():
+                key = artifact_name(name, item)
+                declared[key] = {"path": path(cfg, stage.outputs[output], item).as_posix(), "type": "model",
+                                 **stage.artifact_meta(item, metrics)}
+    return declared
+
+
+def artifact_name(template: str, item: str | None) -> str:
+    return template.replace("${key}", str(item).replace("_", "-"))
+
+
+def render(params: Path = ROOT / "params.yaml") -> str:
     import yaml
 
-    return HEADER + yaml.safe_dump(expected(), sort_keys=False, width=120, default_flow_style=False)
+    return HEADER + yaml.safe_dump(expected(params), sort_keys=False, width=120, default_flow_style=False)
 
 
 def write(file: Path) -> None:
-    write_text(file, render())
+    write_text(file, render(Path(file).parent / "params.yaml"))
 
 
 def check(file: Path) -> list[str]:
@@ -161,12 +187,17 @@ def check(file: Path) -> list[str]:
 
     if not Path(file).is_file():
         raise PipelineError(f"{file} not found (run from the repository root, or `pipeline dvc --write`)")
-    actual = (yaml.safe_load(Path(file).read_text()) or {}).get("stages", {})
-    want = expected()["stages"]
+    loaded = yaml.safe_load(Path(file).read_text()) or {}
+    actual, wanted = loaded.get("stages", {}), expected(Path(file).parent / "params.yaml")
+    want = wanted["stages"]
     problems = [f"stage {name} is declared but missing" for name in want if name not in actual]
     problems += [f"stage {name} is not declared by any pipeline/stages module" for name in actual if name not in want]
     for name in want.keys() & actual.keys():
         problems += _differences(name, _body(want[name]), _body(actual[name]))
+    declared = {n: (a.get("path"), a.get("type")) for n, a in (loaded.get("artifacts") or {}).items()}
+    problems += [f"artifact {n} is {declared.get(n)}, the declarations make {(a['path'], a['type'])}"
+                 for n, a in wanted["artifacts"].items() if declared.get(n) != (a["path"], a["type"])]
+    problems += [f"artifact {n} is not declared by any stage" for n in declared if n not in wanted["artifacts"]]
     return problems
 
 

@@ -69,6 +69,9 @@ class Stage:
     headline: metrics -> a few flat numbers, written to metrics/summary/<stem>.json: what `dvc metrics show`
               and `dvc exp show` list (the detailed metrics file is a plain output); None: nothing listed
     deterministic: False for stages whose outputs are observations (timings), e.g. bench, report
+    artifacts: DVC artifacts (dvc.yaml `artifacts:`, what `pipeline release` versions): name template -> the
+              output keyword it is; `${key}` is the foreach entry, its underscores made dashes ([a-z0-9-] names)
+    artifact_meta: (entry, the stage's metrics or {}) -> the artifact's description, labels and meta
     """
 
     name: str
@@ -88,6 +91,8 @@ class Stage:
     headline: Callable[[dict], dict] | None = None
     deterministic: bool = True
     dvc_flags: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    artifact_meta: Callable[[str | None, dict], dict] | None = None
 
     @property
     def module(self) -> str:

@@ -25,7 +25,9 @@ MANIFEST = "manifest.json"
 # The hardware an execution provider runs on, as ORT's model package names it (`device`). OpenVINO's is its
 # provider option `device_type` (CPU, GPU, NPU).
 EP_DEVICES = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "gpu", "TensorrtExecutionProvider": "gpu",
-              "DmlExecutionProvider": "gpu", "QNNExecutionProvider": "npu"}
+              "DmlExecutionProvider": "gpu", "QNNExecutionProvider": "npu", "NnapiExecutionProvider": "npu",
+              "XnnpackExecutionProvider": "cpu", "CoreMLExecutionProvider": "npu"}
+CPU = "CPUExecutionProvider"
 ORT_FORMATS = ("onnx", "ort")
 
 
@@ -36,20 +38,33 @@ def device_of(provider: str, options: dict) -> str | None:
 
 
 def variants(bundles: dict[str, dict]) -> list[dict]:
-    """One variant per bundle (target -> manifest, in the targets' order) that ORT loads, with what it ships."""
+    """The variants of the bundles (target -> manifest, in the targets' order) that ORT loads: each bundle's model
+    on its first provider, named after the target; an .ort bundle (ORT Mobile) also on the CPU EP, which its
+    target lists as the provider of any phone without NNAPI or XNNPACK (`<target>-cpu`)."""
     found = []
     for target, manifest in bundles.items():
         block = manifest["target"]
-        provider = block["providers"][0]
-        options = {k: str(v) for k, v in (block.get("provider_options") or [{}])[0].items()}
-        device = device_of(provider, options)
-        if block.get("format") not in ORT_FORMATS or device is None:
+        if block.get("format") not in ORT_FORMATS:
             continue
-        found.append({"name": target, "ep": provider, "device": device, "model_file": manifest["model"]["file"],
-                      "model_sha256": manifest["files"][manifest["model"]["file"]],
-                      "session_options": {k: str(v) for k, v in block["session"].get("config_entries", {}).items()},
-                      "provider_options": options, "session": block["session"]})
+        wanted = [block["providers"][0]] + ([CPU] if block["format"] == "ort" and CPU in block["providers"][1:] else [])
+        for provider in wanted:
+            entry = _variant(target if provider == wanted[0] else f"{target}-cpu", target, provider, manifest)
+            if entry is not None:
+                found.append(entry)
     return found
+
+
+def _variant(name: str, target: str, provider: str, manifest: dict) -> dict | None:
+    block = manifest["target"]
+    index = block["providers"].index(provider)
+    options = {k: str(v) for k, v in ((block.get("provider_options") or [])[index:index + 1] or [{}])[0].items()}
+    device = device_of(provider, options)
+    if device is None:
+        return None
+    return {"name": name, "bundle": target, "ep": provider, "device": device, "model_file": manifest["model"]["file"],
+            "model_sha256": manifest["files"][manifest["model"]["file"]],
+            "session_options": {k: str(v) for k, v in block["session"].get("config_entries", {}).items()},
+            "provider_options": options, "session": block["session"]}
 
 
 def write(root: Path, component: str, version: str, description: str, entries: list[dict],
@@ -64,15 +79,14 @@ def write(root: Path, component: str, version: str, description: str, entries: l
     for entry in entries:
         folder = root / component / entry["name"]
         folder.mkdir(parents=True)
-        shutil.copyfile(deploy_dir / entry["name"] / entry["model_file"], folder / entry["model_file"])
+        shutil.copyfile(deploy_dir / entry["bundle"] / entry["model_file"], folder / entry["model_file"])
+        metadata = {"bundle": entry["bundle"], "model_sha256": entry["model_sha256"], "session": entry["session"]}
         package.set_variant(component, entry["name"], json.dumps(
-            {"variant_directory": f"{component}/{entry['name']}", "ep": entry["ep"], "device": entry["device"]}))
+            {"variant_directory": f"{component}/{entry['name']}", "ep": entry["ep"], "device": entry["device"],
+             "additional_metadata": metadata}, sort_keys=True))
         info = {"model_file": entry["model_file"], "session_options": entry["session_options"],
                 "provider_options": entry["provider_options"]}
         package.set_variant_executor_info_inline(component, entry["name"], "ort", json.dumps(info, sort_keys=True))
-        package.set_additional_metadata_json("variant", component, entry["name"], json.dumps(
-            {"bundle": entry["name"], "model_sha256": entry["model_sha256"], "session": entry["session"]},
-            sort_keys=True))
     package.commit()
     package.close()
 
@@ -125,9 +139,10 @@ def check_same_models(root: Path, component: str, bundles: dict[str, dict]) -> N
     manifest = json.loads((root / MANIFEST).read_text())
     for name, declared in manifest["components"][component]["variants"].items():
         model = root / declared["variant_directory"] / declared["executor_info"]["ort"]["model_file"]
-        expected = bundles[name]["files"][bundles[name]["model"]["file"]]
+        bundle = declared["additional_metadata"]["bundle"]
+        expected = bundles[bundle]["files"][bundles[bundle]["model"]["file"]]
         if sha256_file(model) != expected:
-            raise PipelineError(f"the model package's {name} variant is not the {name} bundle's model")
+            raise PipelineError(f"the model package's {name} variant is not the {bundle} bundle's model")
 
 
 def _one_line(exc: BaseException) -> str:

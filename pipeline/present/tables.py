@@ -191,3 +191,20 @@ def bench_table(m: dict) -> None:
         console.print(f"  crossover {row['model']:>24} {row['parameters']:>9,} params: INT8/fp32 throughput "
                       f"{row['throughput_ratio']:.2f}× [{t_low:.2f}, {t_high:.2f}], batch-1 speed-up "
                       f"{row['latency_ratio']:.2f}× [{l_low:.2f}, {l_high:.2f}], size {row['size_ratio']:.0%}")
+
+
+def contract_table(changes: list, previous: str | None, version: str) -> None:
+    """A release's contract diff against the previous release: every changed field and its weight."""
+    table = Table(title=f"{version}: contract diff against {previous or 'nothing (first release)'}")
+    for column in ("artifact", "field", "previous", "new", "bump"):
+        table.add_column(column, overflow="fold")
+    for change in changes:
+        table.add_row(change.artifact, change.field, _brief(change.before), _brief(change.after), change.level)
+    if not changes:
+        table.add_row("—", "—", "—", "—", "first" if previous is None else "none")
+    console.print(table)
+
+
+def _brief(value) -> str:
+    text = "—" if value is None else str(value)
+    return text if len(text) <= 48 else text[:45] + "…"

@@ -41,7 +41,7 @@ def run(cfg: ModelPackageConfig, targets: dict, deploy_dir: Path, out_dir: Path,
     with atomic_dir(Path(out_dir)) as staging:
         ort_package.write(staging, cfg.component, VERSION, cfg.description, entries, Path(deploy_dir))
         ort_package.check_same_models(staging, cfg.component, bundles)
-        checks = [_check(staging, cfg.component, e, Path(deploy_dir) / e["name"], bundles[e["name"]])
+        checks = [_check(staging, cfg.component, e, Path(deploy_dir) / e["bundle"], bundles[e["bundle"]])
                   for e in entries]
         chosen = ort_package.selection(staging, cfg.component)
         if sign_key is not None:
@@ -85,7 +85,7 @@ def _check(root: Path, component: str, entry: dict, bundle: Path, manifest: dict
 
 
 def _public(entry: dict) -> dict:
-    return {k: entry[k] for k in ("name", "ep", "device", "model_file", "model_sha256")}
+    return {k: entry[k] for k in ("name", "bundle", "ep", "device", "model_file", "model_sha256")}
 
 
 STAGE = Stage(
@@ -95,6 +95,12 @@ STAGE = Stage(
     inputs={"deploy_dir": "${paths.deploy}"}, outputs={"out_dir": "${paths.model_package}"},
     headline=lambda m: {"variants": len(m["variants"]), "verified": sum(c["verified"] for c in m["verified"]),
                         "selected": m["selection"][0]["variant"]},
+    artifacts={"model-package": "out_dir"},
+    artifact_meta=lambda _, m: {
+        "desc": "ONNX Runtime model package: one component, one variant per execution provider; "
+                "onnxruntime.ModelPackageContext(root) selects the variant for the machine it runs on",
+        "labels": ["onnxruntime-model-package", "onnx"],
+        "meta": {"component": m.get("component"), "variants": {v["name"]: v["ep"] for v in m.get("variants", [])}}},
     file_options={"sign_key": "Sign the package with this EC private key (PEM): OpenSSF model signing (model.sig "
                               "over every file); `model_signing verify key` checks it."},
 )

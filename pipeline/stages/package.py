@@ -156,7 +156,8 @@ def run(cfg: TargetConfig, trust: EvidenceConfig, variants_dir: Path, parity_fil
     archive_sha256 = bundle_io.write_digest(Path(archive), Path(digest))
     return StageResult(
         outputs={"bundle": Path(out_dir), "archive": Path(archive), "digest": Path(digest)},
-        metrics={"target": target, "chosen": chosen["name"], "archive_sha256": archive_sha256,
+        metrics={"target": target, "providers": block["providers"], "chosen": chosen["name"],
+                 "archive_sha256": archive_sha256,
                  "signed": sign_key is not None, "session": options, "reason": reason,
                  "verified": {**{k: v for k, v in report.items() if k not in ("bundle", "files")},
                               "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], golden["grid"])},
@@ -283,6 +284,16 @@ def _io(arg) -> dict:
             "dtype": arg.type.removeprefix("tensor(").removesuffix(")")}
 
 
+def _artifact(target: str, metrics: dict) -> dict:
+    """The bundle's DVC artifact entry: what it is and, once built, what it ships."""
+    chosen = next((c for c in metrics.get("candidates", []) if c["name"] == metrics.get("chosen")), {})
+    return {"desc": f"The {target} deployment bundle (.tar.gz): model, manifest.json, golden I/O, model card, "
+                    "consumers (Python, Node.js, C++; the page for web); check it with its own verify.py",
+            "labels": ["bundle", "onnx", target],
+            "meta": {"target": target, "provider": (metrics.get("providers") or [None])[0],
+                     "variant": metrics.get("chosen"), "accuracy": (chosen.get("parity") or {}).get("accuracy")}}
+
+
 STAGE = Stage(
     name="package", run=run, help="Build the deployable bundle for each target: chosen variant, manifest, golden I/O.",
     owns={"target": dict[str, TargetConfig], "evidence": EvidenceConfig},
@@ -295,6 +306,7 @@ STAGE = Stage(
     foreach="target", item_arg="target",
     code=("pipeline/deploy", "pipeline/runtimes/wasm_timing", "pipeline/runtimes/worker.py"),
     headline=lambda m: {"chosen": m["chosen"], "verified": m["verified_on"]},
+    artifacts={"bundle-${key}": "archive"}, artifact_meta=lambda target, m: _artifact(target, m),
     file_options={"sign_key": "Sign the bundle with this EC private key (PEM): OpenSSF model signing (model.sig over "
                               "every file) and a signed in-toto provenance statement; `verify --public-key` and "
                               "`model_signing verify key` check them."},
