@@ -371,7 +371,8 @@ def release(
         "--accept-regression", help="Release although the regression gate failed; the reason is recorded.")] = None,
     no_push: Annotated[bool, typer.Option("--no-push", help="Do not push to the DVC remote (a local release).")]
     = False,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds of the regression gate's timings.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds of the regression gate's timings (8 or more).")] = 8,
+    per_round: Annotated[int, typer.Option(help="Batch-1 calls per round (a tenth as many batch calls).")] = 40,
     data: Annotated[Path, typer.Option(help="The MNIST folder the accuracy check reads.")] = Path("artifacts/data"),
 ) -> None:
     """Version every artifact dvc.yaml declares (GTO), after the contract diff and the regression gate against
@@ -380,7 +381,7 @@ def release(
     from pipeline.handoff import regression
     from pipeline.handoff import release as releasing
 
-    settings = regression.GateSettings(rounds=rounds)
+    settings = regression.GateSettings(rounds=rounds, per_round=per_round)
     record = releasing.release(Path.cwd(), version, stage, data, accept_regression=accept_regression,
                                settings=settings, push=not no_push)
     typer.echo(f"released {version} ({record['bump']}) of {', '.join(record['artifacts'])}"

@@ -19,7 +19,11 @@ import yaml
 from pipeline.core.errors import PipelineError
 from pipeline.handoff.contract import SEMVER, parse
 
-RELEASE_FILE = "release.json"  # committed in the release commit: the contract the next release is diffed against
+# Committed in each release commit: release/release.json, the contract the next release is diffed against, and
+# release/<artifact>.sha256 (sha256sum's format) that a team fetches from git (`dvc get REPO release/... --rev`),
+# not from the store, and gives to the bundle's `verify.py --sha256`.
+RELEASE_DIR = "release"
+RELEASE_FILE = f"{RELEASE_DIR}/release.json"
 STAGES = ("dev", "staging", "prod")
 
 
@@ -63,7 +67,7 @@ def release_record(repo: Path, name: str, version: str) -> dict:
 
 
 def commit(repo: Path, files: list[str], message: str) -> None:
-    run(["git", "add", "--", *(f for f in files if (repo / f).exists())], repo, "git add")
+    run(["git", "add", "--", *(f for f in files if (repo / f).exists())], repo, "git add")  # folders: new files too
     staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=repo).returncode != 0
     if staged:
         run(["git", "commit", "-q", "-m", message], repo, "git commit")
@@ -90,27 +94,25 @@ def fetch(repo: Path, path: str, version_tag: str, dest: Path) -> Path:
 
 def push(repo: Path, paths: list[str]) -> None:
     """Every object the release needs onto the default DVC remote, then the proof that each arrived: `dvc push`
-    warns and exits 0 when an object is missing from the local cache, so the remote is asked again."""
+    only warns (exit 0) about an object missing from the local cache, so the remote is asked again."""
     run([tool("dvc"), "push", *paths], repo, "dvc push")
-    status = json.loads(run([tool("dvc"), "status", "--cloud", "--json", *paths], repo, "dvc status --cloud") or "{}")
-    missing = sorted(f"{path} ({state})" for path, state in _flatten(status))
+    status = json.loads(run([tool("dvc"), "data", "status", "--not-in-remote", "--json"], repo,
+                            "dvc data status") or "{}")
+    missing = sorted(p for p in status.get("not_in_remote", []) if p in paths or any(p.startswith(f"{q}/")
+                                                                                      for q in paths))
     if missing:
-        raise PipelineError(f"the remote lacks what the release needs: {', '.join(missing)} (`dvc repro` or "
-                            "`dvc fetch` it, then release again)")
+        raise PipelineError(f"the remote lacks what the release needs: {', '.join(missing)} (its object is in "
+                            "neither the local cache nor the remote: `dvc repro` or `dvc fetch` it, then release "
+                            "again)")
 
 
-def _flatten(status: dict) -> list[tuple[str, str]]:
-    """`dvc status --cloud --json`'s {path: state} or {stage: [{changed outs: {path: state}}]} as pairs."""
-    pairs = []
-    for key, value in status.items():
-        if isinstance(value, str):
-            pairs.append((key, value))
-        elif isinstance(value, list):
-            for entry in value:
-                for changes in (entry.values() if isinstance(entry, dict) else []):
-                    if isinstance(changes, dict):
-                        pairs.extend((p, s) for p, s in changes.items() if isinstance(s, str))
-    return pairs
+def after_earlier_tags() -> None:
+    """Wait for the next second: git tags are dated to the second, and GTO and DVC take a stage's newest
+    assignment by that date (ties by name, so `#prod#10` before `#prod#9`): an assignment made in the same
+    second as the one before it could lose to it."""
+    import time
+
+    time.sleep(1.05 - time.time() % 1)
 
 
 def has_remote(repo: Path) -> bool:

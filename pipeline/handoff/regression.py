@@ -16,16 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
 from pipeline.data import mnist
 from pipeline.deploy.infer import normalized
 from pipeline.deploy.session import open_session
 from pipeline.measure.timing import interleaved_rounds, interleaved_throughput, ratio_interval
 from pipeline.model.parity import lower_bound
 
+MIN_ROUNDS = 8  # fewer per-round ratios make a bootstrap interval narrower than the noise it should cover
+
 
 @dataclass(frozen=True)
 class GateSettings:
-    rounds: int = 8
+    rounds: int = MIN_ROUNDS
     per_round: int = 40
     batch: int = 256
     slower_margin: float = 0.10       # slower by more than this, with the whole interval beyond it, fails
@@ -35,12 +38,19 @@ class GateSettings:
 
 def compare(new_bundle: Path, previous_bundle: Path, data_dir: Path, settings: GateSettings) -> dict:
     """Latency (batch 1), throughput (batch `settings.batch`) and accuracy of the new bundle over the previous."""
+    if settings.rounds < MIN_ROUNDS or settings.per_round < 10:
+        raise PipelineError(f"the regression gate needs --rounds {MIN_ROUNDS} or more and --per-round 10 or more "
+                            f"(got {settings.rounds} and {settings.per_round}): fewer cannot bound the noise")
+    # Two sessions of each model, created new, previous, previous, new: a session's place in the order of creation
+    # alone moved its batch-1 time by ~6 % here (the same model against itself), so each model's figure per round
+    # is the geometric mean of an early and a late session.
     new, old = _Model(new_bundle, data_dir), _Model(previous_bundle, data_dir)
-    latency = interleaved_rounds({"new": new.one, "previous": old.one}, rounds=settings.rounds,
-                                 per_round=settings.per_round, warmup=5)
-    rates = interleaved_throughput({"new": new.many(settings.batch), "previous": old.many(settings.batch)},
-                                   batch=settings.batch, rounds=settings.rounds,
-                                   per_round=max(2, settings.per_round // 10))
+    sessions = {"new": new, "previous": old, "previous, late": old.again(), "new, late": new.again()}
+    latency = _paired(interleaved_rounds({k: m.one for k, m in sessions.items()}, rounds=settings.rounds,
+                                         per_round=settings.per_round, warmup=5))
+    batch_runs = {k: m.many(settings.batch) for k, m in sessions.items()}
+    rates = _paired(interleaved_throughput(batch_runs, batch=settings.batch, rounds=settings.rounds,
+                                           per_round=max(4, settings.per_round // 10)))
     slow_1 = ratio_interval(latency["new"], latency["previous"], confidence=settings.confidence)
     fast_n = ratio_interval(rates["new"], rates["previous"], confidence=settings.confidence)
     right_new, right_old = new.correct(), old.correct()
@@ -59,6 +69,12 @@ def compare(new_bundle: Path, previous_bundle: Path, data_dir: Path, settings: G
                      "failed": bound < -settings.accuracy_margin_pt},
     }
     return {"settings": settings.__dict__, "checks": checks, "failed": [k for k, v in checks.items() if v["failed"]]}
+
+
+def _paired(rounds: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per round, each model's early and late session combined (geometric mean)."""
+    return {name: [float(np.sqrt(a * b)) for a, b in zip(rounds[name], rounds[f"{name}, late"], strict=True)]
+            for name in ("new", "previous")}
 
 
 def _shows(interval: dict, settings: GateSettings, *, higher_is_worse: bool) -> str | None:
@@ -91,14 +107,18 @@ class _Model:
     """A bundle's model, opened as the bundle says, on the CPU EP."""
 
     def __init__(self, bundle: Path, data_dir: Path):
+        self.bundle, self.data_dir = bundle, data_dir
         self.manifest = json.loads((bundle / "manifest.json").read_text())
-        session_cfg = self.manifest["target"].get("session", {})
-        self.session = open_session(bundle / self.manifest["model"]["file"], session_cfg,
+        self.session = open_session(bundle / self.manifest["model"]["file"], self.manifest["target"].get("session", {}),
                                     [("CPUExecutionProvider", {})])
         data = mnist.load(data_dir)
         self.x = normalized(data.test_images, self.manifest["preprocessing"])
         self.labels = data.test_labels.astype(np.int64)
         self.name = self.session.get_inputs()[0].name
+
+    def again(self) -> _Model:
+        """Another session of the same model, opened the same way."""
+        return _Model(self.bundle, self.data_dir)
 
     def one(self):
         return self.session.run(None, {self.name: self.x[:1]})

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.core.errors import GateFailure, PipelineError
-from pipeline.core.io import sha256_file, write_json
+from pipeline.core.io import sha256_file, write_json, write_text
 from pipeline.deploy.contents import safe_extract
 from pipeline.handoff import contract, registry, regression
 from pipeline.present.tables import contract_table
@@ -54,10 +54,15 @@ def release(repo: Path, version: str, stage: str | None, data_dir: Path, *, acce
               "changes": [c.__dict__ for c in changes], "regression": gate,
               "accepted_regression": accept_regression if failed else None, "pushed": push}
     write_json(repo / registry.RELEASE_FILE, record)
-    registry.commit(repo, [registry.RELEASE_FILE, "dvc.yaml", "dvc.lock"], f"release {version}")
+    for name, facts in current.items():
+        archive = Path(declared[name]["path"]).name
+        write_text(repo / registry.RELEASE_DIR / f"{name}.sha256", f"{facts['sha256']}  {archive}\n")
+    registry.commit(repo, [registry.RELEASE_DIR, "dvc.yaml", "dvc.lock"], f"release {version}")
     for name, facts in current.items():
         registry.register(repo, name, version, f"{name} {version}: sha256 {facts['sha256']} ({declared[name]['path']})")
-        if stage is not None:
+    if stage is not None:
+        registry.after_earlier_tags()
+        for name in current:
             registry.assign(repo, name, version, stage)
     return record
 
@@ -69,6 +74,7 @@ def promote(repo: Path, version: str, stage: str) -> list[str]:
     if not released:
         known = ", ".join(registry.versions(repo, list(declared))) or "none"
         raise PipelineError(f"{version} is not released (released: {known})")
+    registry.after_earlier_tags()
     for name in released:
         registry.assign(repo, name, version, stage)
     return released

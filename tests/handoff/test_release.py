@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.packaging import bundle as bundle_io
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
+from tests.documented import documented, documented_shell
+from tests.helpers.fault_proxy import FaultProxy
 
 BIN = Path(sys.executable).parent
 ARTIFACT = "bundle-cpu-x86"
@@ -71,26 +72,51 @@ def _run(argv, cwd, check=True, **env):
     return done
 
 
-def _dvc(*args, cwd, check=True):
-    return _run([str(BIN / "dvc"), *args], cwd, check)
+def _dvc(*args, cwd, check=True, dvc=BIN / "dvc"):
+    return _run([str(dvc), *args], cwd, check)
 
 
-def _pipeline(*args, cwd):
-    return run_cli(*args, cwd=cwd, env=CREDENTIALS)
+def _pipeline(*args, cwd, **env):
+    return run_cli(*args, cwd=cwd, env={**CREDENTIALS, **env})
 
 
-def _producer(tmp_path, bundle: Path, endpoint: str) -> Path:
-    """A repository as `make repro` leaves it, reduced to one bundle: the archive DVC-tracked and declared as an
-    artifact in dvc.yaml, the remote on the S3 server (its address committed, its credentials not)."""
+@pytest.fixture(scope="session")
+def team_dvc() -> Path:
+    """A deployment team's tools: a venv holding only dvc (with its S3 support), gto and the runtime (onnxruntime,
+    numpy, Pillow), at the versions the producer pins, built once under .cache/ (nothing of the pipeline)."""
+    root = REPO / ".cache" / "handoff-team"
+    wanted = [line for line in (REPO / "constraints.txt").read_text().splitlines()
+              if line.split("==")[0].lower() in ("dvc", "dvc-s3", "gto", "onnxruntime", "numpy", "pillow")]
+    stamp = root / ".ready"
+    if not (stamp.is_file() and stamp.read_text() == "\n".join(wanted)):
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        subprocess.run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
+                        *wanted], check=True, capture_output=True, timeout=900)
+        stamp.write_text("\n".join(wanted))
+    return root / "bin" / "dvc"
+
+
+def _error_lines(done) -> int:
+    """How many lines of stderr report an error (the contract table before it is not one): one, naming it."""
+    return sum(line.startswith("error:") for line in done.stderr.splitlines()) + done.stderr.count("Traceback")
+
+
+def _producer(tmp_path, bundles: dict, endpoint: str, targets=("cpu_x86",)) -> Path:
+    """A repository as `make repro` leaves it, reduced to a few bundles: each archive DVC-tracked and declared as
+    an artifact in dvc.yaml, the remote on the S3 server (its address committed, its credentials not)."""
     repo = tmp_path / "producer"
     deploy = repo / "artifacts" / "deploy"
-    shutil.copytree(bundle, deploy / "cpu_x86")
-    shutil.copy(bundle.with_suffix(".tar.gz"), deploy / "cpu_x86.tar.gz")
+    declared = {}
+    for target in targets:
+        shutil.copytree(bundles[target], deploy / target)
+        shutil.copy(bundles[target].with_suffix(".tar.gz"), deploy / f"{target}.tar.gz")
+        declared[f"bundle-{target.replace('_', '-')}"] = {"path": f"artifacts/deploy/{target}.tar.gz", "type": "model"}
     _run(["git", "init", "-q", "-b", "main"], repo)
     _dvc("init", "-q", cwd=repo)
-    (repo / ".gitignore").write_text("/artifacts/deploy/cpu_x86/\n")
-    _dvc("add", "-q", ARCHIVE, cwd=repo)
-    (repo / "dvc.yaml").write_text(json.dumps({"artifacts": {ARTIFACT: {"path": ARCHIVE, "type": "model"}}}))
+    (repo / ".gitignore").write_text("".join(f"/artifacts/deploy/{t}/\n" for t in targets))
+    _dvc("add", "-q", *(a["path"] for a in declared.values()), cwd=repo)
+    (repo / "dvc.yaml").write_text(json.dumps({"artifacts": declared}))
     _dvc("remote", "add", "-d", "store", "s3://handoff/store", cwd=repo)
     _dvc("remote", "modify", "store", "endpointurl", endpoint, cwd=repo)
     _run(["git", "add", "-A"], repo)
@@ -112,33 +138,30 @@ def _rebuild(repo: Path, edit=None) -> None:
     _run(["git", "commit", "-qam", "rebuilt"], repo)
 
 
-def _get(consumer: Path, repo: Path, out: str, *selector: str) -> Path:
-    """What a deployment team runs, in a folder that holds nothing of the pipeline."""
-    _dvc("artifacts", "get", f"file://{repo}", ARTIFACT, *selector, "-o", out, "--force", cwd=consumer)
-    return consumer / out
+TEAM = ['dvc artifacts get "$REPO" bundle-cpu-x86 --rev v0.1.0',
+        'dvc get "$REPO" release/bundle-cpu-x86.sha256 --rev bundle-cpu-x86@v0.1.0',
+        "sha256sum -c bundle-cpu-x86.sha256",
+        "tar -xzf cpu_x86.tar.gz",
+        "python cpu_x86/verify.py cpu_x86.tar.gz --sha256 bundle-cpu-x86.sha256",
+        "python cpu_x86/infer.py cpu_x86/digit.png"]
+PROD = 'dvc artifacts get "$REPO" bundle-cpu-x86 --stage prod -o prod.tar.gz --force'
 
 
-def _verify_as_team(consumer: Path, repo: Path, archive: Path, version: str) -> subprocess.CompletedProcess:
-    """The published sha256 comes from the registry (release.json at the version's tag, from git, not the
-    store); the checker is the bundle's own."""
-    _dvc("get", f"file://{repo}", "release.json", "--rev", f"{ARTIFACT}@{version}", "-o", "release.json",
-         "--force", cwd=consumer)
-    published = json.loads((consumer / "release.json").read_text())["artifacts"][ARTIFACT]["sha256"]
-    unpacked = consumer / f"unpacked-{version}"
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
-    return subprocess.run([sys.executable, str(unpacked / "cpu_x86" / "verify.py"), str(archive), "--sha256",
-                           published], capture_output=True, text=True)
+def _as_team(command: str, consumer: Path, repo: Path, team_dvc: Path) -> subprocess.CompletedProcess:
+    """A documented team command, run as written in a folder holding nothing of the pipeline, with the team's
+    venv (dvc, dvc-s3, gto and the runtime) first on PATH."""
+    env = {"REPO": f"file://{repo}", "PATH": f"{team_dvc.parent}{os.pathsep}{os.environ['PATH']}"}
+    return _run(documented_shell(command), consumer, False, **env)
 
 
 @pytest.mark.slow
 def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and_rolled_back(
-        bundles, mnist_dir, s3, tmp_path):
+        bundles, mnist_dir, s3, team_dvc, tmp_path):
     endpoint, client = s3
-    repo = _producer(tmp_path, bundles["cpu_x86"], endpoint)
-    gate = ["--data", str(mnist_dir), "--rounds", "3"]
+    repo = _producer(tmp_path, bundles, endpoint)
+    gate = ["--data", str(mnist_dir), "--per-round", "20"]
 
-    first = _pipeline("release", "v0.1.0", "--stage", "prod", *gate, cwd=repo)
+    first = _pipeline(*documented("pipeline release v0.1.0 --stage prod")[1:], *gate, cwd=repo)
     assert first.returncode == 0, first.stderr
     assert "released v0.1.0 (first)" in first.stdout
     tags = _run(["git", "tag"], repo).stdout.split()
@@ -152,25 +175,30 @@ def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and
     _rebuild(repo)  # same contract, other bytes: a patch
     patch = _pipeline("release", "v0.1.1", "--stage", "prod", *gate, cwd=repo)
     assert patch.returncode == 0, patch.stderr
-    record = json.loads((repo / "release.json").read_text())
+    record = json.loads((repo / "release" / "release.json").read_text())
     assert record["bump"] == "patch" and [c["field"] for c in record["changes"]] == ["sha256"]
     assert set(record["regression"][ARTIFACT]["checks"]) == {"batch-1 latency", "batch-256 throughput", "accuracy"}
     assert record["regression"][ARTIFACT]["failed"] == []
 
     consumer = tmp_path / "team"
     consumer.mkdir()
-    old = _get(consumer, repo, "v0.1.0.tar.gz", "--rev", "v0.1.0")
-    new = _get(consumer, repo, "v0.1.1.tar.gz", "--rev", "v0.1.1")
-    prod = _get(consumer, repo, "prod.tar.gz", "--stage", "prod")
-    assert old.read_bytes() != new.read_bytes() and prod.read_bytes() == new.read_bytes()
-    checked = _verify_as_team(consumer, repo, old, "v0.1.0")
-    assert checked.returncode == 0 and checked.stdout.startswith("authentic"), checked.stderr
-    tampered = _verify_as_team(consumer, repo, new, "v0.1.0")  # v0.1.1's bytes against v0.1.0's digest
-    assert tampered.returncode == 2 and "not the archive the producer published" in tampered.stderr
+    for command in TEAM:
+        done = _as_team(command, consumer, repo, team_dvc)
+        assert done.returncode == 0, f"{command}: {done.stdout} {done.stderr}"
+    assert done.stdout.split("\t")[1] == "7"  # infer.py on the bundle's own sample digit
+    verified = _as_team(TEAM[4], consumer, repo, team_dvc).stdout
+    assert verified.startswith("authentic") and "the archive is the published one" in verified
+    assert _as_team(PROD, consumer, repo, team_dvc).returncode == 0
+    old, prod = consumer / "cpu_x86.tar.gz", consumer / "prod.tar.gz"
+    assert prod.read_bytes() != old.read_bytes()  # prod is v0.1.1
+    shutil.copy(prod, old)  # a store serving other bytes under v0.1.0: caught before anything is unpacked
+    assert _as_team(TEAM[2], consumer, repo, team_dvc).returncode == 1
+    _dvc("artifacts", "get", f"file://{repo}", ARTIFACT, "--rev", "v0.1.0", "--force", cwd=consumer, dvc=team_dvc)
 
-    rollback = _pipeline("promote", "v0.1.0", "--stage", "prod", cwd=repo)
+    rollback = _pipeline(*documented("pipeline promote v0.1.0 --stage prod")[1:], cwd=repo)
     assert rollback.returncode == 0 and "prod is now v0.1.0" in rollback.stdout
-    assert _get(consumer, repo, "prod.tar.gz", "--stage", "prod").read_bytes() == old.read_bytes()
+    assert _as_team(PROD, consumer, repo, team_dvc).returncode == 0
+    assert prod.read_bytes() == old.read_bytes()
 
     # A contract change claimed as a patch is refused, naming the field and the version it needs.
     _rebuild(repo, lambda m: m.update(class_labels=m["class_labels"][::-1]))
@@ -184,15 +212,16 @@ def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and
     assert "--accept-regression" in worse.stderr and f"{ARTIFACT}@v1.0.0" not in _run(["git", "tag"], repo).stdout
     accepted = _pipeline("release", "v1.0.0", "--accept-regression", "relabelled on purpose", *gate, cwd=repo)
     assert accepted.returncode == 0, accepted.stderr
-    assert json.loads((repo / "release.json").read_text())["accepted_regression"] == "relabelled on purpose"
+    assert json.loads((repo / "release" / "release.json").read_text())["accepted_regression"] == "relabelled on purpose"
 
     # An object the store lost: the team's fetch fails naming it; the producer's push puts it back.
     objects = [o["Key"] for o in client.list_objects_v2(Bucket="handoff")["Contents"]]
     for key in objects:
         client.delete_object(Bucket="handoff", Key=key)
     lost = _dvc("artifacts", "get", f"file://{repo}", ARTIFACT, "--rev", "v0.1.0", "-o", "lost.tar.gz",
-                cwd=consumer, check=False)
+                cwd=consumer, check=False, dvc=team_dvc)
     assert lost.returncode != 0 and "lost.tar.gz" not in os.listdir(consumer)
+    assert "Failed to download artifact 'bundle-cpu-x86' via DVC remote" in lost.stderr
     pushed = _dvc("push", "-q", ARCHIVE, cwd=repo)
     assert pushed.returncode == 0
 
@@ -200,9 +229,9 @@ def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and
 @pytest.mark.slow
 def test_a_release_whose_objects_are_not_all_in_the_store_fails_naming_them(bundles, mnist_dir, s3, tmp_path):
     endpoint, _ = s3
-    repo = _producer(tmp_path, bundles["cpu_x86"], endpoint)
+    repo = _producer(tmp_path, bundles, endpoint)
     shutil.rmtree(repo / ".dvc" / "cache")  # the archive's object is gone from the cache, and never reached the store
-    failed = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--rounds", "3", cwd=repo)
+    failed = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo)
     assert failed.returncode == 2
     assert "the remote lacks what the release needs: artifacts/deploy/cpu_x86.tar.gz" in failed.stderr
     assert f"{ARTIFACT}@v0.1.0" not in _run(["git", "tag"], repo).stdout
@@ -211,8 +240,59 @@ def test_a_release_whose_objects_are_not_all_in_the_store_fails_naming_them(bund
 @pytest.mark.slow
 def test_a_store_that_does_not_answer_is_one_line_naming_the_cause(bundles, mnist_dir, s3, tmp_path):
     endpoint, _ = s3
-    repo = _producer(tmp_path, bundles["cpu_x86"], endpoint)
+    repo = _producer(tmp_path, bundles, endpoint)
     _dvc("remote", "modify", "store", "endpointurl", f"http://127.0.0.1:{_free_port()}", cwd=repo)
-    down = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--rounds", "3", cwd=repo)
-    assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1
+    down = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo)
+    assert down.returncode == 2 and _error_lines(down) == 1
     assert "dvc push failed:" in down.stderr and "Could not connect to the endpoint URL" in down.stderr
+
+
+@pytest.mark.slow
+def test_a_push_cut_mid_way_is_one_line_and_the_retry_sends_only_what_did_not_arrive(bundles, mnist_dir, s3,
+                                                                                       tmp_path):
+    """The store goes away after the first of two bundles arrived (moto keeps it): the release fails in one line
+    and registers nothing; run again, it sends the missing bundle alone, then registers both."""
+    endpoint, client = s3
+    repo = _producer(tmp_path, bundles, endpoint, targets=("cpu_x86", "arm64_mobile"))
+    sizes = [(repo / f"artifacts/deploy/{t}.tar.gz").stat().st_size for t in ("cpu_x86", "arm64_mobile")]
+    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]), die_after=max(sizes) + 16_384)
+    _dvc("remote", "modify", "store", "endpointurl", f"http://127.0.0.1:{proxy.port}", cwd=repo)
+    _dvc("remote", "modify", "store", "jobs", "1", cwd=repo)
+    cut = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo)
+    assert cut.returncode == 2 and _error_lines(cut) == 1, cut.stderr
+    assert "dvc push failed:" in cut.stderr and "endpoint" in cut.stderr
+    assert not (repo / "release" / "release.json").exists() and "@v0.1.0" not in _run(["git", "tag"], repo).stdout
+    arrived = client.list_objects_v2(Bucket="handoff").get("KeyCount", 0)
+    assert arrived == 1
+    puts_before = (tmp_path / "moto.log").read_text().count('"PUT /handoff/store/files/md5/')
+    FaultProxy(int(endpoint.rsplit(":", 1)[1]), port=proxy.port)  # the store is back
+    again = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "moto.log").read_text().count('"PUT /handoff/store/files/md5/') - puts_before == 1
+    assert client.list_objects_v2(Bucket="handoff")["KeyCount"] == 2
+
+
+@pytest.mark.slow
+def test_wrong_credentials_are_one_line_and_nothing_is_registered(bundles, mnist_dir, s3, tmp_path):
+    """moto enforcing its IAM: a key it does not know is refused (403), named in one line."""
+    import boto3
+
+    endpoint, _ = s3
+    repo = _producer(tmp_path, bundles, endpoint)
+    admin = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing")
+    iam = boto3.client("iam", **admin)
+    iam.create_user(UserName="producer")
+    iam.put_user_policy(UserName="producer", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="producer")["AccessKey"]
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+                                                  headers={"Content-Type": "text/plain"}), timeout=10).read()
+    wrong = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo,
+                      AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY="not-the-secret")
+    assert wrong.returncode == 2 and _error_lines(wrong) == 1, wrong.stderr
+    assert "dvc push failed:" in wrong.stderr and "Forbidden" in wrong.stderr
+    assert "@v0.1.0" not in _run(["git", "tag"], repo).stdout
+    right = _pipeline("release", "v0.1.0", "--data", str(mnist_dir), "--per-round", "20", cwd=repo,
+                      AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+    assert right.returncode == 0, right.stderr
