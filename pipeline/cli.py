@@ -378,11 +378,10 @@ def release(
     """Version every artifact dvc.yaml declares (GTO), after the contract diff and the regression gate against
     the previous release; push what it needs to the DVC remote. Exit 2: a version below what the diff needs;
     1: the regression gate failed."""
-    from pipeline.handoff import regression
-    from pipeline.handoff import release as releasing
+    from pipeline.handoff import publish, regression
 
     settings = regression.GateSettings(rounds=rounds, per_round=per_round)
-    record = releasing.release(Path.cwd(), version, stage, data, accept_regression=accept_regression,
+    record = publish.release(Path.cwd(), version, stage, data, accept_regression=accept_regression,
                                settings=settings, push=not no_push)
     typer.echo(f"released {version} ({record['bump']}) of {', '.join(record['artifacts'])}"
                + (f", assigned to {stage}" if stage else ""))
@@ -395,9 +394,9 @@ def promote(
     stage: Annotated[str, typer.Option(help="The stage: dev, staging or prod.")],
 ) -> None:
     """Assign a released version of every artifact to a stage (GTO); rolling back is promoting an earlier one."""
-    from pipeline.handoff import release as releasing
+    from pipeline.handoff import publish
 
-    names = releasing.promote(Path.cwd(), version, stage)
+    names = publish.promote(Path.cwd(), version, stage)
     typer.echo(f"{stage} is now {version} for {', '.join(names)}")
 
 
