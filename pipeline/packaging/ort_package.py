@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
@@ -89,49 +88,6 @@ def write(root: Path, component: str, version: str, description: str, entries: l
         package.set_variant_executor_info_inline(component, entry["name"], "ort", json.dumps(info, sort_keys=True))
     package.commit()
     package.close()
-
-
-def selection(root: Path, component: str) -> list[dict]:
-    """The variant ORT selects here, with default session options and under each device policy."""
-    import onnxruntime as ort
-
-    context = ort.ModelPackageContext(str(root))
-    cases = [("default session options", None)] + [
-        (f"policy {name}", policy) for name, policy in ort.OrtExecutionProviderDevicePolicy.__members__.items()]
-    chosen = []
-    for label, policy in cases:
-        options = ort.SessionOptions()
-        if policy is not None:
-            options.set_provider_selection_policy(policy)
-        try:
-            picked = context.select_component(component, ort.ModelPackageOptions(options))
-            session = picked.create_session()
-            chosen.append({"options": label, "variant": picked.get_selected_variant_name(),
-                           "providers": session.get_providers()})
-        except RuntimeError as exc:
-            chosen.append({"options": label, "variant": None, "reason": _one_line(exc)})
-    return chosen
-
-
-def variant_session(root: Path, component: str, variant: str):
-    """A session on one variant through the package API: a copy of the package that declares that variant
-    alone, opened with ModelPackageContext as a consumer opens the package,
-    so the variant's manifest entry, model file and options are what is checked."""
-    import onnxruntime as ort
-
-    manifest = json.loads((root / MANIFEST).read_text())
-    declared = manifest["components"][component]["variants"][variant]
-    view = Path(tempfile.mkdtemp(prefix="package-view-"))
-    try:
-        shutil.copytree(root / declared["variant_directory"], view / declared["variant_directory"])
-        only = {**manifest, "components": {component: {"variants": {variant: declared}}}}
-        (view / MANIFEST).write_text(json.dumps(only))
-        options = ort.SessionOptions()
-        options.set_provider_selection_policy(ort.OrtExecutionProviderDevicePolicy.DEFAULT)
-        picked = ort.ModelPackageContext(str(view)).select_component(component, ort.ModelPackageOptions(options))
-        return picked.create_session()
-    finally:
-        shutil.rmtree(view, ignore_errors=True)
 
 
 def check_same_models(root: Path, component: str, bundles: dict[str, dict]) -> None:

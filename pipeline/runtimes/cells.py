@@ -120,6 +120,26 @@ RUNTIMES = {r.name: r for r in (
 )}
 
 
+# Not a cell of the matrix (no bundle checker runs there): the environment in which the model package's OpenVINO
+# variant is opened through ORT's package API, with OpenVINO's EP as a plugin of this onnxruntime.
+OPENVINO_PLUGIN = Runtime(name="onnxruntime-ep-openvino", package=f"{ORT} + {envs.OPENVINO_PLUGIN_PACKAGE}",
+                          provider="OpenVINOExecutionProvider", architecture="x86_64", spec=envs.openvino_plugin_spec,
+                          build=envs.build_openvino_plugin, command=lambda root: ([str(root / "bin" / "python")], {}))
+
+
+def package_interpreter(provider: str) -> tuple[list[str], str]:
+    """The interpreter that opens a model package variant on `provider`, and what it is: this environment's for
+    the providers its onnxruntime has, the plugin environment for OpenVINO's; RuntimeUnavailable otherwise."""
+    import onnxruntime as ort
+
+    if provider in ort.get_available_providers():
+        return [sys.executable], ORT
+    if provider == OPENVINO_PLUGIN.provider:
+        return OPENVINO_PLUGIN.command(environment(OPENVINO_PLUGIN))[0], OPENVINO_PLUGIN.package
+    raise RuntimeUnavailable(f"{provider} is not in this onnxruntime ({', '.join(ort.get_available_providers())}), "
+                             "and no environment here has it")
+
+
 def environment(runtime: Runtime) -> Path:
     """The runtime's cached folder, (re)built when what it holds is not what is wanted."""
     root = CACHE / runtime.name

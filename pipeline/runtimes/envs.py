@@ -15,6 +15,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 OPENVINO_EP_PACKAGE = "onnxruntime-openvino==1.24.1"
+# OpenVINO's EP as a plugin library of this environment's onnxruntime (1.32): what ORT's model package API, which
+# onnxruntime-openvino (an older release) lacks, opens an OpenVINO variant with (pipeline/runtimes/package_probe.py).
+OPENVINO_PLUGIN_PACKAGE = "onnxruntime-ep-openvino==1.8.1"
 NODE_PACKAGE = "onnxruntime-node@1.30.0"  # the newest on npm
 WEB_PACKAGE = "onnxruntime-web@1.30.0"
 # What the web bundle ships of onnxruntime-web: the WebAssembly build only (14 MB, 3.7 MB gzipped).
@@ -47,6 +50,16 @@ def build_openvino(root: Path) -> None:
     run([sys.executable, "-m", "venv", "--clear", str(root)], "create the venv")
     run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", OPENVINO_EP_PACKAGE, *CONSUMER_WHEELS],
         f"pip install {OPENVINO_EP_PACKAGE}")
+
+
+def openvino_plugin_spec() -> str:
+    return " ".join((f"onnxruntime=={version('onnxruntime')}", OPENVINO_PLUGIN_PACKAGE, f"numpy=={version('numpy')}"))
+
+
+def build_openvino_plugin(root: Path) -> None:
+    run([sys.executable, "-m", "venv", "--clear", str(root)], "create the venv")
+    run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", f"onnxruntime=={version('onnxruntime')}",
+         OPENVINO_PLUGIN_PACKAGE, f"numpy=={version('numpy')}"], f"pip install {OPENVINO_PLUGIN_PACKAGE}")
 
 
 def aarch64_spec() -> str:

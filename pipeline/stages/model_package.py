@@ -13,16 +13,20 @@ Proof:   for each variant whose execution provider this onnxruntime has, a sessi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.deploy.contents import MANIFEST
-from pipeline.deploy.verify import GoldenMismatch, check_golden, check_io
 from pipeline.packaging import ort_package, signing
 from pipeline.packaging.release import VERSION
 from pipeline.runtimes import cells
+from pipeline.runtimes.envs import RuntimeUnavailable
+
+PROBE = Path(cells.__file__).with_name("package_probe.py")
 
 
 class ModelPackageConfig(Schema):
@@ -43,7 +47,7 @@ def run(cfg: ModelPackageConfig, targets: dict, deploy_dir: Path, out_dir: Path,
         ort_package.check_same_models(staging, cfg.component, bundles)
         checks = [_check(staging, cfg.component, e, Path(deploy_dir) / e["bundle"], bundles[e["bundle"]])
                   for e in entries]
-        chosen = ort_package.selection(staging, cfg.component)
+        chosen = _selection(staging, cfg.component, [e["ep"] for e in entries])
         if sign_key is not None:
             signing.sign_folder(staging, Path(sign_key))
     return StageResult(
@@ -65,23 +69,57 @@ def _bundles(deploy_dir: Path, order: list[str]) -> dict[str, dict]:
 
 
 def _check(root: Path, component: str, entry: dict, bundle: Path, manifest: dict) -> dict:
-    """The variant's golden check through the package API, where this onnxruntime has its provider."""
-    import onnxruntime as ort
-
+    """The variant opened through ORT's package API (runtimes/package_probe.py) where an environment here has its
+    provider, and its bundle's golden outputs reproduced within the bundle's tolerance."""
     record = {"variant": entry["name"], "ep": entry["ep"], "device": entry["device"]}
-    if entry["ep"] not in ort.get_available_providers():
-        return {**record, "verified": False, "reason": f"{entry['ep']} is not in this onnxruntime "
-                f"({', '.join(ort.get_available_providers())}); its bundle says what it needs"}
     try:
-        session = ort_package.variant_session(root, component, entry["name"])
-        check_io(manifest, session)
-        golden = check_golden(bundle, manifest, session)
-    except (GoldenMismatch, RuntimeError) as exc:
+        interpreter, runtime = cells.package_interpreter(entry["ep"])
+    except RuntimeUnavailable as exc:
+        return {**record, "verified": False, "reason": f"{exc}; its bundle's model card says what it needs"}
+    probe = [*interpreter, str(PROBE), str(root), component, entry["name"], str(bundle)]
+    done = subprocess.run(probe, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    tolerance = manifest["golden"]["tolerance"]
+    why = (done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1] if report is None else \
+        _golden_failure(report, manifest, tolerance["atol"], entry["ep"])
+    if why:
         raise GateFailure(f"model package variant {entry['name']} ({entry['ep']}) does not reproduce its bundle's "
-                          f"golden outputs: {str(exc).splitlines()[0]}") from None
-    return {**record, "verified": golden["top1_agreement"] == 1.0, "providers": session.get_providers(),
-            "golden_samples": golden["golden_samples"],
-            "max_abs_delta": cells.quoted_delta(golden["max_abs_delta"], manifest["golden"].get("grid"))}
+                          f"golden outputs through ModelPackageContext: {why[:300]}")
+    return {**record, "verified": True, "runtime": runtime, "providers": report["providers"],
+            "golden_samples": report["golden_samples"],
+            "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], manifest["golden"].get("grid"))}
+
+
+def _selection(root: Path, component: str, providers: list[str]) -> dict[str, list[dict]]:
+    """What ORT selects in each environment here that opens some variant (this one; OpenVINO's plugin one)."""
+    chosen = {}
+    for provider in dict.fromkeys(providers):
+        try:
+            interpreter, runtime = cells.package_interpreter(provider)
+        except RuntimeUnavailable:
+            continue
+        if runtime not in chosen:
+            done = subprocess.run([*interpreter, str(PROBE), "--select", str(root), component], capture_output=True,
+                                  text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+            if done.returncode != 0:
+                raise GateFailure(f"ModelPackageContext cannot open the model package in {runtime}: "
+                                  f"{(done.stderr.strip() or 'no output').splitlines()[-1][:300]}")
+            chosen[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
+    return chosen
+
+
+def _golden_failure(report: dict, manifest: dict, atol: float, ep: str) -> str | None:
+    """What the probe's report shows wrong, or None."""
+    io = {k: [t["name"] for t in manifest["io"][k]] for k in ("inputs", "outputs")}
+    if {"inputs": report["inputs"], "outputs": report["outputs"]} != io:
+        return f"the model takes {report['inputs']} and returns {report['outputs']}, the manifest says {io}"
+    if report["providers"][0] != ep:
+        return f"ORT ran it on {report['providers'][0]}, not {ep}"
+    if not report["max_abs_delta"] <= atol:
+        return f"max |Δ| {report['max_abs_delta']:.3g} exceeds atol {atol:g}"
+    if report["top1_agreement"] != 1.0:
+        return f"top-1 agreement {report['top1_agreement']:.4f}, not 1"
+    return None
 
 
 def _public(entry: dict) -> dict:
@@ -93,14 +131,14 @@ STAGE = Stage(
     help="Write the ONNX Runtime model package of the bundles' models (one variant per EP) and check it via ORT.",
     owns={"model_package": ModelPackageConfig}, config={"cfg": "model_package", "targets": "target"},
     inputs={"deploy_dir": "${paths.deploy}"}, outputs={"out_dir": "${paths.model_package}"},
-    headline=lambda m: {"variants": len(m["variants"]), "verified": sum(c["verified"] for c in m["verified"]),
-                        "selected": m["selection"][0]["variant"]},
+    headline=lambda m: {"variants": len(m["variants"]), "verified": sum(c["verified"] for c in m["verified"])},
     artifacts={"model-package": "out_dir"},
     artifact_meta=lambda _, m: {
         "desc": "ONNX Runtime model package: one component, one variant per execution provider; "
                 "onnxruntime.ModelPackageContext(root) selects the variant for the machine it runs on",
         "labels": ["onnxruntime-model-package", "onnx"],
         "meta": {"component": m.get("component"), "variants": {v["name"]: v["ep"] for v in m.get("variants", [])}}},
+    code=("pipeline/runtimes/package_probe.py",),
     file_options={"sign_key": "Sign the package with this EC private key (PEM): OpenSSF model signing (model.sig "
                               "over every file); `model_signing verify key` checks it."},
 )

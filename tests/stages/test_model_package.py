@@ -41,22 +41,26 @@ def test_one_variant_per_ort_bundle_same_bytes_checked_through_the_package_api(d
     assert verified["cpu_x86"]["verified"] and verified["arm64_mobile-cpu"]["verified"]
     assert not verified["arm64_mobile"]["verified"] and "NnapiExecutionProvider is not in" in verified[
         "arm64_mobile"]["reason"]
-    # This machine has the CPU EP only: ORT picks the first CPU variant whatever the options say.
-    assert {s["variant"] for s in result.metrics["selection"]} == {"cpu_x86"}
-    assert len(result.metrics["selection"]) == 1 + len(ort.OrtExecutionProviderDevicePolicy.__members__)
+    # This onnxruntime has the CPU EP only: ORT picks the first CPU variant whatever the options say.
+    (here,) = result.metrics["selection"].values()
+    assert {s["variant"] for s in here} == {"cpu_x86"}
+    assert len(here) == 1 + len(ort.OrtExecutionProviderDevicePolicy.__members__)
+
+
+def _as_target(deploy, name: str, providers: list[str], options: list[dict]) -> None:
+    """A copy of the cpu_x86 bundle that declares another target's providers (its model runs on any of them)."""
+    shutil.copytree(deploy / "cpu_x86", deploy / name)
+    manifest = json.loads((deploy / name / "manifest.json").read_text())
+    manifest["target"] |= {"name": name, "providers": providers, "provider_options": options}
+    (deploy / name / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_a_variant_whose_provider_is_absent_is_not_verified_and_says_why(deploy, tmp_path):
-    gpu = deploy / "cuda"
-    shutil.copytree(deploy / "cpu_x86", gpu)
-    manifest = json.loads((gpu / "manifest.json").read_text())
-    manifest["target"] |= {"name": "cuda", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                           "provider_options": [{"device_id": 0}, {}]}
-    (gpu / "manifest.json").write_text(json.dumps(manifest))
+    _as_target(deploy, "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], [{"device_id": 0}, {}])
     try:
         result = _package(deploy, tmp_path / "package")
     finally:
-        shutil.rmtree(gpu)
+        shutil.rmtree(deploy / "cuda")
     cuda = next(c for c in result.metrics["verified"] if c["variant"] == "cuda")
     assert cuda["verified"] is False and "CUDAExecutionProvider is not in this onnxruntime" in cuda["reason"]
     assert any("cuda: not verified" in n for n in result.notices)
@@ -94,3 +98,20 @@ def test_the_package_is_signed_over_every_file_when_a_key_is_given(deploy, tmp_p
     (tmp_path / "package" / "mnist-digits" / "cpu_x86" / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(authenticity.BundleError, match="does not verify"):
         authenticity.check_signature(tmp_path / "package", public)
+
+
+def test_the_openvino_variant_runs_through_the_package_api_on_openvinos_plugin_ep(deploy, tmp_path):
+    """ORT 1.32 loads OpenVINO's EP as a plugin (onnxruntime-ep-openvino, its own environment): there the variant
+    reproduces its bundle's golden outputs, and every device policy selects it."""
+    _as_target(deploy, "openvino", ["OpenVINOExecutionProvider", "CPUExecutionProvider"], [{"device_type": "CPU"}, {}])
+    try:
+        result = _package(deploy, tmp_path / "package")
+    finally:
+        shutil.rmtree(deploy / "openvino")
+    checked = next(c for c in result.metrics["verified"] if c["variant"] == "openvino")
+    assert checked["verified"] and checked["providers"][0] == "OpenVINOExecutionProvider"
+    assert "onnxruntime-ep-openvino" in checked["runtime"]
+    plugin = result.metrics["selection"][checked["runtime"]]
+    assert plugin[0] == {"options": "default session options", "variant": "cpu_x86",
+                         "providers": ["CPUExecutionProvider"]}
+    assert {s["variant"] for s in plugin[1:]} == {"openvino"}
