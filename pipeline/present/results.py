@@ -41,7 +41,9 @@ class Section:
 def sections(metrics: Path) -> list[Section]:
     """Every section of the page, from the files in `metrics` alone (no artifact is needed)."""
     bench = _json(metrics / "bench.json")
-    return [_accuracy(metrics), _targets(metrics), *(_speed(metrics, bench) if bench else [])]
+    package = _json(metrics / "model_package.json")
+    return [_accuracy(metrics), _targets(metrics), *([_model_package(metrics, package)] if package else []),
+            *(_speed(metrics, bench) if bench else [])]
 
 
 def markdown(metrics: Path) -> str:
@@ -131,6 +133,29 @@ def _targets(metrics: Path) -> Section:
         section.rows.append((m["target"], m["chosen"], options, m["verified_on"], golden,
                              _regret(observed.get("selection", {}).get("regret")), _not_a_digit(m.get("ood")),
                              f"{machine['cpu']}, {machine['measured_at'][:10]}" if machine else "not recorded"))
+    return section
+
+
+def _model_package(metrics: Path, package: dict) -> Section:
+    """ONNX Runtime's model package: each variant, its check through ModelPackageContext, and what ORT selects."""
+    picks = []
+    for runtime, cases in package.get("selection", {}).items():
+        chosen = {}
+        for case in cases:
+            chosen.setdefault(case["variant"] or "none", []).append(case["options"].removeprefix("policy "))
+        picks.append(f"With {runtime}, ORT selects " + "; ".join(f"{variant} ({', '.join(options)})"
+                                                                for variant, options in chosen.items()) + ".")
+    section = Section("The ONNX Runtime model package", [
+        f"Component `{package['component']}` (artifacts/model_package/, metrics/model_package.json): one variant per "
+        "bundle ORT loads, each opened through ModelPackageContext where an environment here has its provider and "
+        "checked against its bundle's golden outputs.", "", *picks, "", measured_on(metrics, "model_package")],
+        ("variant", "bundle", "execution provider", "device", "checked here"))
+    checks = {c["variant"]: c for c in package["verified"]}
+    for variant in package["variants"]:
+        check = checks.get(variant["name"], {})
+        verdict = (f"✓ {check['runtime']}: {check['golden_samples']} golden samples, max abs Δ within "
+                   f"{check['max_abs_delta']:.2g}") if check.get("verified") else f"not verified: {check.get('reason')}"
+        section.rows.append((variant["name"], variant["bundle"], variant["ep"], variant["device"], verdict))
     return section
 
 
