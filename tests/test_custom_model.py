@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core import lineage
+from pipeline.model import lineage
 from tests.conftest import REPO, run_cli
 from tests.documented import documented
 

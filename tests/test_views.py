@@ -67,7 +67,7 @@ REPORT_FACTS = """(() => {
 def report_page(bundles, mnist_dir, tmp_path_factory):
     """The report from the committed metrics (the full run's bench included) and the tiny bundles; the bench
     observations add the machine as bench now records it (the committed run predates that)."""
-    from pipeline.measure.machine import machine
+    from pipeline.core.machine import machine
 
     metrics, out = REPO / "metrics", tmp_path_factory.mktemp("report") / "report"
     bench_timings = out.parent / "bench_timings.json"
@@ -149,7 +149,7 @@ def test_the_report_reads_right_in_chromium(report_page, shots, width):
 
 
 def browser_machine() -> dict:
-    from pipeline.measure.machine import machine
+    from pipeline.core.machine import machine
 
     return machine()
 

@@ -1,5 +1,5 @@
 """The source commit a run came from: an observation (metrics/timings/), never part of an artifact, so a
-fresh clone of any commit rebuilds the same bytes (artifacts carry content digests: pipeline.core.lineage)."""
+fresh clone of any commit rebuilds the same bytes (artifacts carry content digests: pipeline.model.lineage)."""
 
 from __future__ import annotations
 

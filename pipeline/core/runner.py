@@ -15,9 +15,9 @@ from pathlib import Path
 from pipeline.core.config import lookup
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.core.io import write_json, write_text
+from pipeline.core.machine import machine
 from pipeline.core.provenance import source_commit
 from pipeline.core.stage import Stage, StageResult, names
-from pipeline.measure.machine import machine
 from pipeline.present import tables
 
 _PATH_KEY = re.compile(r"\$\{paths\.(\w+)\}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.packaging.mobile import fix_batch
+from pipeline.model.onnx_utils import fix_batch
 
 
 def flops_per_image(model_path: Path) -> int:

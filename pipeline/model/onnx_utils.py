@@ -157,3 +157,13 @@ def run_batched(sess: ort.InferenceSession, inputs: np.ndarray, batch: int = 100
 def _line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def fix_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+
+    params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    for param in params:
+        make_dim_param_fixed(model.graph, param, batch)
+    fix_output_shapes(model)
+    return model

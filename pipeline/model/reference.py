@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import lineage
 from pipeline.core.io import atomic_path
-from pipeline.model import checkpoint
+from pipeline.model import checkpoint, lineage
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "reference"
 log = logging.getLogger(__name__)

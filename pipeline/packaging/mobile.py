@@ -20,17 +20,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.present.chatter import captured
 
 if TYPE_CHECKING:  # annotations only: onnx and onnxruntime load inside the functions
-    import onnx
-
-
-def fix_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
-
-    params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
-    for param in params:
-        make_dim_param_fixed(model.graph, param, batch)
-    fix_output_shapes(model)
-    return model
+    pass
 
 
 def usability(model_path: Path) -> dict:

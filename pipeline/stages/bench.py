@@ -28,16 +28,15 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from pipeline.core import lineage
+from pipeline.benchmark import runners
+from pipeline.benchmark.crossover import sweep
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, Stage, StageResult
-from pipeline.measure import bench_runners as runners
 from pipeline.measure import peak
-from pipeline.measure.crossover import sweep
 from pipeline.measure.flops import flops_per_image
 from pipeline.measure.rss_probe import peak_rss_mib
 from pipeline.measure.timing import Phases, interleaved, ratio_interval
-from pipeline.model import onnx_utils
+from pipeline.model import lineage, onnx_utils
 from pipeline.model.quantization import variant_kinds
 
 EAGER, COMPILED, SHIPPED = runners.EAGER, runners.COMPILED, runners.SHIPPED

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from pydantic import Field, PositiveInt
 
-from pipeline.core import lineage
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import mnist, preprocessing
-from pipeline.model import checkpoint, onnx_utils, parity
+from pipeline.model import checkpoint, lineage, onnx_utils, parity
 from pipeline.model import reference as torch_reference
 from pipeline.model.torch_export import MAX_OPSET, MIN_OPSET, export_module, require_opset
 

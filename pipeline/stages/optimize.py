@@ -14,12 +14,11 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data.mnist import TEST_IMAGES, test_batch
-from pipeline.model import onnx_utils, parity
+from pipeline.model import lineage, onnx_utils, parity
 from pipeline.present.chatter import captured
 
 

@@ -30,7 +30,6 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, StringConstraints
 
-from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir, sha256_file, write_json
 from pipeline.core.stage import Schema, Stage, StageResult
@@ -38,7 +37,7 @@ from pipeline.data import preprocessing
 from pipeline.deploy import verify
 from pipeline.deploy.contents import MANIFEST
 from pipeline.measure.timing import Phases
-from pipeline.model import onnx_utils
+from pipeline.model import lineage, onnx_utils
 from pipeline.model.parity import SUMMARY
 from pipeline.packaging import bundle as bundle_io
 from pipeline.packaging import mobile, ood, selection, signing
@@ -222,7 +221,7 @@ def _write_model(cfg: TargetConfig, source: Path, staging: Path) -> tuple[str, d
     """Copy (or fix the batch of, or convert to .ort) the chosen model; return its file name and extras."""
     model = onnx_utils.load(source)
     if cfg.fixed_batch:
-        model = mobile.fix_batch(model, cfg.fixed_batch)
+        model = onnx_utils.fix_batch(model, cfg.fixed_batch)
     if cfg.format in ("onnx", "web"):
         onnx_utils.save(model, staging / "model.onnx", external_threshold_bytes=1 << 30)
         if cfg.format == "web":

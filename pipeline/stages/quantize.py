@@ -18,12 +18,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Stage, StageResult
 from pipeline.data.mnist import test_batch
-from pipeline.model import onnx_utils, parity
+from pipeline.model import lineage, onnx_utils, parity
 from pipeline.model import reference as torch_reference
 from pipeline.model.quantization import (
     DYNAMIC_NOTE,

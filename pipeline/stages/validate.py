@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import sha256_file
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import mnist
-from pipeline.model import onnx_utils, parity
+from pipeline.model import lineage, onnx_utils, parity
 from pipeline.model import reference as torch_reference
 from pipeline.model.localize import localize, modules
 from pipeline.model.quantization import variant_kinds

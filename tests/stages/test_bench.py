@@ -94,8 +94,8 @@ def test_every_runner_is_held_to_the_measured_peak_of_the_precision_it_computes_
 def test_the_openvino_runtime_is_held_to_the_peak_of_what_it_computes_in(variants_dir):
     """With its defaults OpenVINO computes an fp32 model in bf16 on a CPU with AVX512_BF16 or AMX (twice fp32's
     rate there): the precision comes from its compiled model, not from the file's."""
-    from pipeline.measure import bench_runners as runners
-    from pipeline.measure.machine import machine
+    from pipeline.benchmark import runners
+    from pipeline.core.machine import machine
 
     _, fp32 = runners.openvino(variants_dir / "optimized" / "model.onnx", threads=1)
     _, int8 = runners.openvino(variants_dir / "int8_static" / "model.onnx", threads=1)
@@ -118,7 +118,7 @@ def test_operations_are_counted_on_real_inputs_not_on_padding():
 def test_torch_compile_peer_matches_eager_and_reports_its_warmup(tiny_model_dir):
     import numpy as np
 
-    from pipeline.measure import bench_runners as runners
+    from pipeline.benchmark import runners
     from pipeline.model import checkpoint
 
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
@@ -159,7 +159,7 @@ def test_the_machine_is_recorded_with_its_isa_flags_and_the_date():
     rates, logical CPUs, architecture, date."""
     import datetime
 
-    from pipeline.measure.machine import ISA_FLAGS, machine
+    from pipeline.core.machine import ISA_FLAGS, machine
 
     found = machine()
     assert found["cpu"] and found["logical_cpus"] >= 1 and set(found["isa"]) <= set(ISA_FLAGS)

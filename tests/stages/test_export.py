@@ -3,9 +3,8 @@ import onnx
 import pytest
 import torch
 
-from pipeline.core import lineage
 from pipeline.core.errors import PipelineError
-from pipeline.model import checkpoint, onnx_utils, torch_export
+from pipeline.model import checkpoint, lineage, onnx_utils, torch_export
 from tests.conftest import config, run_stage, with_groups
 
 CFG = config("export.parity_samples=64")

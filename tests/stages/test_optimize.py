@@ -2,10 +2,9 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.core import lineage
 from pipeline.core.errors import GateFailure, PipelineError
 from pipeline.data.mnist import test_batch as real_test_images
-from pipeline.model import onnx_utils
+from pipeline.model import lineage, onnx_utils
 from tests.conftest import config, run_stage, with_groups
 
 GATES = config().validate.gates

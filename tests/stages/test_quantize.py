@@ -3,10 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core import lineage
 from pipeline.data.calibration import MnistCalibrationReader, calibration_images
 from pipeline.data.mnist import test_batch as real_test_images
-from pipeline.model import onnx_utils
+from pipeline.model import lineage, onnx_utils
 from pipeline.model.quantization import Quantization, portable_range
 from pipeline.stages import quantize
 from tests.conftest import config, run_stage

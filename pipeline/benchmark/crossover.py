@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.measure import bench_runners as runners
+from pipeline.benchmark import runners
 from pipeline.measure.timing import idle_after, interleaved_rounds, interleaved_throughput, ratio_interval
 from pipeline.model import checkpoint, onnx_utils
 from pipeline.model.quantization import quantize_plain
