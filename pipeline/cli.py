@@ -20,7 +20,7 @@ import typer
 
 from pipeline.core import dvcfile, params_file, runner
 from pipeline.core.config import resolve
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import GateFailure, ParityGateFailure, PipelineError
 from pipeline.core.io import write_text
 from pipeline.core.runner import noop_repro_seconds, stage_timings
 from pipeline.core.stage import Stage, all_stages, load
@@ -65,12 +65,12 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (PipelineError, BundleError, InputError) as exc:  # the deploy code ships standalone: own types
+        except (PipelineError, GateFailure) as exc:  # each kind: its word and exit code (core/errors.py)
+            typer.echo(f"{exc.label}: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (BundleError, InputError) as exc:  # the deploy code ships standalone: its own types
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except GateFailure as exc:
-            typer.echo(f"parity gate failed: {exc}", err=True)
-            raise typer.Exit(1) from None
         except GoldenMismatch as exc:
             typer.echo(f"verification failed: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -174,7 +174,7 @@ def export(
     variant_table(f"variants vs PyTorch on {samples} test images", rows)
     failed = {name: gates for name, gates in failed.items() if gates}
     if failed:  # the variant the user asked for: its failure fails the command (others are only reported)
-        raise GateFailure(f"--quantize {quantize.value} asked for " + "; ".join(
+        raise ParityGateFailure(f"--quantize {quantize.value} asked for " + "; ".join(
             f"{name}, which fails: {'; '.join(gates)}" for name, gates in failed.items())
             + " (the lines above say what gets past it)")
 

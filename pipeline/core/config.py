@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.stage import Schema, all_stages
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | None = None) 
             cfg = hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise PipelineError(f"bad config override: {one_line(exc)}") from None
+        raise ConfigError(f"bad config override: {one_line(exc)}") from None
     OmegaConf.set_struct(cfg, True)
     return cfg
 
@@ -142,7 +142,7 @@ def validate(raw: dict):
     try:
         validated = schema().model_validate(raw)
     except ValidationError as exc:
-        raise PipelineError(f"bad config: {describe_errors(exc)}") from None
+        raise ConfigError(f"bad config: {describe_errors(exc)}") from None
     # Groups are fields under an alias (a group named `validate` would shadow pydantic's own method);
     # commands read them by group name: cfg.train, cfg.validate.gates, cfg.quantize["int8_static"].
     return SimpleNamespace(**{field.alias: getattr(validated, name)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import lookup
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import ParityGateFailure, PipelineError
 from pipeline.core.io import write_json, write_text
 from pipeline.core.machine import machine
 from pipeline.core.provenance import source_commit
@@ -69,7 +69,7 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
     tables.print_notices(instance, result.notices)
     if result.gate_failures:
 
-        raise GateFailure("; ".join(result.gate_failures))
+        raise ParityGateFailure("; ".join(result.gate_failures))
     return result
 
 

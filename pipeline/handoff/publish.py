@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import PipelineError, RegressionGateFailure
 from pipeline.core.io import sha256_file, write_json, write_text
 from pipeline.deploy.contents import safe_extract
 from pipeline.handoff import contract, registry, regression
@@ -44,7 +44,7 @@ def release(repo: Path, version: str, stage: str | None, data_dir: Path, *, acce
     bump = contract.check_claim(changes, previous, version)
     failed = {name: regression.failure_line(r, settings) for name, r in gate.items() if r["failed"]}
     if failed and not accept_regression:
-        raise GateFailure("regression gate: " + "; ".join(f"{n}: {line}" for n, line in failed.items()))
+        raise RegressionGateFailure("; ".join(f"{n}: {line}" for n, line in failed.items()))
     if push:
         if not registry.has_remote(repo):
             raise PipelineError("no DVC remote to push the release to: `dvc remote add -d NAME URL` (docs/handoff.md)"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import ParityGateFailure, PipelineError
 from pipeline.data import mnist
 from pipeline.model import onnx_utils
 from pipeline.model import reference as torch_reference
@@ -225,7 +225,7 @@ def _past(value: float, op: str) -> str:
 
 def require(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, context: str, confidence: float,
             final_samples: int | None = None) -> dict:
-    """judge(), raising GateFailure (exit 1) naming every failed gate and the setting that gets past it; the
+    """judge(), raising ParityGateFailure (exit 1) naming every failed gate and the setting that gets past it; the
     verdicts when all pass."""
     verdicts = judge(variant, kind, metrics, gates, confidence=confidence, final_samples=final_samples)
     raise_failures(variant, kind, verdicts, context=context)
@@ -233,10 +233,11 @@ def require(variant: str, kind: str, metrics: dict, gates: dict[str, float], *, 
 
 
 def raise_failures(variant: str, kind: str, verdicts: dict, *, context: str) -> None:
-    """GateFailure (exit 1) naming every failed gate of these verdicts and the setting that gets past it."""
+    """ParityGateFailure (exit 1) naming every failed gate of these verdicts and the setting that gets past it."""
     failed = failures(verdicts)
     if failed:
-        raise GateFailure(f"{context}: " + "; ".join(failed) + f" (to get past it: {remedy(variant, kind, verdicts)})")
+        raise ParityGateFailure(f"{context}: " + "; ".join(failed)
+                                + f" (to get past it: {remedy(variant, kind, verdicts)})")
 
 
 def onnx_logits(model_path: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:

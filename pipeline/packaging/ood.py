@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import CalibrationFailure
 from pipeline.core.io import sha256_file, write_bytes
 from pipeline.data import mnist
 from pipeline.deploy import digits
@@ -49,7 +49,7 @@ SETS = ("calibration", "held_out", "fake_calibration", "fake_measure")
 
 def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> dict:
     """The manifest's `ood` block for the model behind `session`: thresholds, how they were fitted, and the
-    measured rates. Fails (GateFailure) where the held-out false-rejection rate exceeds MAX_FALSE_REJECTION."""
+    measured rates. Fails (CalibrationFailure) where the held-out false-rejection rate exceeds MAX_FALSE_REJECTION."""
     sets = prepared_sets(Path(data_dir))
     digit_stats = [s for s in statistics(session, sets["calibration"], fixed_batch, pre) if s is not None]
     fake_stats = statistics(session, sets["fake_calibration"], fixed_batch, pre)
@@ -78,8 +78,8 @@ def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> di
         },
     }
     if rate > MAX_FALSE_REJECTION:
-        raise GateFailure(f"the not-a-digit rule rejects {rejected} of {len(held_out['ink'])} held-out MNIST test "
-                          f"digits ({rate:.2%}), over {MAX_FALSE_REJECTION:.0%}")
+        raise CalibrationFailure(f"the not-a-digit rule rejects {rejected} of {len(held_out['ink'])} held-out MNIST "
+                                 f"test digits ({rate:.2%}), over {MAX_FALSE_REJECTION:.0%}")
     return block
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import ParityGateFailure
 from pipeline.deploy.session import SPINNING
 from pipeline.measure.candidates import label, measure
 from pipeline.measure.timing import ratio_interval
@@ -78,7 +78,7 @@ def choose(cfg, candidates: list[dict], timer: str | None) -> tuple[dict, dict, 
     eligible = [c for c in candidates if c["passed_gates"]]
     if not eligible:
         detail = "; ".join(f"{c['name']}: {_why_not(c)}" for c in candidates)
-        raise GateFailure(f"no candidate passes its parity gates ({detail})")
+        raise ParityGateFailure(f"no candidate passes its parity gates ({detail})")
     skipped = "; ".join(f"{c['name']} {_why_not(c)}" for c in candidates if not c["passed_gates"])
     skipped = f" (skipped: {skipped})" if skipped else ""
     primary, own_options = cfg.providers[0], dict(cfg.provider_options[0])

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import PipelineError, RuntimeCellFailure
 from pipeline.core.io import sha256_file
 from pipeline.deploy.contents import MANIFEST, content_digest
 from pipeline.runtimes import browser, cpp, device_records, envs
@@ -192,7 +192,7 @@ def timer_for(provider: str, runtime_names: list[str]) -> str | None:
 def check(bundle: Path, name: str, target: str) -> dict:
     """Run the bundle's own checker on one runtime. Returns the record for `verified_on`; a runtime this
     machine cannot set up gives a record with `verified: false` and the reason (and a warning line); a failed
-    golden check or a provider that did not run raises GateFailure naming target, runtime and cause."""
+    golden check or a provider that did not run raises RuntimeCellFailure naming target, runtime and cause."""
     runtime = RUNTIMES.get(name)
     if runtime is None:
         raise PipelineError(f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
@@ -240,8 +240,8 @@ def _script(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
                           capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
-        raise GateFailure(f"{target}: the bundle's {runtime.script} failed on {runtime.name} ({runtime.provider}): "
-                          f"{reason}")
+        raise RuntimeCellFailure(f"{target}: the bundle's {runtime.script} failed on {runtime.name} "
+                                 f"({runtime.provider}): {reason}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -251,12 +251,12 @@ def _browser(bundle: Path, target: str) -> dict:
     try:
         report = browser.check_page(bundle, browser.golden_digits(bundle))
     except Exception as exc:  # the page's own errors come back as playwright errors
-        raise GateFailure(f"{target}: the web page failed in Chromium (onnxruntime-web, wasm): "
-                          f"{str(exc).splitlines()[0]}") from None
+        raise RuntimeCellFailure(f"{target}: the web page failed in Chromium (onnxruntime-web, wasm): "
+                                 f"{str(exc).splitlines()[0]}") from None
     drawn = report["drawn"]
     if drawn["read_correctly"] != drawn["digits"]:
-        raise GateFailure(f"{target}: the web page read {drawn['read_correctly']} of {drawn['digits']} drawn digits "
-                          f"as recorded (it showed {drawn['labels']})")
+        raise RuntimeCellFailure(f"{target}: the web page read {drawn['read_correctly']} of {drawn['digits']} drawn "
+                                 f"digits as recorded (it showed {drawn['labels']})")
     return report
 
 
@@ -288,14 +288,14 @@ def _unproved(provider: str, target: str, content: str, refused: list[str], devi
 
 
 def require_ran(records: list[dict], target: str) -> None:
-    """A gate cannot pass on nothing: every cell that this pipeline can set up must have run; a GateFailure
+    """A gate cannot pass on nothing: every cell that this pipeline can set up must have run; a RuntimeCellFailure
     names the ones that did not, and why."""
     missing = [r for r in records if r.get("runtime") in RUNTIMES and not r["verified"]
                and RUNTIMES[r["runtime"]].can_run_here]
     if missing:
-        raise GateFailure(f"{target}: runtime cell(s) that this machine should run did not: "
-                          + "; ".join(f"{r['runtime']} ({r['reason']})" for r in missing)
-                          + f" (set them up, or drop them from target.{target}.runtimes)")
+        raise RuntimeCellFailure(f"{target}: runtime cell(s) that this machine should run did not: "
+                                 + "; ".join(f"{r['runtime']} ({r['reason']})" for r in missing)
+                                 + f" (set them up, or drop them from target.{target}.runtimes)")
 
 
 def where(record: dict) -> str:

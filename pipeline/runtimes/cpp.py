@@ -17,7 +17,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import BuildFailure
 from pipeline.runtimes.envs import RuntimeUnavailable, apt_get, run
 
 HEADERS = ("trixie", "libonnxruntime-dev")  # the only registry package with ONNX Runtime's C/C++ headers
@@ -127,6 +127,6 @@ def _build(root: Path, bundle: Path, toolchain: list[str], env: dict[str, str] |
             raise RuntimeUnavailable(f"cannot run cmake: {exc}") from None
         if done.returncode != 0:
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            raise GateFailure(f"{bundle.name}: cannot {step} the bundle's C++ consumer (cpp/): {last}")
+            raise BuildFailure(f"{bundle.name}: cannot {step} the bundle's C++ consumer (cpp/): {last}")
     return build / "consumer"
 

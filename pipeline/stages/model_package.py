@@ -17,7 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pipeline.core.errors import GateFailure, PipelineError
+from pipeline.core.errors import PipelineError, RuntimeCellFailure
 from pipeline.core.io import atomic_dir
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.deploy.contents import MANIFEST
@@ -83,8 +83,8 @@ def _check(root: Path, component: str, entry: dict, bundle: Path, manifest: dict
     why = (done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1] if report is None else \
         _golden_failure(report, manifest, tolerance["atol"], entry["ep"])
     if why:
-        raise GateFailure(f"model package variant {entry['name']} ({entry['ep']}) does not reproduce its bundle's "
-                          f"golden outputs through ModelPackageContext: {why[:300]}")
+        raise RuntimeCellFailure(f"model package variant {entry['name']} ({entry['ep']}) does not reproduce its "
+                                 f"bundle's golden outputs through ModelPackageContext: {why[:300]}")
     return {**record, "verified": True, "runtime": runtime, "providers": report["providers"],
             "golden_samples": report["golden_samples"],
             "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], manifest["golden"].get("grid"))}
@@ -102,7 +102,7 @@ def _selection(root: Path, component: str, providers: list[str]) -> dict[str, li
             done = subprocess.run([*interpreter, str(PROBE), "--select", str(root), component], capture_output=True,
                                   text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
             if done.returncode != 0:
-                raise GateFailure(f"ModelPackageContext cannot open the model package in {runtime}: "
+                raise RuntimeCellFailure(f"ModelPackageContext cannot open the model package in {runtime}: "
                                   f"{(done.stderr.strip() or 'no output').splitlines()[-1][:300]}")
             chosen[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
     return chosen

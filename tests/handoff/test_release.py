@@ -208,7 +208,7 @@ def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and
     assert "needs a major release: use v1.0.0" in small.stderr
     # As a major release, the regression gate still stops it: the reversed labels read most digits wrong.
     worse = _pipeline("release", "v1.0.0", *gate, cwd=repo)
-    assert worse.returncode == 1 and "regression gate: bundle-cpu-x86: accuracy:" in worse.stderr
+    assert worse.returncode == 1 and "regression gate failed: bundle-cpu-x86: accuracy:" in worse.stderr
     assert "--accept-regression" in worse.stderr and f"{ARTIFACT}@v1.0.0" not in _run(["git", "tag"], repo).stdout
     accepted = _pipeline("release", "v1.0.0", "--accept-regression", "relabelled on purpose", *gate, cwd=repo)
     assert accepted.returncode == 0, accepted.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import RuntimeCellFailure
 from pipeline.deploy import authenticity
 from pipeline.runtimes import cells
 from tests.conftest import config, package_into, run_cli
@@ -53,7 +53,7 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
     """OpenVINO's INT8 kernels differ from the CPU EP's by ~1e-6: an atol below that must fail on the EP."""
     cfg = config("target.openvino.golden_atol=1e-12")
     out = tmp_path / "openvino"
-    with pytest.raises(GateFailure, match=r"openvino: the bundle's verify.py failed on onnxruntime-openvino "
+    with pytest.raises(RuntimeCellFailure, match=r"openvino: the bundle's verify.py failed on onnxruntime-openvino "
                                           r"\(OpenVINOExecutionProvider\): .*exceeds atol"):
         package_into(tmp_path, cfg, "openvino", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
     assert not out.exists() and not (tmp_path / "openvino.tar.gz").exists()
@@ -155,8 +155,8 @@ def test_the_ci_gate_cannot_pass_on_a_cell_that_did_not_run(bundles, tiny_model_
     monkeypatch.setattr(cells, "CACHE", tmp_path / "cache")
     cfg = config("target.arm64_mobile.runtimes=[onnxruntime-aarch64]", "target.arm64_mobile.require_runtimes=true")
     out = tmp_path / "arm64_mobile"
-    with pytest.raises(GateFailure, match=r"arm64_mobile: runtime cell\(s\) that this machine should run did not: "
-                                          r"onnxruntime-aarch64 \(qemu-user 10 comes from"):
+    with pytest.raises(RuntimeCellFailure, match=r"arm64_mobile: runtime cell\(s\) that this machine should run "
+                                                 r"did not: onnxruntime-aarch64 \(qemu-user 10 comes from"):
         package_into(tmp_path, cfg, "arm64_mobile", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
     assert not out.exists() and not (tmp_path / "arm64_mobile.tar.gz").exists()
     java = [{"runtime": "onnxruntime-java", "provider": "CPUExecutionProvider", "verified": False, "reason": "x"}]

@@ -7,7 +7,7 @@ import shutil
 import onnxruntime as ort
 import pytest
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import RuntimeCellFailure
 from pipeline.core.io import sha256_file
 from pipeline.deploy import authenticity
 from tests.conftest import config, run_stage
@@ -77,7 +77,7 @@ def test_a_variant_that_drifts_from_its_golden_outputs_stops_the_stage(deploy, t
     (drifted / "cpu_x86" / "manifest.json").write_text(json.dumps(manifest))
     (drifted / "cpu_x86" / "test_data_set_0" / "output_0.pb").write_bytes(
         (drifted / "arm64_mobile" / "test_data_set_1" / "output_0.pb").read_bytes())
-    with pytest.raises(GateFailure, match="model package variant cpu_x86"):
+    with pytest.raises(RuntimeCellFailure, match="model package variant cpu_x86"):
         _package(drifted, tmp_path / "package")
     assert not (tmp_path / "package").exists()
 

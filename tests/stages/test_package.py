@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.core.errors import GateFailure
+from pipeline.core.errors import CalibrationFailure, ParityGateFailure
 from pipeline.deploy import digits, verify
 from pipeline.packaging import non_digits, ood, selection
 from tests.conftest import config, package_into
@@ -96,7 +96,7 @@ def test_timings_decide_only_when_told_and_otherwise_advise(monkeypatch, decide)
 
 def test_no_passing_candidate_is_a_gate_failure():
     cfg = config().target["cpu_x86"]
-    with pytest.raises(GateFailure, match="no candidate passes its parity gates"):
+    with pytest.raises(ParityGateFailure, match="no candidate passes its parity gates"):
         selection.choose(cfg, [_candidate("a", passed=False), _candidate("b", False, validated=False)], None)
 
 
@@ -225,5 +225,6 @@ def test_a_rule_that_rejects_too_many_held_out_digits_fails_the_stage(bundles, m
     manifest = json.loads((bundles["cpu_x86"] / "manifest.json").read_text())
     session = verify.open_session(bundles["cpu_x86"], manifest, [("CPUExecutionProvider", {})])
     monkeypatch.setattr(ood, "CALIBRATION_BUDGET", 0.05)  # a budget that spends 5 % of the digits ...
-    with pytest.raises(GateFailure, match=r"the not-a-digit rule rejects \d+ of 5000 held-out MNIST test digits"):
+    with pytest.raises(CalibrationFailure, match=r"the not-a-digit rule rejects \d+ of 5000 held-out MNIST test "
+                                                 r"digits"):
         ood.calibrate(session, mnist_dir, None, manifest["preprocessing"])  # ... cannot hold 1 % held out
