@@ -67,3 +67,12 @@ def test_every_documented_command_is_run_by_a_test_or_marked_illustrative():
     assert not untested, "documented commands no test runs (run one with tests.documented.documented(...), or mark " \
                          "its block <!-- illustrative: why -->):\n" + "\n".join(untested)
     assert all(len(why) > 0 for why in commands(illustrative=True))
+
+
+def test_the_handoff_pages_table_of_runtime_cells_is_the_declared_cells():
+    """No hand-kept list of cells drifts from pipeline/runtimes/cells.py's declarations."""
+    from pipeline.runtimes import cells
+
+    page = (REPO / "docs" / "handoff.md").read_text().split("| runtime cell | provider | how |", 1)[1]
+    rows = [line.split("|")[1].strip().strip("`") for line in page.split("\n\n", 1)[0].splitlines()[2:]]
+    assert rows == list(cells.RUNTIMES)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.core.config import compose
 from pipeline.core.stage import all_stages
 from tests.conftest import CACHE, REPO, run_cli
 from tests.documented import documented
@@ -14,9 +15,7 @@ from tests.documented import documented
 # The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
 # `make gate`; here they would only triple the cost of three clean runs.
 TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static]",
-                 "bench.crossover.models=[]",
-                 *(f"target.{t}.runtimes=[]" for t in ("cpu_x86", "arm64_mobile", "cuda", "tensorrt", "openvino",
-                                                        "web"))]
+                 "bench.crossover.models=[]", *(f"target.{t}.runtimes=[]" for t in compose([]).target)]
 
 
 def _copy_repo(dest: Path) -> Path:

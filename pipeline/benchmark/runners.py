@@ -26,7 +26,11 @@ from pipeline.runtimes.remote import RemoteRunner
 
 EAGER = "torch_eager"
 COMPILED = "torch_compile"
-SHIPPED = "shipped_cpu_x86"
+
+
+def shipped_row(target: str) -> str:
+    """The bench row of the bundle a target ships (bench.shipped_target), timed as shipped."""
+    return f"shipped_{target}"
 
 
 def torch_eager(model):
@@ -149,8 +153,9 @@ def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
         info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
     bundle = deploy_dir / cfg.shipped_target
     if (bundle / "manifest.json").is_file():
-        fns[SHIPPED], manifest = shipped_bundle(bundle)
-        info[SHIPPED] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
+        shipped = shipped_row(cfg.shipped_target)
+        fns[shipped], manifest = shipped_bundle(bundle)
+        info[shipped] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
                          "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
     for name, path in variants.items():
         fns[name] = onnxruntime(path, cfg.session)

@@ -1,16 +1,9 @@
 """The runtime matrix: each bundle proven by its own consumer code on the runtime it will run on.
 
 A deployment team runs a bundle with only its runtime installed, so each cell runs the bundle's shipped
-checker in an environment that holds that runtime and nothing from this repo (envs.py builds them):
-
-- `onnxruntime`: `verify.py` on this environment's onnxruntime, CPU EP, native x86-64;
-- `onnxruntime-openvino`: `verify.py` in an isolated venv (its module is also called `onnxruntime`), OpenVINO EP;
-- `onnxruntime-aarch64`: `verify.py` on the aarch64 onnxruntime wheel in a Debian arm64 sysroot with an
-  aarch64 Python 3.11, under qemu-aarch64 10.x user-mode emulation (bookworm's qemu 7.2 segfaults on it);
-- `onnxruntime-node`: `verify.mjs` with onnxruntime-node from npm, run from a copy of the bundle inside the
-  env's project folder (as a Node team would place it, so `import "onnxruntime-node"` resolves);
-- `onnxruntime-web`: the web bundle's own page in headless Chromium (browser.py): its verify() on WebAssembly,
-  then the golden pictures' digits drawn on its canvas.
+checker (verify.py, verify.mjs, the C++ consumer, the web page) in an environment that holds that runtime
+(envs.py and cpp.py build them). The cells are the `Runtime(...)` declarations in RUNTIMES below, one each, and
+nothing else lists them: docs/handoff.md's table of cells is tested against RUNTIMES.
 
 Environments are cached under `.cache/runtimes/` beside the code, so scratch copies and later runs reuse them.
 A record holds no date or timing: the manifest that carries it must be the same bytes on every run of the

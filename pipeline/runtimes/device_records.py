@@ -3,7 +3,7 @@
 A record (pipeline/deploy/evidence.py) counts only when all of these hold:
 - it is a DSSE envelope of an in-toto statement with the device-run predicate (a JSON file typed by hand is not);
 - one of its signatures verifies under a public key in `device_runs/verifiers/*.pub.pem` whose id (the sha256 of
-  its DER SubjectPublicKeyInfo) `evidence.trusted_verifiers` lists: a record signed by any other key is refused,
+  its DER SubjectPublicKeyInfo) `packaging.trusted_verifiers` lists: a record signed by any other key is refused,
   however correct its digests;
 - its subjects are the very files of the bundle being built (every file but the model card) and its checker is
   the bundle's verify.py.
@@ -96,7 +96,7 @@ def _check(claimed: dict, keys: dict, trusted: dict[str, str], content: str, che
         return {}, f"signed by trusted verifier {name}, whose public key is not in device_runs/{VERIFIER_KEYS}/"
     if not known:
         ids = ", ".join(kid[:16] for kid in signers) or "no key"
-        return {}, f"signed by {ids}, which evidence.trusted_verifiers does not list"
+        return {}, f"signed by {ids}, which packaging.trusted_verifiers does not list"
     name, key = keys[known[0]]
     try:
         statement = signed_statement(envelope, key)

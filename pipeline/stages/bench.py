@@ -39,7 +39,7 @@ from pipeline.measure.timing import Phases, interleaved, ratio_interval
 from pipeline.model import lineage, onnx_utils
 from pipeline.model.quantization import variant_kinds
 
-EAGER, COMPILED, SHIPPED = runners.EAGER, runners.COMPILED, runners.SHIPPED
+EAGER, COMPILED = runners.EAGER, runners.COMPILED
 
 
 class CrossoverConfig(Schema):
@@ -122,7 +122,8 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     metrics = {
         "threads": cfg.threads, "batch": cfg.throughput_batch, "baseline": cfg.baseline, "flops_per_image": flops,
         "peaks": peaks, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
-        "winner": winner(rows), "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
+        "winner": winner(rows, runners.shipped_row(cfg.shipped_target)),
+        "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
         "targets": shipped_targets(rows, Path(deploy_dir), cfg),
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
@@ -173,7 +174,8 @@ def _probe_rss(meta: dict, path: Path | None, cfg: BenchConfig, phase: Phases) -
 def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> None:
     """Speed-ups (latency) and throughput ratios against torch eager, torch.compile, the shipped bundle and
     ORT fp32, each with a bootstrap interval over the paired rounds."""
-    references = {"torch": EAGER, "compile": COMPILED, "shipped": SHIPPED, "ort_fp32": cfg.baseline,
+    references = {"torch": EAGER, "compile": COMPILED, "shipped": runners.shipped_row(cfg.shipped_target),
+                  "ort_fp32": cfg.baseline,
                   "openvino": f"openvino_{cfg.baseline}"}
     for name, row in rows.items():
         for key, ref in references.items():
@@ -212,8 +214,9 @@ def shipped_targets(rows: dict, deploy_dir: Path, cfg: BenchConfig) -> dict:
         name = manifest["target"]["name"]
         entry = {"runtime": f"onnxruntime, {manifest['target']['providers'][0]}",
                  "variant": manifest["model"]["variant"], "session": manifest["target"]["session"],
+                 "format": manifest["target"]["format"],
                  "provider_options": (manifest["target"].get("provider_options") or [{}])[0]}
-        row = rows.get(f"shipped_{name}")
+        row = rows.get(runners.shipped_row(name))
         if row:
             entry.update({"runtime": row["runtime"],
                           "latency_ms_b1": row["latency_ms"]["p50"], "throughput": row["throughput"],
@@ -227,13 +230,13 @@ def shipped_targets(rows: dict, deploy_dir: Path, cfg: BenchConfig) -> dict:
     return table
 
 
-def winner(rows: dict) -> dict:
+def winner(rows: dict, shipped: str) -> dict:
     """Fastest at batch 1 and at batch N among everything measured, and where the shipped bundle stands."""
     fastest = min(rows, key=lambda n: rows[n]["latency_ms"]["p50"])
     busiest = max(rows, key=lambda n: rows[n]["throughput"])
     return {"latency": {"runner": fastest, "runtime": rows[fastest]["runtime"]},
             "throughput": {"runner": busiest, "runtime": rows[busiest]["runtime"]},
-            "shipped": {k: v for k, v in rows.get(SHIPPED, {}).items()
+            "shipped": {k: v for k, v in rows.get(shipped, {}).items()
                         if k.startswith(("speedup_vs", "throughput_vs"))}}
 
 

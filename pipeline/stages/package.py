@@ -93,18 +93,19 @@ class TargetConfig(Schema):
     golden_samples: PositiveInt
     # The runtime matrix cells (pipeline/runtimes/) whose own verify.py run the bundle before it is named.
     runtimes: list[Literal[tuple(cells.RUNTIMES)]]
-    # A cell of `runtimes` this machine could not set up fails the stage (the CI gate), instead of a warning.
+
+
+class PackagingConfig(Schema):
+    """What applies to every target's bundle."""
+    # A cell of a target's `runtimes` this machine could not set up fails the stage (the CI gate), not a warning.
     require_runtimes: bool
-
-
-class EvidenceConfig(Schema):
-    """Whose device records count (metrics/device_runs/): verifier name -> key id, the sha256 of the public key's
-    DER SubjectPublicKeyInfo (`openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum`); the key itself
-    lies in metrics/device_runs/verifiers/<name>.pub.pem."""
+    # Whose device records count (metrics/device_runs/): verifier name -> key id, the sha256 of the public key's
+    # DER SubjectPublicKeyInfo (`openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum`); the key itself
+    # lies in metrics/device_runs/verifiers/<name>.pub.pem.
     trusted_verifiers: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]]
 
 
-def run(cfg: TargetConfig, trust: EvidenceConfig, variants_dir: Path, parity_file: Path, model_dir: Path,
+def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_file: Path, model_dir: Path,
         data_dir: Path, device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
     if sign_key is not None:
@@ -141,8 +142,8 @@ def run(cfg: TargetConfig, trust: EvidenceConfig, variants_dir: Path, parity_fil
         # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
         with phase("runtime matrix"):
             manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
-                                                        Path(device_runs), trust.trusted_verifiers)
-            if cfg.require_runtimes:
+                                                        Path(device_runs), policy.trusted_verifiers)
+            if policy.require_runtimes:
                 cells.require_ran(manifest["verified_on"], target)
         (staging / "README.md").write_text(render(manifest))
         manifest["files"] = bundle_io.file_hashes(staging)
@@ -295,8 +296,8 @@ def _artifact(target: str, metrics: dict) -> dict:
 
 STAGE = Stage(
     name="package", run=run, help="Build the deployable bundle for each target: chosen variant, manifest, golden I/O.",
-    owns={"target": dict[str, TargetConfig], "evidence": EvidenceConfig},
-    config={"cfg": "target.${key}", "trust": "evidence"},
+    owns={"target": dict[str, TargetConfig], "packaging": PackagingConfig},
+    config={"cfg": "target.${key}", "policy": "packaging"},
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
             "model_dir": "${paths.model}", "data_dir": "${paths.data}",
             "device_runs": "${paths.metrics}/device_runs"},

@@ -44,7 +44,7 @@ VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
 
 def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path, deploy_dir: Path, data_dir: Path,
         out_dir: Path, train_timings: Path | None = None, bench_timings: Path | None = None,
-        web_timings: Path | None = None, *, cpu_target: str = "cpu_x86") -> StageResult:
+        web_timings: Path | None = None, *, cpu_target: str) -> StageResult:
     metrics = {"train": _json(train_file), "parity": _json(parity_file), "bench": _json(bench_file),
                "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir)),
                "timings": {"train": _json(train_timings), "bench": _json(bench_timings),
@@ -215,12 +215,13 @@ def _shipped(bench: dict, web_observed: dict) -> str:
                          _ci(t, "speedup_vs_torch"), _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
                          _ci(t, "throughput_vs_openvino")])
             continue
-        latency = _package_latency(web_observed) if name == "web" else None
+        in_browser = t.get("format") == "web"
+        latency = _package_latency(web_observed) if in_browser else None
         if latency is not None:
             rows.append([*lead, f"{latency * 1000:,.0f} µs",
                          _Why("batch-1 latency timed by package in headless Chromium (onnxruntime-web, one thread); "
                               "no throughput or ratios: bench has no browser runner", span=5)])
-        elif name == "web" or "by package" in t.get("measured", ""):
+        elif in_browser or "by package" in t.get("measured", ""):
             rows.append([*lead, _Why("not timed here: package times this target in its own runtime and its "
                                      "timing was not recorded; bench has no runner for it", span=6)])
         else:
@@ -319,4 +320,5 @@ STAGE = Stage(
             "bench_timings": "${paths.metrics}/timings/bench.json",
             "web_timings": "${paths.metrics}/timings/package_web.json"},
     outputs={"out_dir": "${paths.report}"}, plots=("confusion",), deterministic=False,
+    config={"cpu_target": "bench.shipped_target"},
 )

@@ -98,7 +98,7 @@ def test_a_record_counts_only_signed_by_a_trusted_verifier_about_the_same_bundle
     def judged(trusted):
         return {r["provider"]: r for r in cells.verified_on(bundle, "cpu_x86", providers, [], runs, trusted)}
 
-    assert "signed by " + kid[:16] + ", which evidence.trusted_verifiers does not list" in judged({})[
+    assert "signed by " + kid[:16] + ", which packaging.trusted_verifiers does not list" in judged({})[
         "CPUExecutionProvider"]["reason"]
     assert "whose public key is not in device_runs/verifiers/" in judged({"lab": kid})["CPUExecutionProvider"]["reason"]
     (runs / "verifiers" / "lab.pub.pem").write_bytes(public)
@@ -148,12 +148,12 @@ def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_pa
 
 def test_the_ci_gate_cannot_pass_on_a_cell_that_did_not_run(bundles, tiny_model_dir, mnist_dir, variants_dir,
                                                              tmp_path, monkeypatch):
-    """With require_runtimes (experiment=ci), a cell this machine should run but could not set up fails the
+    """With packaging.require_runtimes (experiment=ci), a cell this machine should run but could not set up fails the
     stage, naming it; Java, which no registry here has, stays a stated reason."""
     (tmp_path / "debian_version").write_text("11.9\n")
     monkeypatch.setattr(cells.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
     monkeypatch.setattr(cells, "CACHE", tmp_path / "cache")
-    cfg = config("target.arm64_mobile.runtimes=[onnxruntime-aarch64]", "target.arm64_mobile.require_runtimes=true")
+    cfg = config("target.arm64_mobile.runtimes=[onnxruntime-aarch64]", "packaging.require_runtimes=true")
     out = tmp_path / "arm64_mobile"
     with pytest.raises(RuntimeCellFailure, match=r"arm64_mobile: runtime cell\(s\) that this machine should run "
                                                  r"did not: onnxruntime-aarch64 \(qemu-user 10 comes from"):
@@ -161,7 +161,7 @@ def test_the_ci_gate_cannot_pass_on_a_cell_that_did_not_run(bundles, tiny_model_
     assert not out.exists() and not (tmp_path / "arm64_mobile.tar.gz").exists()
     java = [{"runtime": "onnxruntime-java", "provider": "CPUExecutionProvider", "verified": False, "reason": "x"}]
     cells.require_ran(java, "cpu_x86")  # cannot exist here: no failure
-    assert config("experiment=ci").target["cpu_x86"].require_runtimes
+    assert config("experiment=ci").packaging.require_runtimes  # one switch, every target
 
 
 def test_pipeline_verify_runs_one_cell_of_the_matrix_on_demand(bundles):
