@@ -17,6 +17,7 @@ import typer
 
 from pipeline.commands import consumer, handoff, project, stages
 from pipeline.packaging.release import VERSION
+from pipeline.present import log as logs
 
 app = typer.Typer(
     help="Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment.",
@@ -35,13 +36,14 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")]
     = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show library output (else in .cache/logs/).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say everything, library output included (else "
+                                          "in .cache/logs/).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say only warnings and errors (results still print).")]
+    = False,
 ) -> None:
     """Train → export → optimize → quantize → validate → package, for ONNX Runtime deployment."""
-    if verbose:
-        import os
-
-        os.environ["PIPELINE_VERBOSE"] = "1"
+    if verbose or quiet:
+        logs.set_level("DEBUG" if verbose else "WARNING")
 
 
 for _role in (stages, project, consumer, handoff):

@@ -4,7 +4,7 @@ The dynamo exporter prints "torchvision is not installed" and its step list, onn
 ORT's quantization tools log their calibration: useful when something breaks, noise when nothing does.
 `captured` sends the process's own stdout and stderr (file descriptors 1 and 2, so C++ libraries are caught
 too) to `.cache/logs/<name>.log` for the duration of a library call. A failure stays one line naming the
-cause (the log holds the library's full story); `pipeline --verbose ...` (PIPELINE_VERBOSE=1) lets everything
+cause (the log holds the library's full story); `pipeline -v ...` (log level DEBUG, log.py) lets everything
 through. No warning is filtered: warnings land in the log like everything else.
 """
 
@@ -16,12 +16,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.present.log import verbose
+
 LOG_DIR = Path(".cache") / "logs"
 
 
 @contextlib.contextmanager
 def captured(name: str) -> Iterator[Path | None]:
-    if os.environ.get("PIPELINE_VERBOSE") == "1":
+    if verbose():
         yield None
         return
     LOG_DIR.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,12 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError, RuntimeCellFailure
 from pipeline.core.io import sha256_file
 from pipeline.deploy.contents import MANIFEST, content_digest
+from pipeline.present import log as logs
 from pipeline.runtimes import browser, cpp, device_records, envs
 from pipeline.runtimes.envs import RuntimeUnavailable
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "runtimes"
+log = logs.get(__name__)
 
 
 # The PyPI package that gives each execution provider (each installs the `onnxruntime` module): what a model
@@ -176,7 +178,7 @@ def timer_for(provider: str, runtime_names: list[str]) -> str | None:
         try:
             ready(runtime)
         except RuntimeUnavailable as exc:
-            print(f"warning: not timing on {name}: {exc}", file=sys.stderr)
+            log.warning(f"not timing on {name}: {exc}")
             continue
         return name
     return None
@@ -199,7 +201,7 @@ def check(bundle: Path, name: str, target: str) -> dict:
     try:
         root = ready(runtime)
     except RuntimeUnavailable as exc:
-        print(f"warning: {target} not verified on {runtime.name}: {exc}", file=sys.stderr)
+        log.warning(f"{target} not verified on {runtime.name}: {exc}")
         return {**cell, "verified": False, "reason": str(exc)}
     report = _browser(bundle, target) if runtime.in_browser else _script(bundle, runtime, root, target)
     return {**cell, "verified": True, "onnxruntime": report["onnxruntime"], "machine": report["machine"],
