@@ -93,7 +93,7 @@ def _editing_a_module_marks_the_stages_that_import_it(repo: Path) -> None:
     """pipeline/data/preprocessing.py was in no stage's deps once: appending a line changed nothing. A stage's
     own module reruns that stage alone, and the release version only what stamps it into its bytes."""
     expected = {"pipeline/data/preprocessing.py": {"train", "export", "optimize", "quantize", "validate", "package"},
-                "pipeline/stages/bench.py": {"bench"}, "pipeline/packaging/release.py": {"package"}}
+                "pipeline/stages/bench.py": {"bench"}, "pipeline/packaging/release.py": {"package", "model_package"}}
     for name, stages in expected.items():
         module = repo / name
         original = module.read_text()
@@ -106,11 +106,13 @@ def _editing_a_module_marks_the_stages_that_import_it(repo: Path) -> None:
 
 def _artifact_hashes(repo: Path) -> dict[str, str]:
     """Every output's md5 in dvc.lock, except the observations (timings, and the stages that render them) and
-    ORT-format bundles: ORT 1.32 serializes .ort files in heap-address order, so the same model converts to
-    different bytes in every process (the .onnx it is converted from is byte-identical)."""
+    ORT-format bundles and the model package that holds their .ort: ORT 1.32 serializes .ort files in
+    heap-address order, so the same model converts to different bytes in every process (the .onnx it is
+    converted from is byte-identical)."""
     observational = {s.name for s in all_stages() if not s.deterministic}
     params = yaml.safe_load((repo / "params.yaml").read_text())
     ort_targets = {f"package@{name}" for name, target in params["target"].items() if target["format"] == "ort"}
+    ort_targets |= {"model_package"} if ort_targets else set()
     hashes = {}
     for name, entry in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items():
         if name.split("@")[0] in observational or name in ort_targets:

@@ -162,7 +162,7 @@ def _speed(m: dict) -> str:
     cross = [[escape(c["model"]), f"{c['parameters']:,}", _ci(c, "throughput_ratio"), _ci(c, "latency_ratio"),
               f"{c['size_ratio']:.0%}"] for c in bench.get("crossover", [])]
     return ("<h2>Speed</h2>" + _machine(bench, m.get("timings", {}).get("bench", {}))
-            + _shipped(bench, m.get("timings", {}).get("package_web", {}))
+            + _shipped(bench, m.get("timings", {}).get("package_web", {}), m.get("targets", {}))
             + _ranked(rows, m.get("parity", {}).get("samples")) + bar
             + "<h3>Where INT8 pays off (INT8 / fp32, random-init models, 95 % intervals)</h3>"
             + _table(("model", "parameters", "throughput", "batch-1 speedup", "size"), cross))
@@ -204,7 +204,7 @@ def _ranked(rows: dict, samples: int | None) -> str:
             + (f"<p class='note'>{spread.strip()}</p>" if spread else "") + _table(head, body))
 
 
-def _shipped(bench: dict, web_observed: dict) -> str:
+def _shipped(bench: dict, web_observed: dict, manifests: dict[str, dict]) -> str:
     """What won: per target, what it ships and how that compares with what a user would run instead. A target
     bench cannot run says why on its row, with the batch-1 latency package measured where there is one."""
     rows = []
@@ -215,7 +215,7 @@ def _shipped(bench: dict, web_observed: dict) -> str:
                          _ci(t, "speedup_vs_torch"), _ci(t, "throughput_vs_torch"), _ci(t, "throughput_vs_compile"),
                          _ci(t, "throughput_vs_openvino")])
             continue
-        in_browser = t.get("format") == "web"
+        in_browser = t.get("format", manifests.get(name, {}).get("target", {}).get("format")) == "web"
         latency = _package_latency(web_observed) if in_browser else None
         if latency is not None:
             rows.append([*lead, f"{latency * 1000:,.0f} µs",

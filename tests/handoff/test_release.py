@@ -138,20 +138,21 @@ def _rebuild(repo: Path, edit=None) -> None:
     _run(["git", "commit", "-qam", "rebuilt"], repo)
 
 
-TEAM = ['dvc artifacts get "$REPO" bundle-cpu-x86 --rev v0.1.0',
-        'dvc get "$REPO" release/bundle-cpu-x86.sha256 --rev bundle-cpu-x86@v0.1.0',
-        "sha256sum -c bundle-cpu-x86.sha256",
-        "tar -xzf cpu_x86.tar.gz",
-        "python cpu_x86/verify.py cpu_x86.tar.gz --sha256 bundle-cpu-x86.sha256",
-        "python cpu_x86/infer.py cpu_x86/digit.png"]
-PROD = 'dvc artifacts get "$REPO" bundle-cpu-x86 --stage prod -o prod.tar.gz --force'
+# The team's commands as docs/handoff.md shows them (documented_shell holds them to the page).
+TEAM = [documented_shell('dvc artifacts get "$REPO" bundle-cpu-x86 --rev v0.1.0'),
+        documented_shell('dvc get "$REPO" release/bundle-cpu-x86.sha256 --rev bundle-cpu-x86@v0.1.0'),
+        documented_shell("sha256sum -c bundle-cpu-x86.sha256"),
+        documented_shell("tar -xzf cpu_x86.tar.gz"),
+        documented_shell("python cpu_x86/verify.py cpu_x86.tar.gz --sha256 bundle-cpu-x86.sha256"),
+        documented_shell("python cpu_x86/infer.py cpu_x86/digit.png")]
+PROD = documented_shell('dvc artifacts get "$REPO" bundle-cpu-x86 --stage prod -o prod.tar.gz --force')
 
 
-def _as_team(command: str, consumer: Path, repo: Path, team_dvc: Path) -> subprocess.CompletedProcess:
+def _as_team(command: list[str], consumer: Path, repo: Path, team_dvc: Path) -> subprocess.CompletedProcess:
     """A documented team command, run as written in a folder holding nothing of the pipeline, with the team's
     venv (dvc, dvc-s3, gto and the runtime) first on PATH."""
     env = {"REPO": f"file://{repo}", "PATH": f"{team_dvc.parent}{os.pathsep}{os.environ['PATH']}"}
-    return _run(documented_shell(command), consumer, False, **env)
+    return _run(command, consumer, False, **env)
 
 
 @pytest.mark.slow
