@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from pipeline.deploy import authenticity, contents, verify
 from pipeline.packaging.bundle import file_hashes
 from tests.conftest import REPO, run_cli
+from tests.helpers.keys import ec_key_pair
 
 
 @pytest.fixture
@@ -194,15 +195,7 @@ def test_the_published_sha256_pins_the_archive(bundles, tmp_path):
 
 
 def _keys(tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "producer.pem", tmp_path / "producer.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    _, private, public = ec_key_pair(tmp_path, "producer")
     return private, public
 
 

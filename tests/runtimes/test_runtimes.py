@@ -12,6 +12,7 @@ from pipeline.core.errors import RuntimeCellFailure
 from pipeline.deploy import authenticity
 from pipeline.runtimes import cells
 from tests.conftest import config, package_into, run_cli
+from tests.helpers.keys import ec_key_pair
 
 
 def _manifest(bundle):
@@ -61,16 +62,9 @@ def test_a_bundle_failing_on_its_runtime_stops_the_stage_and_is_never_named(bund
 
 
 def _verifier_key(folder, name: str) -> tuple:
-    """A verifier's EC key pair: the private PEM it signs with, and its public half and key id."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = folder / f"{name}.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key, private, public, authenticity.key_id(key.public_key())
+    """A verifier's EC key pair: the private PEM it signs with, its public half (PEM bytes) and its key id."""
+    key, private, public = ec_key_pair(folder, name)
+    return key, private, public.read_bytes(), authenticity.key_id(key.public_key())
 
 
 def _record(bundle, record_file, key_file):

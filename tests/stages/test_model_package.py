@@ -11,6 +11,7 @@ from pipeline.core.errors import RuntimeCellFailure
 from pipeline.core.io import sha256_file
 from pipeline.deploy import authenticity
 from tests.conftest import config, run_stage
+from tests.helpers.keys import ec_key_pair
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +84,7 @@ def test_a_variant_that_drifts_from_its_golden_outputs_stops_the_stage(deploy, t
 
 
 def test_the_package_is_signed_over_every_file_when_a_key_is_given(deploy, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "producer.pem", tmp_path / "producer.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    _, private, public = ec_key_pair(tmp_path, "producer")
     result = _package(deploy, tmp_path / "package", sign_key=private)
     assert result.metrics["signed"] and (tmp_path / "package" / "model.sig").is_file()
     authenticity.check_signature(tmp_path / "package", public)
