@@ -10,6 +10,7 @@ pipeline/model/parity.py) must show, at 95 % confidence, that the new one is at 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,16 +110,21 @@ class _Model:
     def __init__(self, bundle: Path, data_dir: Path):
         self.bundle, self.data_dir = bundle, data_dir
         self.manifest = json.loads((bundle / "manifest.json").read_text())
-        self.session = open_session(bundle / self.manifest["model"]["file"], self.manifest["target"].get("session", {}),
-                                    [("CPUExecutionProvider", {})])
+        self.session = self._open()
         data = mnist.load(data_dir)
         self.x = normalized(data.test_images, self.manifest["preprocessing"])
         self.labels = data.test_labels.astype(np.int64)
         self.name = self.session.get_inputs()[0].name
 
     def again(self) -> _Model:
-        """Another session of the same model, opened the same way."""
-        return _Model(self.bundle, self.data_dir)
+        """Another session of the same model, opened the same way, on the same prepared images."""
+        twin = copy.copy(self)
+        twin.session = self._open()
+        return twin
+
+    def _open(self):
+        return open_session(self.bundle / self.manifest["model"]["file"], self.manifest["target"].get("session", {}),
+                            [("CPUExecutionProvider", {})])
 
     def one(self):
         return self.session.run(None, {self.name: self.x[:1]})
