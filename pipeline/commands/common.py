@@ -24,8 +24,9 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         # The consumer code ships standalone, with exception types of its own (imported when a command runs).
         from pipeline.deploy.contents import BundleError
+        from pipeline.deploy.golden import GoldenMismatch
         from pipeline.deploy.infer import InputError
-        from pipeline.deploy.verify import GoldenMismatch, ProviderMissing
+        from pipeline.deploy.session import ProviderMissing
 
         try:
             return fn(*args, **kwargs)

@@ -73,12 +73,17 @@ def predict(
         "in [0, 1] are pixels 0-1, floats with a negative value are already normalized ((pixel/255 - mean) / std, "
         "the model's input), floats above 1 with nothing negative are refused as ambiguous; or name the scale.")]
     = declared.NPY_SCALES[0],
+    allow_fallback: Annotated[bool, typer.Option(
+        help="Run on the target's providers this onnxruntime has (CPU last) when its own is missing here.")]
+    = False,
 ) -> None:
     """Classify digit pictures with a deployment bundle: one line for one input, a table for several.
 
     Every input gets its label and probability, flagged "not a digit?" with the reasons when the picture looks
     like no digit (bounds calibrated on the bundle's model, in its manifest.json `ood`), or its own error.
-    Exit 0: every input classified; 2: at least one could not be (every other result is still shown).
+    The bundle is checked first, as verify checks it, on the target's own provider (--allow-fallback: on what this
+    onnxruntime has). Exit 0: every input classified; 2: at least one could not be (every other result is still
+    shown), or the bundle is bad; 1: the bundle fails its golden check; 3: its provider is not here.
     A .npy array holds prepared digits (white on black, centred), one per row: (N, 28, 28), (28, 28) or
     (N, 1, 28, 28).
     """
@@ -97,7 +102,8 @@ def predict(
     with tempfile.TemporaryDirectory(prefix="predict-") as scratch:
         if chosen.is_file():  # a .tar.gz, as `verify` takes it; extracted with the same checks
             chosen = safe_extract(chosen, Path(scratch))
-        results = classify(chosen, images, NpyScale(getattr(npy_scale, "value", npy_scale)))
+        results = classify(chosen, images, NpyScale(getattr(npy_scale, "value", npy_scale)),
+                           allow_fallback=allow_fallback)
     failed = [r for r in results if r.error is not None]
     if len(results) == 1:
         (result,) = results
@@ -109,7 +115,7 @@ def predict(
         return
     prediction_table(results)
     if failed:
-        typer.echo(f"error: {len(failed)} of {len(results)} inputs could not be classified (see the table)", err=True)
+        typer.echo(f"error: {len(failed)} of {len(results)} inputs could not be classified", err=True)
         raise typer.Exit(2)
 
 

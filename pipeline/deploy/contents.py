@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import struct
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -24,7 +26,7 @@ PROVENANCE = "provenance.intoto.json"
 UNLISTED = (MANIFEST, SIGNATURE, PROVENANCE)
 REQUIRED = {
     "schema": str, "schema_version": int, "model": dict, "target": dict, "provenance": dict, "io": dict,
-    "preprocessing": dict, "class_labels": list, "golden": dict, "files": dict, "verified_on": list,
+    "preprocessing": dict, "class_labels": list, "golden": dict, "ood": dict, "files": dict, "verified_on": list,
 }
 # TensorProto.DataType -> numpy dtype, for the types a golden file may hold.
 _DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}
@@ -115,28 +117,54 @@ def content_digest(files: dict[str, str]) -> str:
 
 
 def safe_extract(archive: Path, dest: Path) -> Path:
-    """Extract a .tar.gz bundle with Python's own `data` filter (absolute paths and '..' escapes refused),
-    refusing links and special files too. Entries may start with `./` (`tar -czf x.tar.gz .`)."""
-    unsafe = {tarfile.AbsolutePathError: "absolute path", tarfile.OutsideDestinationError: "'..' in path"}
+    """Extract a .tar.gz bundle member by member: absolute paths, '..' escapes, links and special files are
+    refused, and each regular file is written with its bytes and mtime only. Written out rather than with
+    tarfile's `data` filter, which Python gained in 3.11.4 (Debian 12 ships 3.11.2). Entries may start with `./`
+    (`tar -czf x.tar.gz .`)."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
             for member in members:
-                if member.name.startswith("/"):  # the data filter would strip the slash; a bundle never has one
-                    raise BundleError(f"unsafe archive member {member.name!r}: absolute path")
-                if member.issym() or member.islnk():
-                    raise BundleError(f"unsafe archive member {member.name!r}: links are not allowed")
-                if not (member.isfile() or member.isdir()):
-                    raise BundleError(f"unsafe archive member {member.name!r}: not a regular file")
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.FilterError as exc:
-        reason = next((text for kind, text in unsafe.items() if isinstance(exc, kind)), str(exc))
-        raise BundleError(f"unsafe archive member {exc.tarinfo.name!r}: {reason}") from None
+                _check_member(member)
+            for member in members:
+                _extract_member(tar, member, dest)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(f"cannot read bundle {archive}: {exc}") from None
+        raise BundleError(f"cannot read bundle {archive}: {_reason(exc)}") from None
     roots = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
     single_root = dest / next(iter(roots)) if len(roots) == 1 else dest
     return single_root if single_root.is_dir() and not (dest / MANIFEST).is_file() else dest
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = member.name
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise BundleError(f"unsafe archive member {name[:80]!r}: absolute path")
+    if ".." in PurePosixPath(name).parts:
+        raise BundleError(f"unsafe archive member {name[:80]!r}: '..' in path")
+    if member.issym() or member.islnk():
+        raise BundleError(f"unsafe archive member {name[:80]!r}: links are not allowed")
+    if not (member.isfile() or member.isdir()):
+        raise BundleError(f"unsafe archive member {name[:80]!r}: not a regular file")
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    parts = [part for part in PurePosixPath(member.name).parts if part != "."]
+    if not parts:
+        return
+    target = dest.joinpath(*parts)
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    with source, open(target, "xb") as out:  # "x": a second member of the same name is refused, not merged
+        shutil.copyfileobj(source, out)
+    os.utime(target, (member.mtime, member.mtime))
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's cause without the (possibly very long) file name it carries."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:200]
 
 
 def load_manifest(bundle: Path) -> dict:
@@ -174,22 +202,37 @@ def check_schema(manifest: dict) -> None:
 # surface as a traceback deep in the preparation code).
 NUMBER, TEXT, NUMBERS, TEXTS, MAPPING, MAPPINGS = ("a number", "a string", "a list of numbers", "a list of strings",
                                                    "an object", "a list of objects")
+DIMS = "a list of dimensions (whole numbers, or names for free ones)"
 
 
 def _values(manifest: dict) -> list[tuple[str, object, str]]:
-    pre, target, golden = manifest["preprocessing"], manifest["target"], manifest["golden"]
+    pre, target, golden, ood = manifest["preprocessing"], manifest["target"], manifest["golden"], manifest["ood"]
     found = [("preprocessing.scale", pre.get("scale"), NUMBER), ("preprocessing.mean", pre.get("mean"), NUMBERS),
              ("preprocessing.std", pre.get("std"), NUMBERS), ("model.file", manifest["model"].get("file"), TEXT),
              ("target.providers", target.get("providers"), TEXTS), ("target.session", target.get("session"), MAPPING),
              ("target.provider_options", target.get("provider_options", []), MAPPINGS),
              ("class_labels", manifest["class_labels"], TEXTS), ("golden.sets", golden["sets"], TEXTS),
-             ("golden.pictures", golden.get("pictures", []), MAPPINGS), ("files", manifest["files"], MAPPING)]
-    for i, picture in enumerate(golden.get("pictures", []) if isinstance(golden.get("pictures"), list) else []):
-        if isinstance(picture, dict):
-            found += [(f"golden.pictures[{i}].file", picture.get("file"), TEXT),
-                      (f"golden.pictures[{i}].label", picture.get("label"), TEXT),
-                      (f"golden.pictures[{i}].logits", picture.get("logits"), NUMBERS)]
+             ("golden.pictures", golden.get("pictures", []), MAPPINGS), ("files", manifest["files"], MAPPING),
+             ("ood.thresholds", ood.get("thresholds"), MAPPING),
+             ("io.inputs", manifest["io"].get("inputs"), MAPPINGS), ("io.outputs", manifest["io"].get("outputs"),
+                                                                       MAPPINGS)]
+    for i, picture in enumerate(_listed(golden.get("pictures"))):
+        found += [(f"golden.pictures[{i}].file", picture.get("file"), TEXT),
+                  (f"golden.pictures[{i}].label", picture.get("label"), TEXT),
+                  (f"golden.pictures[{i}].logits", picture.get("logits"), NUMBERS)]
+    thresholds = ood.get("thresholds") if isinstance(ood.get("thresholds"), dict) else {}
+    found += [(f"ood.thresholds.{name}", value, NUMBER) for name, value in sorted(thresholds.items())]
+    for kind in ("inputs", "outputs"):
+        for i, entry in enumerate(_listed(manifest["io"].get(kind))):
+            found += [(f"io.{kind}[{i}].name", entry.get("name"), TEXT),
+                      (f"io.{kind}[{i}].shape", entry.get("shape"), DIMS),
+                      (f"io.{kind}[{i}].dtype", entry.get("dtype"), TEXT)]
     return found
+
+
+def _listed(value) -> list[dict]:
+    """The objects of a list value (the rest is refused by its own entry in _values)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _is(value, wanted: str) -> bool:
@@ -200,6 +243,9 @@ def _is(value, wanted: str) -> bool:
         return isinstance(value, str)
     if wanted == MAPPING:
         return isinstance(value, dict)
+    if wanted == DIMS:
+        return isinstance(value, list) and all(
+            isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in value)
     item = {NUMBERS: NUMBER, TEXTS: TEXT, MAPPINGS: MAPPING}[wanted]
     return isinstance(value, list) and bool(value or wanted == MAPPINGS) and all(_is(v, item) for v in value)
 
@@ -210,13 +256,25 @@ def check_files(bundle: Path, manifest: dict) -> int:
     for name, expected in sorted(listed.items()):
         path = bundle / name
         if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
-            raise BundleError(f"manifest lists an unsafe path {name!r}")
-        if not path.is_file():
-            raise BundleError(f"missing file {name} (listed in {MANIFEST})")
-        if sha256(path) != expected:
+            raise BundleError(f"manifest lists an unsafe path {name[:80]!r}")
+        if not _is_file(path):
+            raise BundleError(f"missing file {_short(name)} (listed in {MANIFEST} `files`)")
+        if not isinstance(expected, str) or sha256(path) != expected:
             raise BundleError(f"sha256 mismatch for {name}: the file was modified after packaging")
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink()}
     unlisted = sorted(present - set(listed) - set(UNLISTED))
     if unlisted:
         raise BundleError(f"unlisted file {unlisted[0]} in bundle (not in {MANIFEST})")
     return len(listed)
+
+
+def _is_file(path: Path) -> bool:
+    """A regular file; a name the file system cannot even look up (too long, say) is not one."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 80 else f"{name[:60]}… ({len(name)} characters)"

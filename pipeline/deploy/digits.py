@@ -29,6 +29,77 @@ class NoInk(ValueError):
     """The picture is blank or one flat colour: nothing to classify."""
 
 
+class NotAPicture(ValueError):
+    """Bytes that are not a netpbm picture this module reads."""
+
+
+# Netpbm, the picture format every consumer reads with its own few lines (no image library in C++ or Node): the
+# golden pictures are PAM files, and the C++ consumer classifies PGM and PAM. 8-bit samples only.
+NETPBM_DEPTHS = {"GRAYSCALE": 1, "GRAYSCALE_ALPHA": 2, "RGB": 3, "RGB_ALPHA": 4}
+MAX_SIDE = 4096  # a digit needs far less; a header claiming more is refused before any allocation
+
+
+def read_netpbm(data: bytes) -> np.ndarray:
+    """A binary PGM (P5), PPM (P6) or PAM (P7) with maxval 255 -> uint8 RGBA (H, W, 4)."""
+    magic = data[:2]
+    if magic in (b"P5", b"P6"):
+        fields, pos = _header_tokens(data, 2, 3)
+        width, height, maxval = (_whole(v) for v in fields)
+        depth = 1 if magic == b"P5" else 3
+        pos += 1  # one whitespace byte ends the header
+    elif magic == b"P7":
+        header_end = data.find(b"ENDHDR\n")
+        if header_end < 0:
+            raise NotAPicture("PAM header without ENDHDR")
+        tags = dict(line.split(None, 1) for line in data[3:header_end].decode("ascii", "replace").splitlines()
+                    if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2)
+        width, height, maxval = (_whole(tags.get(k, "")) for k in ("WIDTH", "HEIGHT", "MAXVAL"))
+        depth = NETPBM_DEPTHS.get(tags.get("TUPLTYPE", "").strip(), 0)
+        if depth == 0 or _whole(tags.get("DEPTH", "")) != depth:
+            raise NotAPicture(f"PAM TUPLTYPE/DEPTH {tags.get('TUPLTYPE')}/{tags.get('DEPTH')} is not one of "
+                              f"{', '.join(NETPBM_DEPTHS)}")
+        pos = header_end + len(b"ENDHDR\n")
+    else:
+        raise NotAPicture("not a binary netpbm picture (P5, P6 or P7)")
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE) or maxval != 255:
+        raise NotAPicture(f"{width}x{height} with maxval {maxval}: wanted 1 to {MAX_SIDE} pixels a side, maxval 255")
+    size = width * height * depth
+    if len(data) - pos != size:
+        raise NotAPicture(f"{len(data) - pos} bytes of pixels where {width}x{height}x{depth} = {size} belong")
+    samples = np.frombuffer(data, np.uint8, size, pos).reshape(height, width, depth)
+    rgba = np.empty((height, width, 4), np.uint8)
+    rgba[..., :3] = samples[..., :1] if depth < 3 else samples[..., :3]
+    rgba[..., 3] = samples[..., -1] if depth in (2, 4) else 255
+    return rgba
+
+
+def _header_tokens(data: bytes, pos: int, count: int) -> tuple[list[bytes], int]:
+    """`count` whitespace-separated header fields from `pos`, skipping '#' comments; returns them and the
+    position after the last."""
+    tokens = []
+    while len(tokens) < count:
+        while pos < len(data) and data[pos : pos + 1].isspace():
+            pos += 1
+        if data[pos : pos + 1] == b"#":
+            pos = data.find(b"\n", pos) if data.find(b"\n", pos) >= 0 else len(data)
+            continue
+        start = pos
+        while pos < len(data) and not data[pos : pos + 1].isspace():
+            pos += 1
+        if start == pos:
+            raise NotAPicture("netpbm header ends early")
+        tokens.append(data[start:pos])
+    return tokens, pos
+
+
+def _whole(text) -> int:
+    text = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+    text = text.strip()
+    if not text.isdigit() or len(text) > 6:
+        raise NotAPicture(f"netpbm header field {text[:20]!r} is not a whole number")
+    return int(text)
+
+
 def prepare(rgba: np.ndarray, height: int = 28, width: int = 28) -> np.ndarray:
     """uint8 RGBA (H, W, 4) -> uint8 (height, width), white digit on black."""
     ink = ink_map(grayscale(rgba))
@@ -174,3 +245,10 @@ def not_a_digit(stats: dict, logits, thresholds: dict) -> list[str]:
             shown = f"{value:.2f}" if isinstance(value, float) else str(value)
             reasons.append(f"{why} ({name} {shown} {'<' if side == 'min' else '>'} {bound:g})")
     return reasons
+
+
+def normalized(pixels: np.ndarray, pre: dict) -> np.ndarray:
+    """Pixels on the 0-255 scale (N, H, W), any dtype -> the model's float32 (N, 1, H, W) by the manifest's
+    formula, in doubles."""
+    x = (np.asarray(pixels, np.float64) * pre["scale"] - pre["mean"][0]) / pre["std"][0]
+    return x.astype(np.float32)[:, None]

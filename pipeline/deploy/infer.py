@@ -5,12 +5,17 @@
 One line per input on stdout, PATH<TAB>LABEL<TAB>PROBABILITY, with a fourth field `not a digit? REASONS`
 when the picture looks like no digit (the bounds the packager calibrated on this model, manifest.json `ood`).
 An input that cannot be classified gets its own line on stderr, `error: PATH: cause`, and the others are still
-classified. Exit 0: every input classified (flagged or not); 2: at least one could not be.
+classified. Before it answers, the bundle is checked as verify.py checks it (every file's sha256, the manifest,
+the model's inputs and outputs, the golden outputs and pictures) on the target's own first provider (or
+--provider NAME) alone; --allow-fallback runs on the target's providers this onnxruntime has, CPU last.
+Exit 0: every input classified (flagged or not); 2: at least one could not be, or the bundle is bad; 1: the
+bundle fails its golden check; 3: the provider is not here (nothing is classified).
 
 A folder: every file directly in it, in name order (hidden files and subfolders are skipped).
-Images are prepared the way MNIST's digits were (digits.py): transparency composited onto white, the
-background made black and the ink white whatever the original polarity, cropped to the ink, fitted into 20x20
-keeping the aspect ratio, centred by centre of mass in 28x28; then scaled and standardized as the manifest
+Images (netpbm .pgm/.ppm/.pam decoded by digits.py, the rest by Pillow) are prepared the way MNIST's digits
+were (digits.py): transparency composited onto white, the background made black and the ink white whatever the
+original polarity, cropped to the ink, fitted into 20x20 keeping the aspect ratio, centred by centre of mass in
+28x28; then scaled and standardized as the manifest
 says. A blank image is refused; so is one over 16.7 megapixels (before it is decoded). For a multi-frame
 image (GIF, TIFF) the first frame is classified, and a line on stderr says so.
 
@@ -28,7 +33,6 @@ file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,19 +41,24 @@ import numpy as np
 
 if __package__:
     from .arrays import ArrayError, NpyScale, read
-    from .digits import INK_CONTRAST, NoInk, ink_stats, not_a_digit, prepare
-    from .session import open_session, providers_for
+    from .contents import BundleError, check_files, load_manifest
+    from .digits import INK_CONTRAST, NoInk, NotAPicture, ink_stats, normalized, not_a_digit, prepare, read_netpbm
+    from .golden import GoldenMismatch, check_all
+    from .session import ProviderMissing, check_io, open_on
 else:  # run as a script inside an extracted bundle, where its sibling modules sit beside it
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
     sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
     try:
         from arrays import ArrayError, NpyScale, read
-        from digits import INK_CONTRAST, NoInk, ink_stats, not_a_digit, prepare
-        from session import open_session, providers_for
+        from contents import BundleError, check_files, load_manifest
+        from digits import INK_CONTRAST, NoInk, NotAPicture, ink_stats, normalized, not_a_digit, prepare, read_netpbm
+        from golden import GoldenMismatch, check_all
+        from session import ProviderMissing, check_io, open_on
     finally:
         sys.pycache_prefix = _prefix
 
 ARRAY_SUFFIX = ".npy"  # prepared digits, one per row: arrays.py reads their layouts and scales
+NETPBM_SUFFIXES = (".pgm", ".ppm", ".pam")  # read by digits.read_netpbm, as the C++ consumer reads them
 
 
 class InputError(Exception):
@@ -78,22 +87,25 @@ class Row:
 
 
 class Classifier:
-    def __init__(self, bundle: Path):
+    """A bundle checked as verify.py checks it (files, manifest, the model's I/O, the golden outputs and pictures
+    on the target's own provider), then ready to classify: a bundle that fails the check answers nothing."""
+
+    def __init__(self, bundle: Path, provider: str | None = None, allow_fallback: bool = False):
         self.bundle = Path(bundle)
-        manifest_path = self.bundle / "manifest.json"
-        if not manifest_path.is_file():
-            raise InputError(f"no manifest.json in {self.bundle}: not a deployment bundle")
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = load_manifest(self.bundle)
+        check_files(self.bundle, self.manifest)
         self.pre = self.manifest["preprocessing"]
         self.labels = self.manifest["class_labels"]
-        self.thresholds = ood_thresholds(self.manifest)
+        self.thresholds = self.manifest["ood"]["thresholds"]
         # The same providers and session options verify.py checks: those chosen when the bundle was packaged.
-        self.session = open_session(self.bundle / self.manifest["model"]["file"], self.manifest["target"]["session"],
-                                    providers_for(self.manifest))
+        wanted = provider or self.manifest["target"]["providers"][0]
+        self.session = open_on(self.bundle, self.manifest, wanted, allow_fallback)
+        check_io(self.manifest, self.session)
         self.input = self.session.get_inputs()[0]
         fixed = self.input.shape[0]
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
         self.size = (int(self.input.shape[2]), int(self.input.shape[3]))
+        check_all(self.bundle, self.manifest, self.session)
 
     def preprocess(self, path: Path) -> np.ndarray:
         return picture_input(path, self.pre, *self.size)
@@ -148,15 +160,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def ood_thresholds(manifest: dict) -> dict:
-    """The manifest's not-a-digit bounds ({} in a bundle packaged before there were any: nothing is flagged)."""
-    thresholds = (manifest.get("ood") or {}).get("thresholds", {})
-    if not isinstance(thresholds, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in thresholds.values()):
-        raise InputError("manifest.json: `ood.thresholds` must map each bound to a number")
-    return thresholds
-
-
 MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb needs far more
 
 
@@ -166,21 +169,30 @@ def picture_input(path: Path, pre: dict, height: int = 28, width: int = 28) -> n
     return normalized(digit_pixels(path, height, width)[None], pre)
 
 
-def normalized(pixels: np.ndarray, pre: dict) -> np.ndarray:
-    """Pixels on the 0-255 scale (N, H, W), any dtype -> the model's float32 (N, 1, H, W) by the manifest's
-    formula, in doubles."""
-    x = (np.asarray(pixels, np.float64) * pre["scale"] - pre["mean"][0]) / pre["std"][0]
-    return x.astype(np.float32)[:, None]
-
-
 def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
-    """Any digit image file -> uint8 (height, width), white digit on black: decoded to RGBA (first frame),
-    then digits.prepare, the preparation the browser page and the Node consumer port byte for byte."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Any digit image file -> uint8 (height, width), white digit on black: decoded to RGBA (netpbm by
+    digits.read_netpbm, other formats by Pillow, first frame), then digits.prepare, the preparation the browser
+    page, the Node consumer and the C++ consumer port byte for byte."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+    rgba = _netpbm(path) if path.suffix.lower() in NETPBM_SUFFIXES else _decoded(path)
+    try:
+        return prepare(rgba, height, width)
+    except NoInk as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _netpbm(path: Path) -> np.ndarray:
+    try:
+        return read_netpbm(path.read_bytes())
+    except NotAPicture as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def _decoded(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
@@ -189,13 +201,9 @@ def digit_pixels(path: Path, height: int = 28, width: int = 28) -> np.ndarray:
             if getattr(image, "n_frames", 1) > 1:
                 print(f"{path}: {image.n_frames} frames; classifying frame 1", file=sys.stderr)
             image.seek(0)
-            rgba = np.asarray(image.convert("RGBA"))
+            return np.asarray(image.convert("RGBA"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
-    try:
-        return prepare(rgba, height, width)
-    except NoInk as exc:
-        raise InputError(f"{path}: {exc}") from None
 
 
 def input_files(target: Path) -> list[Path]:
@@ -211,10 +219,11 @@ def input_files(target: Path) -> list[Path]:
     return [target]
 
 
-def classify(bundle: Path, targets: list[Path], scale: NpyScale = NpyScale.auto) -> list[Result]:
+def classify(bundle: Path, targets: list[Path], scale: NpyScale = NpyScale.auto, provider: str | None = None,
+             allow_fallback: bool = False) -> list[Result]:
     """Every input's Result, in order: each image, each row of a .npy array, and each input that could not be
-    read (with its error); one failure never stops the others."""
-    model = Classifier(bundle)
+    read (with its error); one failure never stops the others. The bundle is checked first (Classifier)."""
+    model = Classifier(bundle, provider, allow_fallback)
     rows: list[Row] = []
     for target in targets:
         try:
@@ -257,12 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--npy-scale", choices=[s.value for s in NpyScale], default=NpyScale.auto.value,
                         help="how .npy values are read (default auto: see above)")
+    parser.add_argument("--provider", help="run on this execution provider alone (default: the target's first)")
+    parser.add_argument("--allow-fallback", action="store_true", help="run on the target's providers this "
+                        "onnxruntime has (CPU last) when the wanted one is missing")
     args = parser.parse_args(argv)
     try:
-        results = classify(args.bundle, args.images, NpyScale(args.npy_scale))
-    except InputError as exc:
+        results = classify(args.bundle, args.images, NpyScale(args.npy_scale), args.provider, args.allow_fallback)
+    except (InputError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except GoldenMismatch as exc:
+        print(f"error: the bundle fails its own check, so nothing is classified: {exc}", file=sys.stderr)
+        return 1
+    except ProviderMissing as exc:
+        print(f"not classified: {exc}", file=sys.stderr)
+        return 3
     for result in results:
         if result.error is None:
             print(line(result), flush=True)

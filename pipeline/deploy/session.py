@@ -7,9 +7,16 @@ Ships in every bundle beside verify.py and infer.py; needs only onnxruntime.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+if __package__:
+    from .contents import BundleError
+else:  # run as a script inside an extracted bundle, where its sibling modules sit beside it
+    from contents import BundleError
+
 SPINNING = "session.intra_op.allow_spinning"
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
 def providers_for(manifest: dict) -> list[tuple[str, dict]]:
@@ -55,3 +62,71 @@ def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str,
     if strict and providers[0][0] != "CPUExecutionProvider":
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
+class ProviderMissing(Exception):
+    """Not verified here: the provider is not in this onnxruntime, or could not run the model (exit 3)."""
+
+
+def open_model(bundle: Path, manifest: dict, providers: list, *, strict: bool = False):
+    """The bundle's model on `providers`; a model ONNX Runtime cannot load is the bundle's fault (exit 2), a
+    provider whose libraries fail to load is not verified here (exit 3)."""
+    try:
+        return open_session(bundle / manifest["model"]["file"], manifest["target"].get("session", {}),
+                                  providers, strict=strict)
+    except Exception as exc:  # ORT's pybind errors
+        why = f"{manifest['model']['file']}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        if strict and providers[0][0] != CPU_PROVIDER:  # its libraries (CUDA, cuDNN, TensorRT, OpenVINO) failed to load
+            raise ProviderMissing(f"{providers[0][0]} could not run {why}{_needs(manifest, providers[0][0])}") from None
+        raise BundleError(f"onnxruntime cannot load {why}") from None
+
+
+def open_on(bundle: Path, manifest: dict, wanted: str, allow_fallback: bool):
+    """A session on `wanted` alone, ONNX Runtime's CPU fallback refused; with `allow_fallback`, on the target's
+    providers this onnxruntime has, CPU last."""
+    if allow_fallback:
+        return open_model(bundle, manifest, providers_for(manifest))
+    have = available_providers()
+    if wanted not in have:
+        raise ProviderMissing(f"{wanted} is not in this onnxruntime (it has {', '.join(have)})"
+                              f"{_needs(manifest, wanted)}; --allow-fallback checks on what it has, and says not "
+                              f"verified on {wanted}")
+    opened = open_model(bundle, manifest, [(wanted, provider_options(manifest, wanted))], strict=True)
+    if opened.get_providers()[0] != wanted:
+        raise ProviderMissing(f"{wanted} did not run the model (onnxruntime fell back to {opened.get_providers()[0]})"
+                              f"{_needs(manifest, wanted)}")
+    return opened
+
+
+def _needs(manifest: dict, provider: str) -> str:
+    """What the manifest says the provider needs installed (package, system libraries)."""
+    needs = manifest["target"].get("install", {}).get(provider) or {}
+    words = [w for w in (needs.get("package"), needs.get("system")) if isinstance(w, str)]
+    return f"; it needs {' and '.join(words)}" if words else ""
+
+
+def check_io(manifest: dict, session) -> None:
+    """The model takes and returns what the manifest declares: names, element types and shapes (a named
+    dimension matches any free one), and one class label per output class."""
+    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        declared = manifest["io"][kind]
+        if len(declared) != len(actual):
+            raise BundleError(f"manifest io.{kind} declares {len(declared)} but the model has {len(actual)}")
+        for i, (entry, arg) in enumerate(zip(declared, actual, strict=True)):
+            found = {"name": arg.name, "dtype": arg.type.removeprefix("tensor(").removesuffix(")"),
+                     "shape": [d if isinstance(d, int) else "?" for d in arg.shape]}
+            wanted = {**entry, "shape": [d if isinstance(d, int) else "?" for d in entry["shape"]]}
+            for field in ("name", "dtype", "shape"):
+                if wanted[field] != found[field]:
+                    raise BundleError(f"manifest io.{kind}[{i}].{field} is {json.dumps(entry[field])} but the "
+                                      f"model's is {json.dumps(found[field])}")
+    classes = session.get_outputs()[0].shape[-1]
+    if isinstance(classes, int) and len(manifest["class_labels"]) != classes:
+        raise BundleError(f"manifest class_labels has {len(manifest['class_labels'])} labels but the model has "
+                          f"{classes} classes")
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()

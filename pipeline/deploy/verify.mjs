@@ -9,11 +9,11 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
-import { compareGolden, readTensor, sessionOptions } from "./golden.mjs";
+import { normalize, prepare } from "./digits.mjs";
+import { BundleError, GoldenMismatch, checkGoldenPictures, checkGoldenSets, checkIo, checkSchema, sessionOptions }
+  from "./golden.mjs";
 
 const PROVIDERS = { CPUExecutionProvider: "cpu" };  // the only provider onnxruntime-node has on Linux x86-64
-class BundleError extends Error {}
-class GoldenMismatch extends Error {}
 class ProviderMissing extends Error {}  // exit 3: not verified here, for want of the provider
 
 function sha256(file) {
@@ -24,8 +24,8 @@ function listed(bundle, manifest) {
   for (const [name, expected] of Object.entries(manifest.files).sort()) {
     if (path.isAbsolute(name) || name.split("/").includes("..")) throw new BundleError(`manifest lists an unsafe path ${name}`);
     const file = path.join(bundle, name);
-    if (!fs.existsSync(file)) throw new BundleError(`missing file ${name} (listed in manifest.json)`);
-    if (sha256(file) !== expected) throw new BundleError(`sha256 mismatch for ${name}: the file was modified after packaging`);
+    if (!isFile(file)) throw new BundleError(`missing file ${short(name)} (listed in manifest.json \`files\`)`);
+    if (typeof expected !== "string" || sha256(file) !== expected) throw new BundleError(`sha256 mismatch for ${name}: the file was modified after packaging`);
   }
   const present = fs.readdirSync(bundle, { recursive: true })
     .map((name) => name.split(path.sep).join("/"))
@@ -37,12 +37,24 @@ function listed(bundle, manifest) {
   return Object.keys(manifest.files).length;
 }
 
+function isFile(file) {
+  try { return fs.statSync(file).isFile(); } catch { return false; }  // a name too long to look up is no file
+}
+
+const short = (name) => (name.length <= 80 ? name : `${name.slice(0, 60)}… (${name.length} characters)`);
+
 // The golden check runs on the target's own first provider (or --provider) alone; onnxruntime-node has the CPU EP
 // here, so a target for another provider is not verified (exit 3) unless --allow-fallback checks it on the CPU.
 async function verify(bundle, provider, allowFallback) {
   const manifestPath = path.join(bundle, "manifest.json");
   if (!fs.existsSync(manifestPath)) throw new BundleError(`no manifest.json in ${bundle}`);
-  const manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8"));
+  let manifest;
+  try {
+    manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8"));
+  } catch (err) {
+    throw new BundleError(`manifest.json is not valid JSON: ${err.message}`);
+  }
+  checkSchema(manifest);
   const filesChecked = listed(bundle, manifest);
   const wanted = provider ?? manifest.target.providers[0];
   const name = PROVIDERS[wanted] ? wanted : "CPUExecutionProvider";
@@ -57,24 +69,22 @@ async function verify(bundle, provider, allowFallback) {
   } catch (err) {
     throw new BundleError(`onnxruntime-node cannot load ${manifest.model.file}: ${String(err.message).split("\n")[0]}`);
   }
-  let samples = 0, agreeing = 0, worst = 0;
-  for (const set of manifest.golden.sets) {
-    const input = readTensor(fs.readFileSync(path.join(bundle, set, "input_0.pb")));
-    const expected = readTensor(fs.readFileSync(path.join(bundle, set, "output_0.pb")));
-    const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", input.data, input.dims) };
-    const output = (await session.run(feeds))[session.outputNames[0]];
-    const result = compareGolden(output.data, expected, manifest.golden.tolerance);
-    if (result.failures.length) throw new GoldenMismatch(`${set}: ${result.failures.join("; ")}`);
-    samples += result.rows; agreeing += result.agreeing; worst = Math.max(worst, result.maxAbsDelta);
-  }
+  checkIo(manifest, session);
+  const read = async (file) => new Uint8Array(fs.readFileSync(path.join(bundle, file)));
+  const run = async (data, dims) => {
+    const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", Float32Array.from(data), dims) };
+    return (await session.run(feeds))[session.outputNames[0]].data;
+  };
+  const golden = await checkGoldenSets(manifest, read, run);
+  const [height, width] = manifest.io.inputs[0].shape.slice(2);
+  const prepared = ({ rgba, height: h, width: w }) => normalize(prepare(rgba, h, w, height, width), manifest.preprocessing);
+  golden.golden_pictures = await checkGoldenPictures(manifest, read, run, prepared);
   const signed = fs.existsSync(path.join(bundle, "model.sig"));
   return { target: manifest.target.name, files_checked: filesChecked, providers: [name],
            wanted_provider: wanted, verified_on_provider: name === wanted,
            established: signed ? "signature present, not checked" : "consistent",
            onnxruntime: ort.env.versions?.node ?? ort.env.versions?.common ?? "unknown",
-           machine: { x64: "x86_64", arm64: "aarch64" }[process.arch] ?? process.arch,
-           golden_sets: manifest.golden.sets.length, golden_samples: samples, max_abs_delta: worst,
-           top1_agreement: agreeing / samples };
+           machine: { x64: "x86_64", arm64: "aarch64" }[process.arch] ?? process.arch, ...golden };
 }
 
 const args = process.argv.slice(2);
@@ -94,7 +104,8 @@ try {
   console.log(json ? JSON.stringify(report) : `${report.established}: ${report.files_checked} files match ` +
     `manifest.json; ${anchor}\n${report.verified_on_provider ? "verified" : `not verified on ${report.wanted_provider} ` +
     "(--allow-fallback):"} ${report.target}: ${report.golden_samples} golden samples on ` +
-    `${report.providers[0]} (onnxruntime-node ${report.onnxruntime}), max |Δ| ${report.max_abs_delta.toPrecision(3)}`);
+    `${report.providers[0]} and ${report.golden_pictures} pictures (onnxruntime-node ${report.onnxruntime}), max |Δ| ` +
+    `${report.max_abs_delta.toPrecision(3)}`);
 } catch (err) {
   if (err instanceof GoldenMismatch) { console.error(`verification failed: ${err.message}`); process.exit(1); }
   if (err instanceof ProviderMissing) { console.error(`not verified: ${err.message}`); process.exit(3); }

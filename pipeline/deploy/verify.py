@@ -23,142 +23,23 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
-
 if __package__:
     from .authenticity import established, load_private_key, opened_bundle
-    from .contents import MANIFEST, BundleError, check_files, content_digest, load_manifest, read_tensor
+    from .contents import MANIFEST, BundleError, check_files, content_digest, load_manifest
     from .evidence import write_record
-    from .infer import InputError, picture_input
-    from .session import open_session as open_model_session
-    from .session import provider_options, providers_for
+    from .golden import GoldenMismatch, check_all
+    from .session import ProviderMissing, check_io, open_on
 else:  # run as a script inside an extracted bundle, where its sibling modules sit beside it
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
     sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
     try:
         from authenticity import established, load_private_key, opened_bundle
-        from contents import MANIFEST, BundleError, check_files, content_digest, load_manifest, read_tensor
+        from contents import MANIFEST, BundleError, check_files, content_digest, load_manifest
         from evidence import write_record
-        from infer import InputError, picture_input
-        from session import open_session as open_model_session
-        from session import provider_options, providers_for
+        from golden import GoldenMismatch, check_all
+        from session import ProviderMissing, check_io, open_on
     finally:
         sys.pycache_prefix = _prefix
-
-CPU = "CPUExecutionProvider"
-
-
-class GoldenMismatch(Exception):
-    """The model ran, but its outputs differ from the golden outputs beyond tolerance (exit 1)."""
-
-
-class ProviderMissing(Exception):
-    """Not verified here: the provider is not in this onnxruntime, or could not run the model (exit 3)."""
-
-
-def open_session(bundle: Path, manifest: dict, providers: list, *, strict: bool = False):
-    try:
-        return open_model_session(bundle / manifest["model"]["file"], manifest["target"].get("session", {}),
-                                  providers, strict=strict)
-    except Exception as exc:  # ORT's pybind errors
-        why = f"{manifest['model']['file']}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        if strict and providers[0][0] != CPU:  # its libraries (CUDA, cuDNN, TensorRT, OpenVINO) failed to load
-            raise ProviderMissing(f"{providers[0][0]} could not run {why}{_needs(manifest, providers[0][0])}") from None
-        raise BundleError(f"onnxruntime cannot load {why}") from None
-
-
-def open_on(bundle: Path, manifest: dict, wanted: str, allow_fallback: bool):
-    """A session on `wanted` alone, ONNX Runtime's CPU fallback refused; with `allow_fallback`, on the target's
-    providers this onnxruntime has, CPU last."""
-    if allow_fallback:
-        return open_session(bundle, manifest, providers_for(manifest))
-    have = available_providers()
-    if wanted not in have:
-        raise ProviderMissing(f"{wanted} is not in this onnxruntime (it has {', '.join(have)})"
-                              f"{_needs(manifest, wanted)}; --allow-fallback checks on what it has, and says not "
-                              f"verified on {wanted}")
-    opened = open_session(bundle, manifest, [(wanted, provider_options(manifest, wanted))], strict=True)
-    if opened.get_providers()[0] != wanted:
-        raise ProviderMissing(f"{wanted} did not run the model (onnxruntime fell back to {opened.get_providers()[0]})"
-                              f"{_needs(manifest, wanted)}")
-    return opened
-
-
-def _needs(manifest: dict, provider: str) -> str:
-    """What the manifest says the provider needs installed (package, system libraries)."""
-    needs = manifest["target"].get("install", {}).get(provider) or {}
-    words = [w for w in (needs.get("package"), needs.get("system")) if isinstance(w, str)]
-    return f"; it needs {' and '.join(words)}" if words else ""
-
-
-def check_io(manifest: dict, session) -> None:
-    """The manifest's declared input/output names are what the model really takes and returns."""
-    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-        declared = [entry.get("name") for entry in manifest["io"].get(kind, [])]
-        if declared != [a.name for a in actual]:
-            raise BundleError(f"manifest io.{kind} {declared} but the model has {[a.name for a in actual]}")
-
-
-def check_golden(bundle: Path, manifest: dict, session) -> dict:
-    tolerance = manifest["golden"]["tolerance"]
-    worst, compared, agreeing = 0.0, 0, 0
-    for name in manifest["golden"]["sets"]:
-        x = read_tensor(bundle / name / "input_0.pb")
-        expected = read_tensor(bundle / name / "output_0.pb")
-        check_input(session, x, f"{name}/input_0.pb")
-        actual = session.run(None, {session.get_inputs()[0].name: x})[0]
-        if actual.shape != expected.shape:
-            raise GoldenMismatch(f"{name}: output shape {actual.shape} != golden {expected.shape}")
-        delta = float(np.abs(actual.astype(np.float64) - expected).max())
-        if not delta <= tolerance["atol"]:
-            raise GoldenMismatch(f"{name}: max |Δ| {delta:.3g} exceeds atol {tolerance['atol']:g}")
-        same_label = int((actual.argmax(1) == expected.argmax(1)).sum())
-        if tolerance.get("top1_must_match", True) and same_label != len(x):
-            raise GoldenMismatch(f"{name}: top-1 labels differ from the golden outputs")
-        worst, compared, agreeing = max(worst, delta), compared + len(x), agreeing + same_label
-    return {"golden_sets": len(manifest["golden"]["sets"]), "golden_samples": compared, "max_abs_delta": worst,
-            "top1_agreement": agreeing / compared}
-
-
-def check_golden_pictures(bundle: Path, manifest: dict, session) -> int:
-    """Each raw PNG, prepared by the bundle's own code with the manifest's preprocessing, gives the recorded
-    logits (within atol) and label."""
-    atol = manifest["golden"]["tolerance"]["atol"]
-    pictures = manifest["golden"].get("pictures", [])
-    for picture in pictures:
-        try:
-            x = picture_input(bundle / picture["file"], manifest["preprocessing"], *session.get_inputs()[0].shape[2:])
-        except InputError as exc:
-            raise GoldenMismatch(f"{picture['file']}: the bundle's preparation refuses it: {exc}") from None
-        except ImportError:
-            raise BundleError("the golden pictures need Pillow to decode: pip install pillow") from None
-        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
-        label = manifest["class_labels"][int(logits.argmax())]
-        delta = float(np.abs(logits.astype(np.float64) - np.asarray(picture["logits"])).max())
-        if label != picture["label"] or not delta <= atol:
-            raise GoldenMismatch(
-                f"{picture['file']}: prepared as the manifest says, the model answers {label} (max |Δ| {delta:.3g} "
-                f"from the recorded logits, atol {atol:g}) where {picture['label']} was recorded: the preprocessing "
-                "or the preparation code changed")
-    return len(pictures)
-
-
-def check_input(session, x: np.ndarray, what: str) -> None:
-    """Name-independent checks a model input must pass: dtype, rank, fixed dims, non-empty, finite."""
-    spec = session.get_inputs()[0]
-    expected_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(spec.type)
-    if expected_dtype is not None and x.dtype != expected_dtype:
-        raise BundleError(f"{what}: dtype {x.dtype} but the model takes {spec.type}")
-    if x.ndim != len(spec.shape):
-        raise BundleError(f"{what}: rank {x.ndim} {tuple(x.shape)} but the model takes rank {len(spec.shape)}")
-    if x.shape[0] == 0:
-        raise BundleError(f"{what}: batch of 0")
-    for axis, (got, want) in enumerate(zip(x.shape, spec.shape, strict=True)):
-        if isinstance(want, int) and want > 0 and got != want:
-            raise BundleError(f"{what}: dimension {axis} is {got} but the model takes {want}")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise BundleError(f"{what}: {int((~np.isfinite(x)).sum())} NaN/Inf values in the input")
-
 
 def verify(path: Path, provider: str | None = None, sha256_expected: str | None = None,
            public_key: Path | None = None, allow_fallback: bool = False) -> dict:
@@ -175,20 +56,13 @@ def verify(path: Path, provider: str | None = None, sha256_expected: str | None 
         wanted = provider or manifest["target"]["providers"][0]
         opened = open_on(bundle, manifest, wanted, allow_fallback)
         check_io(manifest, opened)
-        golden = check_golden(bundle, manifest, opened)
-        golden["golden_pictures"] = check_golden_pictures(bundle, manifest, opened)
+        golden = check_all(bundle, manifest, opened)
         return {"bundle": str(path), "target": manifest["target"].get("name"), "files_checked": files,
                 "bundle_sha256": content_digest(manifest["files"]), "model_sha256": manifest["files"][
                     manifest["model"]["file"]],
                 **established(bundle, sha256_expected, public_key), "providers": opened.get_providers(),
                 "wanted_provider": wanted, "verified_on_provider": opened.get_providers()[0] == wanted,
                 **runtime_facts(), **golden, "files": manifest["files"]}
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
 
 
 def runtime_facts() -> dict:

@@ -99,22 +99,24 @@ def write_tarball(bundle: Path, archive: Path) -> Path:
 
 
 def golden_pictures(images: np.ndarray) -> list[tuple[str, bytes]]:
-    """Raw PNG pictures of real MNIST test digits for the preparation check (verify.py runs them through the
-    bundle's own digits.py, the web page through digits.mjs): plain ones, one inverted and enlarged on white
-    paper, one drawn only in the alpha channel, off-centre on a larger transparent canvas."""
-    from PIL import Image
-
-    pictures = [(f"mnist_test_{i}", Image.fromarray(images[i])) for i in range(4)]
-    inverted = Image.fromarray(255 - images[4]).resize((84, 84), Image.Resampling.NEAREST)
+    """Raw pictures of real MNIST test digits for the preparation check, as PAM files (netpbm, RGBA), the format
+    every consumer decodes with its own few lines (verify.py through digits.py, Node and the page through
+    digits.mjs, the C++ consumer through its port): plain ones, one inverted and enlarged on white paper, one
+    drawn only in the alpha channel, off-centre on a larger transparent canvas."""
+    gray = [(f"mnist_test_{i}", images[i]) for i in range(4)]
+    gray.append(("mnist_test_4_inverted_3x", np.repeat(np.repeat(255 - images[4], 3, axis=0), 3, axis=1)))
+    pictures = [(name, np.dstack([g, g, g, np.full_like(g, 255)])) for name, g in gray]
     alpha = np.zeros((90, 120, 4), np.uint8)
     alpha[50:78, 70:98, 3] = images[5]
-    pictures += [("mnist_test_4_inverted_3x", inverted), ("mnist_test_5_alpha_offcentre", Image.fromarray(alpha))]
-    encoded = []
-    for name, picture in pictures:
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        encoded.append((f"golden_pictures/{name}.png", buffer.getvalue()))
-    return encoded
+    pictures.append(("mnist_test_5_alpha_offcentre", alpha))
+    return [(f"golden_pictures/{name}.pam", pam(rgba)) for name, rgba in pictures]
+
+
+def pam(rgba: np.ndarray) -> bytes:
+    """uint8 (H, W, 4) -> a PAM file (netpbm P7, RGB_ALPHA, maxval 255)."""
+    height, width = rgba.shape[:2]
+    header = f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH 4\nMAXVAL 255\nTUPLTYPE RGB_ALPHA\nENDHDR\n"
+    return header.encode() + np.ascontiguousarray(rgba, np.uint8).tobytes()
 
 
 def write_digest(archive: Path, digest: Path) -> str:
@@ -133,13 +135,13 @@ def write_web_page(staging: Path, page_dir: Path) -> None:
 
 
 def write_golden_pictures(session, data_dir: Path, staging: Path, grid: float) -> list[dict]:
-    """Raw PNGs through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP
+    """Raw pictures through the bundle's own preparation (digits.py) to the shipped model's logits on the CPU EP
     (on the golden grid): an edit to the manifest's preprocessing, or to digits.py/digits.mjs, fails
     verification."""
     expected = []
-    for name, png in golden_pictures(mnist.load(data_dir).test_images):
+    for name, picture in golden_pictures(mnist.load(data_dir).test_images):
         (staging / name).parent.mkdir(exist_ok=True)
-        (staging / name).write_bytes(png)
+        (staging / name).write_bytes(picture)
         x = infer.picture_input(staging / name, preprocessing.as_manifest())
         logits = on_grid(session.run(None, {session.get_inputs()[0].name: x})[0][0], grid)
         expected.append({"file": name, "label": preprocessing.CLASS_LABELS[int(logits.argmax())],

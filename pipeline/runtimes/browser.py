@@ -2,9 +2,9 @@
 
 The bundle folder is served on 127.0.0.1 only (an ephemeral port), Debian's Chromium is driven by
 playwright-python through `executable_path` (Playwright's own browser download does not work offline), and
-the page itself does the work a person's browser would: its verify() hashes every file and runs the golden
-inputs with onnxruntime-web on WebAssembly, then real MNIST test digits are drawn on its canvas with the mouse
-and the label the page shows is read back.
+the page itself does the work a person's browser would: its verify() (run as it starts) checks the manifest,
+hashes every file and runs the golden inputs and pictures with onnxruntime-web on WebAssembly, then real MNIST
+test digits are drawn on its canvas with the mouse and the label the page shows is read back.
 """
 
 from __future__ import annotations
@@ -100,7 +100,10 @@ def check_page(bundle: Path, digits: list[tuple[np.ndarray, str]], screenshot: P
     """The page's own verify() report, Chromium's version, and the labels it shows for drawn digits (and how
     many of them it flagged "Not a digit?")."""
     with serve(bundle) as url, open_page(url + "index.html") as page:
-        report = page.evaluate("window.digitApp.verify()")
+        verdict = page.evaluate("window.digitApp.verdict")  # the page's own check, made as it started
+        if verdict["exit"] != 0:
+            raise RuntimeError(verdict["message"])
+        report = verdict["report"]
         shown, flags = [], []
         for pixels, _ in digits:
             shown.append(draw(page, pixels))

@@ -34,6 +34,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir, sha256_file, write_json
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import preprocessing
+from pipeline.deploy import session as bundle_session
 from pipeline.deploy import verify
 from pipeline.deploy.contents import MANIFEST
 from pipeline.measure.timing import Phases
@@ -49,8 +50,9 @@ DEPLOY_CODE = Path(__file__).resolve().parent.parent / "deploy"
 SCHEMA_VERSION = 1
 # What a deployment team runs: Python (infer, verify), Node (verify.mjs) and C++ (cpp/, built against an ONNX
 # Runtime release), with the shared preparation.
-CONSUMER_CODE = ("infer.py", "arrays.py", "verify.py", "evidence.py", "contents.py", "authenticity.py", "session.py",
-                 "digits.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp", "cpp/CMakeLists.txt")
+CONSUMER_CODE = ("infer.py", "arrays.py", "verify.py", "golden.py", "evidence.py", "contents.py", "authenticity.py",
+                 "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp",
+                 "cpp/digits.hpp", "cpp/CMakeLists.txt")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
@@ -121,7 +123,7 @@ def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_f
         model_file, extras = _write_model(cfg, chosen["path"], staging)
         if "mobile" in extras:
             block = mobile.usable_providers(block, extras["mobile"]["usability"]["verdicts"])
-        session = verify.open_session(staging, {"model": {"file": model_file}, "target": block},
+        session = bundle_session.open_model(staging, {"model": {"file": model_file}, "target": block},
                                       [("CPUExecutionProvider", {})])
         golden = bundle_io.write_golden_set(session, Path(data_dir), staging, cfg.golden_samples, cfg.fixed_batch,
                                             cfg.golden_atol)

@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.core.errors import CalibrationFailure, ParityGateFailure
 from pipeline.deploy import digits, verify
+from pipeline.deploy import session as bundle_session
 from pipeline.packaging import non_digits, ood, selection
 from tests.conftest import config, package_into
 
@@ -226,7 +227,7 @@ def test_the_synthetic_non_digits_are_the_same_pixels_for_the_same_seed(mnist_di
 
 def test_a_rule_that_rejects_too_many_held_out_digits_fails_the_stage(bundles, mnist_dir, monkeypatch):
     manifest = json.loads((bundles["cpu_x86"] / "manifest.json").read_text())
-    session = verify.open_session(bundles["cpu_x86"], manifest, [("CPUExecutionProvider", {})])
+    session = bundle_session.open_model(bundles["cpu_x86"], manifest, [("CPUExecutionProvider", {})])
     monkeypatch.setattr(ood, "CALIBRATION_BUDGET", 0.05)  # a budget that spends 5 % of the digits ...
     with pytest.raises(CalibrationFailure, match=r"the not-a-digit rule rejects \d+ of 5000 held-out MNIST test "
                                                  r"digits"):

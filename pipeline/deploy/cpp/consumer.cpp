@@ -2,9 +2,14 @@
 //
 //   consumer BUNDLE [--provider NAME] [--allow-fallback] [--json]
 //                                                  verify: every file's sha256, the manifest, the golden outputs
-//   consumer BUNDLE --classify IMAGE               a 28x28 digit: binary PGM (P5) or .npy (uint8 0-255 or float32
-//                                                  0-1; shape 28x28, 1x28x28 or 1x1x28x28) -> label, probability
+//   consumer BUNDLE --classify IMAGE               a digit picture: netpbm (PGM P5, PPM P6, PAM P7; prepared as
+//                                                  infer.py prepares any picture: digits.hpp) or a prepared .npy
+//                                                  digit (uint8 0-255 or float32 0-1; 28x28, 1x28x28, 1x1x28x28)
+//                                                  -> label, probability[, "not a digit?" and the reasons]
 //
+// Before it answers, either way, it checks the bundle as verify.py does: the manifest's schema, every file's
+// sha256, the model's inputs and outputs against the manifest, the golden outputs and the golden pictures
+// (through its own port of the preparation, digits.hpp).
 // It opens the model with the manifest's session options on the target's own first provider (or --provider
 // NAME) alone, refusing ONNX Runtime's silent fallback to the CPU ("session.disable_cpu_ep_fallback");
 // --allow-fallback runs it on the target's providers this ONNX Runtime has, CPU last, and says "not verified on".
@@ -14,6 +19,8 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <sys/utsname.h>
+
+#include "digits.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -380,61 +387,69 @@ static Tensor read_tensor_pb(const fs::path& path) {
   return t;
 }
 
-// A 28x28 digit as the manifest's formula wants it: x = (pixel_u8 * scale - mean) / std, shape (1, 1, 28, 28).
-static Tensor image_input(const fs::path& path, const Json& prep) {
+struct Preprocessing {
+  double scale, mean, stdev;
+};
+
+static Preprocessing preprocessing(const Json& prep) {
+  return {prep["scale"].number("preprocessing.scale"),
+          prep["mean"].array("preprocessing.mean").at(0).number("preprocessing.mean"),
+          prep["std"].array("preprocessing.std").at(0).number("preprocessing.std")};
+}
+
+// A prepared digit: its pixels (uint8, white on black, for the not-a-digit statistics) and the model's input.
+struct Digit {
+  std::vector<uint8_t> pixels;
+  Tensor x;
+};
+
+static Digit as_input(std::vector<uint8_t> pixels, const Preprocessing& pre, int64_t height, int64_t width) {
+  Tensor x{{1, 1, height, width}, digits::normalize(pixels, pre.scale, pre.mean, pre.stdev)};
+  return {std::move(pixels), std::move(x)};
+}
+
+// A picture file as infer.py reads it: netpbm through digits.hpp's preparation (as digits.py), or a .npy of one
+// digit already prepared (white on black, centred; uint8 0-255 or float32 0-1), refused when blank.
+static Digit image_input(const fs::path& path, const Preprocessing& pre, int64_t height, int64_t width) {
   const std::string b = read_file(path);
-  const double scale = prep["scale"].number("preprocessing.scale");
-  const double mean = prep["mean"].array("preprocessing.mean").at(0).number("preprocessing.mean[0]");
-  const double stdev = prep["std"].array("preprocessing.std").at(0).number("preprocessing.std[0]");
-  std::vector<float> unit;  // pixels in [0, 1]
-  if (path.extension() == ".pgm") {
-    size_t i = 0;
-    auto token = [&]() {  // the next header field, past whitespace and '#' comments
-      for (;;) {
-        while (i < b.size() && std::isspace(static_cast<unsigned char>(b[i]))) ++i;
-        if (i >= b.size() || b[i] != '#') break;
-        while (i < b.size() && b[i] != '\n') ++i;
-      }
-      const size_t from = i;
-      while (i < b.size() && !std::isspace(static_cast<unsigned char>(b[i]))) ++i;
-      return b.substr(from, i - from);
-    };
-    const std::string magic = token(), width = token(), height = token(), maxval_text = token();
-    const int maxval = std::atoi(maxval_text.c_str());
-    const size_t start = i + 1;  // one whitespace byte, then the raster
-    if (magic != "P5" || width != "28" || height != "28" || maxval <= 0 || maxval > 255 || b.size() < start + 784)
-      throw BundleError(path.string() + ": not a 28x28 binary PGM (P5) with 8-bit pixels");
-    for (size_t k = 0; k < 784; ++k) unit.push_back(static_cast<unsigned char>(b[start + k]) / float(maxval));
-  } else if (path.extension() == ".npy") {
-    if (b.size() < 10 || b.compare(0, 6, "\x93NUMPY") != 0) throw BundleError(path.string() + ": not a .npy file");
-    const size_t length = static_cast<unsigned char>(b[8]) | size_t(static_cast<unsigned char>(b[9])) << 8;
-    const std::string header = b.substr(10, length);
-    const size_t offset = 10 + length, pixels = b.size() - offset;
-    const bool u8 = header.find("'|u1'") != std::string::npos, f32 = header.find("'<f4'") != std::string::npos;
-    const bool shape = header.find("(28, 28)") != std::string::npos || header.find("(1, 28, 28)") != std::string::npos ||
-                       header.find("(1, 1, 28, 28)") != std::string::npos;
-    if (b[6] != 1 || header.find("'fortran_order': False") == std::string::npos || (!u8 && !f32) || !shape ||
-        pixels != (u8 ? 784u : 784u * 4))
-      throw BundleError(path.string() + ": expected a C-order uint8 (0-255) or float32 (0-1) array of 784 pixels "
-                                        "(28x28, 1x28x28 or 1x1x28x28)");
-    for (size_t k = 0; k < 784; ++k) {
-      float value;
-      if (u8) {
-        value = static_cast<unsigned char>(b[offset + k]) / 255.0f;
-      } else {
-        std::memcpy(&value, b.data() + offset + 4 * k, 4);
-      }
-      unit.push_back(value);
+  const std::string suffix = path.extension().string();
+  if (suffix == ".pgm" || suffix == ".ppm" || suffix == ".pam") {
+    try {
+      return as_input(digits::prepare(digits::read_netpbm(b), int(height), int(width)), pre, height, width);
+    } catch (const digits::NotAPicture& exc) {
+      throw BundleError(path.string() + ": not a readable image (" + exc.what() + ")");
+    } catch (const digits::NoInk& exc) {
+      throw BundleError(path.string() + ": " + exc.what());
     }
-  } else {
-    throw BundleError(path.string() + ": give a .pgm (P5) or .npy image");
   }
-  Tensor t{{1, 1, 28, 28}, {}};
-  for (float u : unit) {
-    if (!std::isfinite(u)) throw BundleError(path.string() + ": NaN or Inf pixels");
-    t.data.push_back(float((std::round(u * 255.0) * scale - mean) / stdev));
+  if (suffix != ".npy") throw BundleError(path.string() + ": give a netpbm picture (.pgm, .ppm, .pam) or a .npy digit");
+  const size_t count = size_t(height * width);
+  if (b.size() < 10 || b.compare(0, 6, "\x93NUMPY") != 0) throw BundleError(path.string() + ": not a .npy file");
+  const size_t length = static_cast<unsigned char>(b[8]) | size_t(static_cast<unsigned char>(b[9])) << 8;
+  const std::string header = b.substr(10, length);
+  const size_t offset = 10 + length, bytes = b.size() > offset ? b.size() - offset : 0;
+  const std::string dims = std::to_string(height) + ", " + std::to_string(width) + ")";
+  const bool u8 = header.find("'|u1'") != std::string::npos, f32 = header.find("'<f4'") != std::string::npos;
+  const bool shape = header.find("(" + dims) != std::string::npos || header.find("(1, " + dims) != std::string::npos ||
+                     header.find("(1, 1, " + dims) != std::string::npos;
+  if (b[6] != 1 || header.find("'fortran_order': False") == std::string::npos || (!u8 && !f32) || !shape ||
+      bytes != (u8 ? count : count * 4))
+    throw BundleError(path.string() + ": expected a C-order uint8 (0-255) or float32 (0-1) array of one " + dims.substr(0, dims.size() - 1) + " digit");
+  std::vector<uint8_t> pixels;
+  for (size_t k = 0; k < count; ++k) {
+    float value;
+    if (u8) {
+      value = static_cast<unsigned char>(b[offset + k]) / 255.0f;
+    } else {
+      std::memcpy(&value, b.data() + offset + 4 * k, 4);
+    }
+    if (!std::isfinite(value) || value < 0 || value > 1) throw BundleError(path.string() + ": values outside 0-1 or NaN");
+    pixels.push_back(uint8_t(std::floor(value * 255.0 + 0.5)));
   }
-  return t;
+  const auto [lo, hi] = std::minmax_element(pixels.begin(), pixels.end());
+  if (*hi - *lo < digits::kInkContrast)
+    throw BundleError(path.string() + ": no ink found (the digit is blank or one flat colour): nothing to classify");
+  return as_input(std::move(pixels), pre, height, width);
 }
 
 // ---- The bundle.
@@ -442,27 +457,132 @@ static const char* kManifest = "manifest.json";
 static const char* kSignature = "model.sig";
 static const char* kProvenance = "provenance.intoto.json";
 
+// ---- The manifest's schema, as contents.check_schema has it: every block a consumer reads is there, and every
+// value it reads has its shape (the same fields, named the same way, as verify.py and verify.mjs).
+enum class Want { Number, Text, Numbers, Texts, Mapping, Mappings, Dims };
+
+static const char* wanted_text(Want w) {
+  switch (w) {
+    case Want::Number: return "a number";
+    case Want::Text: return "a string";
+    case Want::Numbers: return "a list of numbers";
+    case Want::Texts: return "a list of strings";
+    case Want::Mapping: return "an object";
+    case Want::Mappings: return "a list of objects";
+    case Want::Dims: return "a list of dimensions (whole numbers, or names for free ones)";
+  }
+  return "";
+}
+
+static bool is(const Json& v, Want w) {
+  const auto* list = std::get_if<Json::Array>(&v.value);
+  auto all = [&](auto test) { return list != nullptr && std::all_of(list->begin(), list->end(), test); };
+  switch (w) {
+    case Want::Number: return std::holds_alternative<double>(v.value);
+    case Want::Text: return std::holds_alternative<std::string>(v.value);
+    case Want::Mapping: return std::holds_alternative<Json::Object>(v.value);
+    case Want::Numbers: return all([](const Json& x) { return is(x, Want::Number); }) && !list->empty();
+    case Want::Texts: return all([](const Json& x) { return is(x, Want::Text); }) && !list->empty();
+    case Want::Mappings: return all([](const Json& x) { return is(x, Want::Mapping); });
+    case Want::Dims:
+      return all([](const Json& x) {
+        const auto* d = std::get_if<double>(&x.value);
+        return is(x, Want::Text) || (d != nullptr && *d >= 0 && std::floor(*d) == *d);
+      });
+  }
+  return false;
+}
+
+static const Json::Array& items(const Json& v) {
+  static const Json::Array none;
+  const auto* list = std::get_if<Json::Array>(&v.value);
+  return list == nullptr ? none : *list;
+}
+
+static void want(const std::string& where, const Json& value, Want w) {
+  if (!is(value, w)) throw BundleError("manifest.json: `" + where + "` missing or not " + wanted_text(w));
+}
+
+static void check_schema(const Json& m) {
+  if (!std::holds_alternative<Json::Object>(m.value)) throw BundleError("manifest.json must be a JSON object");
+  const std::pair<const char*, const char*> required[] = {
+      {"schema", "str"}, {"schema_version", "int"}, {"model", "dict"}, {"target", "dict"}, {"provenance", "dict"},
+      {"io", "dict"}, {"preprocessing", "dict"}, {"class_labels", "list"}, {"golden", "dict"}, {"ood", "dict"},
+      {"files", "dict"}, {"verified_on", "list"}};
+  for (const auto& [key, kind] : required) {
+    const Json& v = m[key];
+    const std::string k = kind;
+    const auto* number = std::get_if<double>(&v.value);
+    const bool ok = k == "str"    ? is(v, Want::Text)
+                    : k == "int"  ? number != nullptr && std::floor(*number) == *number
+                    : k == "dict" ? is(v, Want::Mapping)
+                                  : std::holds_alternative<Json::Array>(v.value);
+    if (!ok) throw BundleError("manifest.json: `" + std::string(key) + "` missing or not a " + k);
+  }
+  if (m["schema"].string("schema") != "onnx-deploy-manifest" || m["schema_version"].number("schema_version") != 1)
+    throw BundleError("manifest.json: unsupported schema " + m["schema"].string("schema"));
+  if (!is(m["golden"]["tolerance"]["atol"], Want::Number) || !std::holds_alternative<Json::Array>(m["golden"]["sets"].value))
+    throw BundleError("manifest.json: golden.sets and golden.tolerance.atol are required");
+  const Json &pre = m["preprocessing"], &target = m["target"], &golden = m["golden"], &ood = m["ood"];
+  const Json empty_list{Json::Array{}};
+  want("preprocessing.scale", pre["scale"], Want::Number);
+  want("preprocessing.mean", pre["mean"], Want::Numbers);
+  want("preprocessing.std", pre["std"], Want::Numbers);
+  want("model.file", m["model"]["file"], Want::Text);
+  want("target.providers", target["providers"], Want::Texts);
+  want("target.session", target["session"], Want::Mapping);
+  want("target.provider_options", target.has("provider_options") ? target["provider_options"] : empty_list,
+       Want::Mappings);
+  want("class_labels", m["class_labels"], Want::Texts);
+  want("golden.sets", golden["sets"], Want::Texts);
+  want("golden.pictures", golden.has("pictures") ? golden["pictures"] : empty_list, Want::Mappings);
+  want("files", m["files"], Want::Mapping);
+  want("ood.thresholds", ood["thresholds"], Want::Mapping);
+  want("io.inputs", m["io"]["inputs"], Want::Mappings);
+  want("io.outputs", m["io"]["outputs"], Want::Mappings);
+  const auto& pictures = items(golden["pictures"]);
+  for (size_t i = 0; i < pictures.size(); ++i) {
+    const std::string at = "golden.pictures[" + std::to_string(i) + "].";
+    want(at + "file", pictures[i]["file"], Want::Text);
+    want(at + "label", pictures[i]["label"], Want::Text);
+    want(at + "logits", pictures[i]["logits"], Want::Numbers);
+  }
+  for (const auto& [name, value] : ood["thresholds"].object("ood.thresholds"))
+    want("ood.thresholds." + name, value, Want::Number);
+  for (const char* kind : {"inputs", "outputs"}) {
+    const auto& entries = items(m["io"][kind]);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const std::string at = std::string("io.") + kind + "[" + std::to_string(i) + "].";
+      want(at + "name", entries[i]["name"], Want::Text);
+      want(at + "shape", entries[i]["shape"], Want::Dims);
+      want(at + "dtype", entries[i]["dtype"], Want::Text);
+    }
+  }
+}
+
 static Json load_manifest(const fs::path& bundle) {
-  if (!fs::is_regular_file(bundle / kManifest)) throw BundleError("no manifest.json in " + bundle.string());
+  std::error_code error;
+  if (!fs::is_regular_file(bundle / kManifest, error)) throw BundleError("no manifest.json in " + bundle.string());
   Json manifest = JsonParser(read_file(bundle / kManifest)).parse();
-  if (manifest["schema"].string("schema") != "onnx-deploy-manifest")
-    throw BundleError("manifest.json: not an onnx-deploy-manifest");
-  manifest["files"].object("files");
-  manifest["model"]["file"].string("model.file");
-  manifest["target"]["providers"].array("target.providers");
-  manifest["golden"]["sets"].array("golden.sets");
-  manifest["golden"]["tolerance"]["atol"].number("golden.tolerance.atol");
+  check_schema(manifest);
   return manifest;
+}
+
+static std::string short_name(const std::string& name) {
+  return name.size() <= 80 ? name : name.substr(0, 60) + "... (" + std::to_string(name.size()) + " characters)";
 }
 
 static size_t check_files(const fs::path& bundle, const Json& manifest) {
   const auto& listed = manifest["files"].object("files");
   for (const auto& [name, digest] : listed) {
     const fs::path relative(name);
-    if (relative.is_absolute() || name.find("..") != std::string::npos)
-      throw BundleError("manifest lists an unsafe path " + name);
-    if (!fs::is_regular_file(bundle / relative)) throw BundleError("missing file " + name + " (listed in manifest.json)");
-    if (sha256_file(bundle / relative) != digest.string("files." + name))
+    bool dotdot = false;
+    for (const auto& part : relative) dotdot = dotdot || part == "..";
+    if (relative.is_absolute() || dotdot) throw BundleError("manifest lists an unsafe path " + short_name(name));
+    std::error_code error;  // a name the file system cannot even look up (too long, say) is no file
+    if (!fs::is_regular_file(bundle / relative, error))
+      throw BundleError("missing file " + short_name(name) + " (listed in manifest.json `files`)");
+    if (!is(digest, Want::Text) || sha256_file(bundle / relative) != digest.string("files." + name))
       throw BundleError("sha256 mismatch for " + name + ": the file was modified after packaging");
   }
   // Everything present must be listed, except the manifest and what a signing producer adds after it.
@@ -654,6 +774,134 @@ static Golden check_golden(const fs::path& bundle, const Json& manifest, Ort::Se
   return golden;
 }
 
+// session.check_io: the model takes and returns what the manifest declares (names, element types, shapes; a named
+// dimension matches any free one), and one class label per output class.
+static std::string dtype_name(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "double";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
+    default: return "type " + std::to_string(int(type));
+  }
+}
+
+static std::string shape_text(const std::vector<std::string>& dims) {
+  std::string out = "[";
+  for (size_t k = 0; k < dims.size(); ++k) out += (k ? ", " : "") + dims[k];
+  return out + "]";
+}
+
+static void check_io(const Json& manifest, Ort::Session& session) {
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (const bool inputs : {true, false}) {
+    const std::string kind = inputs ? "inputs" : "outputs";
+    const auto& declared = items(manifest["io"][kind]);
+    const size_t count = inputs ? session.GetInputCount() : session.GetOutputCount();
+    if (declared.size() != count)
+      throw BundleError("manifest io." + kind + " declares " + std::to_string(declared.size()) + " but the model has " +
+                        std::to_string(count));
+    for (size_t i = 0; i < count; ++i) {
+      const std::string at = "manifest io." + kind + "[" + std::to_string(i) + "].";
+      const std::string name = (inputs ? session.GetInputNameAllocated(i, allocator)
+                                       : session.GetOutputNameAllocated(i, allocator)).get();
+      const auto type = inputs ? session.GetInputTypeInfo(i) : session.GetOutputTypeInfo(i);
+      if (type.GetONNXType() != ONNX_TYPE_TENSOR) throw BundleError(at + "dtype: the model's is not a tensor");
+      const auto info = type.GetTensorTypeAndShapeInfo();
+      std::vector<std::string> found, wanted;
+      for (int64_t d : info.GetShape()) found.push_back(d >= 0 ? std::to_string(d) : "?");
+      for (const auto& d : items(declared[i]["shape"]))
+        wanted.push_back(is(d, Want::Text) ? "?" : std::to_string(int64_t(d.number("shape"))));
+      if (declared[i]["name"].string("name") != name)
+        throw BundleError(at + "name is \"" + declared[i]["name"].string("name") + "\" but the model's is \"" + name + "\"");
+      if (declared[i]["dtype"].string("dtype") != dtype_name(info.GetElementType()))
+        throw BundleError(at + "dtype is \"" + declared[i]["dtype"].string("dtype") + "\" but the model's is \"" +
+                          dtype_name(info.GetElementType()) + "\"");
+      if (wanted != found) throw BundleError(at + "shape is " + shape_text(wanted) + " but the model's is " + shape_text(found));
+    }
+  }
+  const auto classes = session.GetOutputTypeInfo(0).GetTensorTypeAndShapeInfo().GetShape();
+  const size_t labels = items(manifest["class_labels"]).size();
+  if (!classes.empty() && classes.back() > 0 && size_t(classes.back()) != labels)
+    throw BundleError("manifest class_labels has " + std::to_string(labels) + " labels but the model has " +
+                      std::to_string(classes.back()) + " classes");
+}
+
+// The model's input height and width (the manifest's, which check_io proved are the model's).
+static std::pair<int64_t, int64_t> picture_size(const Json& manifest) {
+  const auto& inputs = items(manifest["io"]["inputs"]);
+  const Json::Array shape = inputs.empty() ? Json::Array{} : items(inputs[0]["shape"]);
+  if (shape.size() != 4 || !is(shape[2], Want::Number) || !is(shape[3], Want::Number))
+    throw BundleError("manifest io.inputs[0].shape is not (N, 1, height, width)");
+  return {int64_t(shape[2].number("shape")), int64_t(shape[3].number("shape"))};
+}
+
+// golden.check_golden_pictures: each picture, decoded here and prepared by digits.hpp with the manifest's
+// preprocessing, gives the recorded logits (within atol) and, through class_labels, the recorded label.
+static size_t check_golden_pictures(const fs::path& bundle, const Json& manifest, Ort::Session& session) {
+  const double atol = manifest["golden"]["tolerance"]["atol"].number("golden.tolerance.atol");
+  const Preprocessing pre = preprocessing(manifest["preprocessing"]);
+  const auto [height, width] = picture_size(manifest);
+  const auto& labels = items(manifest["class_labels"]);
+  const auto& pictures = items(manifest["golden"]["pictures"]);
+  for (const auto& picture : pictures) {
+    const std::string file = picture["file"].string("golden.pictures[].file");
+    digits::Picture decoded;
+    try {
+      decoded = digits::read_netpbm(read_file(bundle / file));
+    } catch (const digits::NotAPicture& exc) {
+      throw BundleError("golden picture " + file + ": " + exc.what());
+    }
+    std::vector<uint8_t> pixels;
+    try {
+      pixels = digits::prepare(decoded, int(height), int(width));
+    } catch (const digits::NoInk& exc) {
+      throw GoldenMismatch(file + ": the bundle's preparation refuses it: " + exc.what());
+    }
+    std::vector<int64_t> shape;
+    const std::vector<float> logits = run(session, as_input(std::move(pixels), pre, height, width).x, shape);
+    const auto& recorded = items(picture["logits"]);
+    double delta = recorded.size() == logits.size() ? 0 : std::numeric_limits<double>::infinity();
+    for (size_t k = 0; k < logits.size() && k < recorded.size(); ++k) {
+      const double d = std::fabs(double(logits[k]) - recorded[k].number("logits"));
+      if (!(d <= delta)) delta = d;
+    }
+    const size_t best = argmax(logits.data(), logits.size());
+    const std::string label = best < labels.size() ? labels[best].string("class_labels") : "?";
+    if (label != picture["label"].string("label") || !(delta <= atol)) {
+      std::ostringstream why;
+      why << file << ": prepared as the manifest says, the model answers " << label << " (max |delta| " << delta
+          << " from the recorded logits, atol " << atol << ") where " << picture["label"].string("label")
+          << " was recorded: preprocessing, class_labels or the preparation code changed";
+      throw GoldenMismatch(why.str());
+    }
+  }
+  return pictures.size();
+}
+
+// The whole check of a bundle, before this consumer answers anything.
+struct Checked {
+  Json manifest;
+  size_t files = 0, pictures = 0;
+  Golden golden;
+};
+
+static Checked check_bundle(Ort::Env& env, const fs::path& bundle, Opened& opened, const std::string& provider,
+                            bool allow_fallback) {
+  Checked c;
+  c.manifest = load_manifest(bundle);
+  c.files = check_files(bundle, c.manifest);
+  opened = open_session(env, bundle, c.manifest, provider, allow_fallback);
+  check_io(c.manifest, *opened.session);
+  c.golden = check_golden(bundle, c.manifest, *opened.session);
+  c.pictures = check_golden_pictures(bundle, c.manifest, *opened.session);
+  return c;
+}
+
 static std::string machine() {
   struct utsname name {};
   return uname(&name) == 0 ? name.machine : "unknown";
@@ -666,11 +914,12 @@ struct Options {
 };
 
 static int verify(const Options& o) {
-  const Json manifest = load_manifest(o.bundle);
-  const size_t files = check_files(o.bundle, manifest);
   Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
-  Opened opened = open_session(env, o.bundle, manifest, o.provider, o.allow_fallback);
-  const Golden golden = check_golden(o.bundle, manifest, *opened.session);
+  Opened opened;
+  const Checked checked = check_bundle(env, o.bundle, opened, o.provider, o.allow_fallback);
+  const Json& manifest = checked.manifest;
+  const size_t files = checked.files;
+  const Golden& golden = checked.golden;
   const std::string target = manifest["target"]["name"].string("target.name");
   // What this run established: the files match the manifest. Nothing in a bundle proves who made it; a
   // signature would, and this consumer does not check one (model_signing's own CLI does).
@@ -682,7 +931,7 @@ static int verify(const Options& o) {
               << machine() << "\", \"consumer\": \"C++\", \"provider\": \"" << opened.provider
               << "\", \"verified_on_provider\": " << (on_target ? "true" : "false") << ", \"established\": \""
               << established << "\", \"files\": " << files << ", \"golden_samples\": " << golden.samples
-              << ", \"max_abs_delta\": " << golden.worst
+              << ", \"golden_pictures\": " << checked.pictures << ", \"max_abs_delta\": " << golden.worst
               << ", \"top1_agreement\": " << double(golden.agreeing) / golden.samples << "}\n";
     return 0;
   }
@@ -695,24 +944,34 @@ static int verify(const Options& o) {
   else
     std::cout << "not verified on " << opened.wanted << ": checked " << target << " instead with ONNX Runtime "
               << Ort::GetVersionString() << " (C++): ";
-  std::cout << golden.samples << " golden samples on " << opened.provider << ", max |delta| " << golden.worst << "\n";
+  std::cout << golden.samples << " golden samples and " << checked.pictures << " pictures on " << opened.provider
+            << ", max |delta| " << golden.worst << "\n";
   return 0;
 }
 
+// One picture, after the bundle's own check: PATH<TAB>LABEL<TAB>PROBABILITY, with a fourth field "not a digit?
+// REASONS" when it looks like no digit (the manifest's ood bounds), as infer.py prints it.
 static int classify(const Options& o) {
-  const Json manifest = load_manifest(o.bundle);
-  const Tensor x = image_input(o.image, manifest["preprocessing"]);
   Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bundle-consumer");
-  Opened opened = open_session(env, o.bundle, manifest, o.provider, o.allow_fallback);
+  Opened opened;
+  const Checked checked = check_bundle(env, o.bundle, opened, o.provider, o.allow_fallback);
+  const Json& manifest = checked.manifest;
+  const auto [height, width] = picture_size(manifest);
+  const Digit digit = image_input(o.image, preprocessing(manifest["preprocessing"]), height, width);
   std::vector<int64_t> shape;
-  const std::vector<float> logits = run(*opened.session, x, shape);
+  const std::vector<float> logits = run(*opened.session, digit.x, shape);
   const float top = *std::max_element(logits.begin(), logits.end());
   double total = 0;
   for (float v : logits) total += std::exp(double(v) - top);
   const size_t best = argmax(logits.data(), logits.size());
-  const auto& labels = manifest["class_labels"].array("class_labels");
-  std::cout << labels.at(best).string("class_labels[]") << " " << std::fixed << std::setprecision(3) << 1.0 / total
-            << "\n";
+  std::map<std::string, double> thresholds;
+  for (const auto& [name, value] : manifest["ood"]["thresholds"].object("ood.thresholds"))
+    thresholds[name] = value.number("ood.thresholds." + name);
+  const auto reasons = digits::not_a_digit(digits::ink_stats(digit.pixels, int(height), int(width)), logits, thresholds);
+  std::cout << o.image << "\t" << items(manifest["class_labels"]).at(best).string("class_labels") << "\t" << std::fixed
+            << std::setprecision(4) << 1.0 / total;
+  for (size_t k = 0; k < reasons.size(); ++k) std::cout << (k ? "; " : "\tnot a digit? ") << reasons[k];
+  std::cout << "\n";
   return 0;
 }
 

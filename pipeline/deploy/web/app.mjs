@@ -5,7 +5,8 @@
 // (the manifest's `ood` bounds, as infer.py applies them) is flagged "Not a digit?" with the reasons.
 import * as ort from "./ort.wasm.min.mjs";
 import { NoInk, inkStats, normalize, notADigit, prepare } from "./digits.mjs";
-import { compareGolden, readTensor, sessionOptions } from "./golden.mjs";
+import { BundleError, GoldenMismatch, checkGoldenPictures, checkGoldenSets, checkIo, checkSchema, sessionOptions }
+  from "./golden.mjs";
 
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d", { willReadFrequently: true });
@@ -29,8 +30,8 @@ function softmax(logits) {
   return exps.map((v) => v / sum);
 }
 
-async function run(x) {
-  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", x, [x.length / 784, 1, 28, 28]) };
+async function run(x, dims = [x.length / 784, 1, 28, 28]) {
+  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", Float32Array.from(x), dims) };
   return Array.from((await session.run(feeds))[session.outputNames[0]].data);
 }
 
@@ -41,7 +42,7 @@ export async function classify(rgba, height, width) {
   const logits = await run(normalize(pixels, manifest.preprocessing));
   const probabilities = softmax(logits);
   const best = probabilities.indexOf(Math.max(...probabilities));
-  const reasons = notADigit(inkStats(pixels), logits, manifest.ood?.thresholds ?? {});
+  const reasons = notADigit(inkStats(pixels), logits, manifest.ood.thresholds);
   return { label: manifest.class_labels[best], probabilities, logits, pixels, notADigit: reasons };
 }
 
@@ -95,57 +96,73 @@ pad.addEventListener("pointermove", (e) => {
 pad.addEventListener("pointerup", () => { drawing = false; predictDrawing(); });
 document.getElementById("clear").addEventListener("click", () => { clearPad(); status.textContent = "Draw a digit."; });
 
-// The bundle's own check, as verify.py does it: every listed file's sha256, then the golden outputs.
+const bytes = async (name) => {
+  const response = await fetch(name, { cache: "no-store" });
+  if (!response.ok) throw new BundleError(`missing file ${name} (listed in manifest.json \`files\`)`);
+  return new Uint8Array(await response.arrayBuffer());
+};
+
+// The bundle's own check, as verify.py makes it: the manifest's schema, every listed file's sha256 (a static
+// server lists no folder, so a file added to the bundle is not seen here), the model's inputs and outputs, the
+// golden outputs and the golden pictures through digits.mjs. Throws BundleError or GoldenMismatch.
 export async function verify() {
-  const bytes = async (name) => new Uint8Array(await (await fetch(name, { cache: "no-store" })).arrayBuffer());
+  const text = await (await fetch("manifest.json", { cache: "no-store" })).text();
+  try {
+    manifest = JSON.parse(text);
+  } catch (err) {
+    throw new BundleError(`manifest.json is not valid JSON: ${err.message}`);
+  }
+  checkSchema(manifest);
   for (const [name, expected] of Object.entries(manifest.files)) {
+    if (name.startsWith("/") || name.split("/").includes("..")) throw new BundleError(`manifest lists an unsafe path ${name}`);
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await bytes(name)));
     const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-    if (hex !== expected) throw new Error(`sha256 mismatch for ${name}: the file was modified after packaging`);
+    if (hex !== expected) throw new BundleError(`sha256 mismatch for ${name}: the file was modified after packaging`);
   }
-  let samples = 0, agreeing = 0, worst = 0;
-  for (const set of manifest.golden.sets) {
-    const input = readTensor(await bytes(`${set}/input_0.pb`));
-    const expected = readTensor(await bytes(`${set}/output_0.pb`));
-    const result = compareGolden(new Float32Array(await run(input.data)), expected, manifest.golden.tolerance);
-    if (result.failures.length) throw new Error(`${set}: ${result.failures.join("; ")}`);
-    samples += result.rows; agreeing += result.agreeing; worst = Math.max(worst, result.maxAbsDelta);
+  try {
+    session = await ort.InferenceSession.create(manifest.model.file, sessionOptions(manifest.target.session, ["wasm"]));
+  } catch (err) {
+    throw new BundleError(`onnxruntime-web cannot load ${manifest.model.file}: ${String(err.message).split("\n")[0]}`);
   }
-  let pictures = 0;
-  for (const picture of manifest.golden.pictures ?? []) {
-    const bitmap = await createImageBitmap(await (await fetch(picture.file)).blob(),
-      { premultiplyAlpha: "none", colorSpaceConversion: "none" });
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const context = canvas.getContext("2d");
-    context.drawImage(bitmap, 0, 0);
-    const { data } = context.getImageData(0, 0, bitmap.width, bitmap.height);
-    const { label, logits } = await classify(data, bitmap.height, bitmap.width);
-    const delta = Math.max(...logits.map((v, i) => Math.abs(v - picture.logits[i])));
-    if (label !== picture.label || !(delta <= manifest.golden.tolerance.atol)) {
-      throw new Error(`${picture.file}: prepared as the manifest says, the model answers ${label} (max |Δ| ` +
-        `${delta.toPrecision(3)} from the recorded logits) where ${picture.label} was recorded`);
-    }
-    pictures += 1;
-  }
-  return { target: manifest.target.name, golden_pictures: pictures, files_checked: Object.keys(manifest.files).length, providers: ["wasm"],
+  checkIo(manifest, session);
+  const golden = await checkGoldenSets(manifest, bytes, (data, dims) => run(data, dims));
+  const [height, width] = manifest.io.inputs[0].shape.slice(2);
+  const prepared = ({ rgba, height: h, width: w }) => normalize(prepare(rgba, h, w, height, width), manifest.preprocessing);
+  golden.golden_pictures = await checkGoldenPictures(manifest, bytes, (data, dims) => run(data, dims), prepared);
+  return { target: manifest.target.name, files_checked: Object.keys(manifest.files).length, providers: ["wasm"],
            onnxruntime: ort.env.versions?.web ?? ort.env.versions?.common ?? "unknown", machine: "wasm32",
-           user_agent: navigator.userAgent, golden_sets: manifest.golden.sets.length, golden_samples: samples,
-           max_abs_delta: worst, top1_agreement: agreeing / samples };
+           user_agent: navigator.userAgent, ...golden };
+}
+
+// verify() as a command line would end: exit 0, 1 (GoldenMismatch) or 2 (BundleError, anything else) and the
+// line verify.py would print.
+export async function check() {
+  try {
+    return { exit: 0, report: await verify() };
+  } catch (err) {
+    if (err instanceof GoldenMismatch) return { exit: 1, message: `verification failed: ${err.message}` };
+    return { exit: 2, message: `error: ${String(err.message ?? err).split("\n")[0]}` };
+  }
 }
 
 async function start() {
-  manifest = await (await fetch("manifest.json", { cache: "no-store" })).json();
   ort.env.wasm.wasmPaths = new URL("./", location.href).href;
   // Threads need a cross-origin-isolated page (COOP/COEP headers), which a plain static server does not send.
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-  session = await ort.InferenceSession.create(manifest.model.file, sessionOptions(manifest.target.session, ["wasm"]));
+  const verdict = await check();  // the page answers nothing for a bundle that fails its own check
+  if (verdict.exit !== 0) {
+    status.textContent = `This bundle fails its check, so the page does not classify: ${verdict.message}`;
+    status.className = "error";
+    window.digitApp = { verify, check, verdict, ready: true };
+    return;
+  }
   clearPad();
   ink.strokeStyle = "#000";
   ink.lineWidth = 18;
   ink.lineCap = ink.lineJoin = "round";
   status.textContent = `Ready: ${manifest.model.name} ${manifest.model.version} (${manifest.model.variant}), ` +
-    `onnxruntime-web ${ort.env.versions?.web ?? ""} on WebAssembly.`;
-  window.digitApp = { classify, verify, predictions: 0, ready: true };
+    `onnxruntime-web ${ort.env.versions?.web ?? ""} on WebAssembly; the bundle passed its check.`;
+  window.digitApp = { classify, verify, check, verdict, predictions: 0, ready: true };
 }
 
 start().catch((err) => {
