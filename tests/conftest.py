@@ -112,3 +112,11 @@ def bundles(tmp_path_factory, tiny_model_dir, mnist_dir, variants_dir) -> dict[s
         package_into(deploy, cfg, target, variants_dir, parity_file, tiny_model_dir, mnist_dir)
     return {"cpu_x86": deploy / "cpu_x86", "arm64_mobile": deploy / "arm64_mobile", "parity": parity,
             "parity_file": parity_file}
+
+
+@pytest.fixture(scope="session")
+def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factory) -> Path:
+    """The tiny model packaged for the web target: the page and onnxruntime-web, verified in Chromium."""
+    deploy = tmp_path_factory.mktemp("web")
+    package_into(deploy, config(), "web", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
+    return deploy / "web"

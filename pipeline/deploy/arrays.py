@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 
-class NpyScale(str, Enum):  # noqa: UP042 (StrEnum is Python 3.11; the bundle runs on 3.10)
+class NpyScale(str, Enum):  # noqa: UP042 (a str Enum reads the same on every Python)
     """How the values of a .npy array are read (the CLI's and infer.py's `--npy-scale` choices)."""
     auto = "auto"
     pixels_255 = "0-255"

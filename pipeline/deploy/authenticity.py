@@ -65,8 +65,8 @@ def established(bundle: Path, sha256_expected: str | None, public_key: Path | No
     if (bundle / SIGNATURE).is_file():
         return {"established": "signature present, not checked",
                 "because": f"give --public-key (the producer's) to check {SIGNATURE}"}
-    return {"established": "consistent", "because": "the files match manifest.json; nothing here proves who made "
-            "them: give --sha256 (the published .sha256) or --public-key"}
+    return {"established": "consistent", "because": "nothing here proves who made them: give --sha256 (the "
+            "published .sha256) or --public-key"}
 
 
 def check_signature(bundle: Path, public_key: Path) -> None:

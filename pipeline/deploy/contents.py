@@ -203,6 +203,12 @@ def check_schema(manifest: dict) -> None:
 NUMBER, TEXT, NUMBERS, TEXTS, MAPPING, MAPPINGS = ("a number", "a string", "a list of numbers", "a list of strings",
                                                    "an object", "a list of objects")
 DIMS = "a list of dimensions (whole numbers, or names for free ones)"
+LEVEL = "one of ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL"
+MODE = "ORT_SEQUENTIAL or ORT_PARALLEL"
+THREADS = "a whole number from 0 to 1024"
+# The session options a consumer applies, where the manifest gives them.
+SESSION_VALUES = {"graph_optimization_level": LEVEL, "execution_mode": MODE, "intra_op_num_threads": THREADS,
+                  "config_entries": MAPPING}
 
 
 def _values(manifest: dict) -> list[tuple[str, object, str]]:
@@ -220,6 +226,9 @@ def _values(manifest: dict) -> list[tuple[str, object, str]]:
         found += [(f"golden.pictures[{i}].file", picture.get("file"), TEXT),
                   (f"golden.pictures[{i}].label", picture.get("label"), TEXT),
                   (f"golden.pictures[{i}].logits", picture.get("logits"), NUMBERS)]
+    session = target.get("session") if isinstance(target.get("session"), dict) else {}
+    found += [(f"target.session.{key}", session[key], wanted) for key, wanted in SESSION_VALUES.items()
+              if key in session]
     thresholds = ood.get("thresholds") if isinstance(ood.get("thresholds"), dict) else {}
     found += [(f"ood.thresholds.{name}", value, NUMBER) for name, value in sorted(thresholds.items())]
     for kind in ("inputs", "outputs"):
@@ -243,6 +252,10 @@ def _is(value, wanted: str) -> bool:
         return isinstance(value, str)
     if wanted == MAPPING:
         return isinstance(value, dict)
+    if wanted in (LEVEL, MODE):
+        return isinstance(value, str) and value in wanted.replace(" or ", ", ").removeprefix("one of ").split(", ")
+    if wanted == THREADS:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1024
     if wanted == DIMS:
         return isinstance(value, list) and all(
             isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in value)

@@ -96,7 +96,11 @@ const REQUIRED = { schema: "string", schema_version: "integer", model: "object",
   ood: "object", files: "object", verified_on: "array" };
 const NUMBER = "a number", TEXT = "a string", NUMBERS = "a list of numbers", TEXTS = "a list of strings",
   MAPPING = "an object", MAPPINGS = "a list of objects",
-  DIMS = "a list of dimensions (whole numbers, or names for free ones)";
+  DIMS = "a list of dimensions (whole numbers, or names for free ones)",
+  LEVEL = "one of ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL",
+  MODE = "ORT_SEQUENTIAL or ORT_PARALLEL", THREADS = "a whole number from 0 to 1024";
+const SESSION_VALUES = { graph_optimization_level: LEVEL, execution_mode: MODE, intra_op_num_threads: THREADS,
+  config_entries: MAPPING };
 
 function kindOf(value) {
   if (Array.isArray(value)) return "array";
@@ -110,6 +114,10 @@ function is(value, wanted) {
   if (wanted === NUMBER) return number;
   if (wanted === TEXT) return typeof value === "string";
   if (wanted === MAPPING) return kindOf(value) === "object";
+  if (wanted === LEVEL || wanted === MODE) {
+    return typeof value === "string" && wanted.replace(" or ", ", ").replace("one of ", "").split(", ").includes(value);
+  }
+  if (wanted === THREADS) return Number.isInteger(value) && value >= 0 && value <= 1024;
   if (wanted === DIMS) {
     return Array.isArray(value) && value.every((d) => typeof d === "string" || (Number.isInteger(d) && d >= 0));
   }
@@ -131,6 +139,10 @@ function values(m) {
   listed(golden.pictures).forEach((picture, i) => found.push(
     [`golden.pictures[${i}].file`, picture.file, TEXT], [`golden.pictures[${i}].label`, picture.label, TEXT],
     [`golden.pictures[${i}].logits`, picture.logits, NUMBERS]));
+  const session = kindOf(target.session) === "object" ? target.session : {};
+  for (const [key, wanted] of Object.entries(SESSION_VALUES)) {
+    if (key in session) found.push([`target.session.${key}`, session[key], wanted]);
+  }
   const thresholds = kindOf(ood.thresholds) === "object" ? ood.thresholds : {};
   for (const name of Object.keys(thresholds).sort()) found.push([`ood.thresholds.${name}`, thresholds[name], NUMBER]);
   for (const kind of ["inputs", "outputs"]) {

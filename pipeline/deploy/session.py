@@ -7,6 +7,7 @@ Ships in every bundle beside verify.py and infer.py; needs only onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
 
 SPINNING = "session.intra_op.allow_spinning"
 CPU_PROVIDER = "CPUExecutionProvider"
+NVIDIA = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def providers_for(manifest: dict) -> list[tuple[str, dict]]:
@@ -59,6 +61,11 @@ def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str,
     import onnxruntime as ort
 
     options = session_options(session_cfg)
+    if providers[0][0] in NVIDIA and hasattr(ort, "preload_dlls"):
+        # The CUDA and cuDNN libraries that onnxruntime-gpu's extras installed as wheels; where none are, the
+        # session itself says what is missing.
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
     if strict and providers[0][0] != "CPUExecutionProvider":
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return ort.InferenceSession(str(model_path), options, providers=providers)

@@ -103,17 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             load_private_key(args.record_key)  # a key that cannot sign fails now, before the check
         report = verify(Path(args.bundle), args.provider, args.sha256, args.public_key, args.allow_fallback)
     except ProviderMissing as exc:
-        print(f"not verified: {exc}", file=sys.stderr)
-        return 3
+        return _failed(3, f"not verified: {exc}", args.json)
     except BundleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _failed(2, f"error: {exc}", args.json)
     except GoldenMismatch as exc:
-        print(f"verification failed: {exc}", file=sys.stderr)
-        return 1
+        return _failed(1, f"verification failed: {exc}", args.json)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # a value no check above foresaw
-        print(f"error: {MANIFEST} holds a value this checker cannot use ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 2
+        return _failed(2, f"error: {MANIFEST} holds a value this checker cannot use ({type(exc).__name__}: {exc})",
+                       args.json)
     if args.record:
         write_record(args.record, report, report["files"], Path(__file__), args.record_key)
         print(f"recorded the check on {report['providers'][0]} in {args.record}, signed", file=sys.stderr)
@@ -122,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("\n".join(summary_lines(report)))
     return 0
+
+
+def _failed(code: int, line: str, as_json: bool) -> int:
+    """The one line on stderr; with --json, also {"verified": false, "exit": code, "reason": line} on stdout, so a
+    script reading stdout learns why."""
+    print(line, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"verified": False, "exit": code, "reason": line}))
+    return code
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -5,11 +5,13 @@ check of the exported model, optimize's check of each graph rewrite, quantize's 
 (which stops only when a variant passes the gates validate will apply), and validate itself. Gates are
 configured per variant kind in `validate.gates` (conf/validate); one gate = one metric and one threshold.
 
-How a gate is decided, so that one image cannot tip it:
+How a gate is decided:
 - Counted gates (agreement, accuracy delta) are claims about the population, decided with a one-sided
   Clopper-Pearson bound at `validate.confidence`: validate passes a variant only when the lower bound clears
-  the threshold (the sample shows it meets it). A sample too small for any result to show that is refused up
-  front, naming the size that can (`require_decidable`).
+  the threshold (the sample shows it meets it). The bound moves the cliff, it does not remove it: at 10,000
+  images, 95 % and a 0.999 threshold, 4 disagreements pass and 5 fail (a point estimate would pass 10). What
+  it buys is that a pass is evidence about the population, not that one image cannot decide a verdict. A
+  sample too small for any result to show that is refused up front, naming the size that can (`require_decidable`).
 - Intermediate checks (export, optimize) see a prefix of validate's images. They stop a model only when
   validate could not pass it even if every image they did not see agreed (`final_samples`): the same rule,
   so a model validate would pass is never stopped earlier.

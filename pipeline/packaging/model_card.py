@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.runtimes import envs
-from pipeline.runtimes.cells import PROVIDER_PACKAGES, SYSTEM_LIBRARIES, provider_package, summary
+from pipeline.runtimes.cells import PROVIDER_PACKAGES, SYSTEM_LIBRARIES, provider_package, provider_requirement, summary
 
 
 def _web_lines(name: str) -> list[str]:
@@ -21,12 +21,12 @@ CPU = "CPUExecutionProvider"
 
 def _pinned(m: dict, provider: str) -> str:
     """The provider's package at the version a runtime cell verified this bundle with (`onnxruntime==1.32.0`);
-    unpinned when no cell ran that package here."""
+    where no cell ran that package here, the pinned requirement the cells declare (cells.PINNED)."""
     package = provider_package(provider)
     for record in m["verified_on"]:
         if record.get("verified") and record.get("package", "").startswith(f"{package}=="):
             return record["package"].split()[0]
-    return package
+    return provider_requirement(provider)
 
 
 def _consumer_lines(m: dict) -> list[str]:
@@ -37,17 +37,20 @@ def _consumer_lines(m: dict) -> list[str]:
     in_wheel = primary in PROVIDER_PACKAGES
     python_package = _pinned(m, primary if in_wheel else CPU)
     needs = SYSTEM_LIBRARIES.get(primary)
-    on_cpu = f" --provider {CPU}  # {primary} is not in a Python wheel" if not in_wheel else (
+    cpu_flag = "" if in_wheel else f" --provider {CPU}"
+    on_cpu = f"{cpu_flag}  # {primary} is not in a Python wheel" if not in_wheel else (
         "  # every file's sha256, the manifest, golden outputs and pictures")
     lines = [f"Run these from the folder that holds this bundle (`{name}/`): nothing is written inside it. Each "
              f"checker runs the golden check on {primary} (exit 3 where this machine lacks it) unless told another "
              "provider.", "",
-             f"Python 3.10 or newer with `{python_package}`" + (f", and {needs}" if needs else "") + ":",
+             f"Python 3.11 or newer (the runtime matrix checks it on Debian 12's own 3.11.2) with "
+             f"`{python_package.strip(chr(39))}`" + (f", and {needs}" if needs else "") + ":",
              "```bash",
              "python3 -m venv consumer-venv && . consumer-venv/bin/activate",
              f"pip install {python_package} numpy pillow",
              f"python {name}/verify.py {name}{on_cpu}",
-             f"python {name}/infer.py {name}/digit.png  # label and probability (and \"not a digit?\" if none fits)",
+             f"python {name}/infer.py {name}/digit.png{cpu_flag}  # checks the bundle, then: label and probability "
+             "(and \"not a digit?\" if none fits)",
              "```"]
     # Official C++ releases: the CPU build, and the GPU build with CUDA and TensorRT.
     cpp_flag = "" if primary in (CPU, "CUDAExecutionProvider", "TensorrtExecutionProvider") else f" --provider {CPU}"
@@ -57,7 +60,8 @@ def _consumer_lines(m: dict) -> list[str]:
                   f"node {name}/verify.mjs {name}", "```"]
     lines += ["", "C++17 with CMake 3.16 or newer and an ONNX Runtime release unpacked at `$ORT` (its `include/` and "
               "`lib/`, e.g. onnxruntime-linux-x64-*.tgz or onnxruntime-linux-aarch64-*.tgz); the consumer checks the "
-              "files and golden outputs and classifies a 28x28 PGM or .npy digit:",
+              "bundle as verify.py does and classifies a picture (netpbm: PGM, PPM or PAM) prepared as infer.py "
+              "prepares it, or a prepared .npy digit:",
               "```bash",
               f'cmake -S {name}/cpp -B consumer-build -DONNXRUNTIME_ROOT="$ORT"',
               "cmake --build consumer-build",

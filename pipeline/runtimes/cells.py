@@ -39,28 +39,42 @@ log = logs.get(__name__)
 PROVIDER_PACKAGES = {"CPUExecutionProvider": "onnxruntime", "CUDAExecutionProvider": "onnxruntime-gpu",
                      "TensorrtExecutionProvider": "onnxruntime-gpu",
                      "OpenVINOExecutionProvider": "onnxruntime-openvino"}
+# The pip requirement a card gives for each package when no runtime cell verified the bundle with one: this
+# environment's onnxruntime; the newest onnxruntime-gpu on PyPI, whose `cuda` and `cudnn` extras bring the CUDA 13
+# and cuDNN 9 libraries it was built for as wheels (1.32.0 is not published for GPUs); the OpenVINO cell's.
+PINNED = {"onnxruntime": f"onnxruntime=={version('onnxruntime')}",
+          "onnxruntime-gpu": "onnxruntime-gpu[cuda,cudnn]==1.31.1",
+          "onnxruntime-openvino": envs.OPENVINO_EP_PACKAGE}
 
 
-# What each GPU provider needs beside the Python package: the system libraries ONNX Runtime loads at run time.
+# What each GPU provider needs beside the Python package: what ONNX Runtime loads at run time that no wheel has.
 SYSTEM_LIBRARIES = {
-    "CUDAExecutionProvider": "the CUDA runtime, cuBLAS and cuDNN 9 libraries of the CUDA major version that "
-                             "onnxruntime-gpu release was built for",
-    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer) as well as the CUDA and cuDNN libraries",
+    "CUDAExecutionProvider": "an NVIDIA driver for CUDA 13 (the CUDA and cuDNN libraries come with the extras)",
+    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer) and an NVIDIA driver for CUDA 13",
 }
-# Providers of mobile ORT builds (Android, iOS): no wheel has them.
-MOBILE = {"NnapiExecutionProvider": "an Android app with ONNX Runtime Mobile (onnxruntime-android)",
-          "CoreMLExecutionProvider": "an iOS/macOS app with ONNX Runtime (onnxruntime-c / onnxruntime-objc)"}
+# Providers no wheel has: those of mobile ORT builds (Android, iOS), and onnxruntime-web's WebAssembly.
+NOT_IN_A_WHEEL = {
+    "NnapiExecutionProvider": "an Android app with ONNX Runtime Mobile (onnxruntime-android)",
+    "CoreMLExecutionProvider": "an iOS/macOS app with ONNX Runtime (onnxruntime-c / onnxruntime-objc)",
+    "wasm": "a web browser: serve the folder and open index.html, which checks the bundle itself",
+}
 
 
 def provider_package(provider: str) -> str:
     return PROVIDER_PACKAGES.get(provider, "onnxruntime")
 
 
+def provider_requirement(provider: str) -> str:
+    """The pinned pip requirement of the provider's package (quoted where a shell would expand its brackets)."""
+    requirement = PINNED[provider_package(provider)]
+    return f"'{requirement}'" if "[" in requirement else requirement
+
+
 def provider_needs(provider: str) -> dict[str, str]:
     """What a consumer installs for `provider`: the manifest's target.install entry, read by every checker."""
-    if provider in MOBILE:
-        return {"package": MOBILE[provider]}
-    needs = {"package": f"pip install {provider_package(provider)}"}
+    if provider in NOT_IN_A_WHEEL:
+        return {"package": NOT_IN_A_WHEEL[provider]}
+    needs = {"package": f"pip install {provider_requirement(provider)}"}
     return needs | ({"system": SYSTEM_LIBRARIES[provider]} if provider in SYSTEM_LIBRARIES else {})
 
 
@@ -88,7 +102,9 @@ class Runtime:
 
 ORT = f"onnxruntime=={version('onnxruntime')}"
 RUNTIMES = {r.name: r for r in (
-    Runtime(name="onnxruntime", package=ORT, provider="CPUExecutionProvider", architecture="x86_64"),
+    Runtime(name="onnxruntime", package=f"{ORT} on Debian 12's Python 3.11.2", provider="CPUExecutionProvider",
+            architecture="x86_64", spec=envs.debian_python_spec, build=envs.build_debian_python,
+            command=envs.debian_python_command),
     Runtime(name="onnxruntime-openvino", package=envs.OPENVINO_EP_PACKAGE, provider="OpenVINOExecutionProvider",
             architecture="x86_64", spec=envs.openvino_spec, build=envs.build_openvino,
             command=lambda root: ([str(root / "bin" / "python")], {})),

@@ -101,6 +101,16 @@ def native_command(root: Path, bundle: Path) -> tuple[list[str], dict[str, str]]
     return [str(_build(root, bundle, []))], {}
 
 
+SANITIZERS = "-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
+
+
+def sanitized_command(root: Path, bundle: Path) -> tuple[list[str], dict[str, str]]:
+    """The consumer built with AddressSanitizer and UBSan (any finding ends the run with a report on stderr), for
+    the hostile-bundle pass; ONNX Runtime's own allocations at exit are not this consumer's leaks."""
+    binary = _build(root, bundle, [f"-DCMAKE_CXX_FLAGS={SANITIZERS}"], build_name=f"{bundle.name}-sanitized")
+    return [str(binary)], {"ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+
+
 def cross_command(aarch64_env: Callable[[], Path]):
     def command(root: Path, bundle: Path) -> tuple[list[str], dict[str, str]]:
         xgcc = root / "xgcc"
@@ -112,10 +122,11 @@ def cross_command(aarch64_env: Callable[[], Path]):
     return command
 
 
-def _build(root: Path, bundle: Path, toolchain: list[str], env: dict[str, str] | None = None) -> Path:
+def _build(root: Path, bundle: Path, toolchain: list[str], env: dict[str, str] | None = None,
+           build_name: str | None = None) -> Path:
     """cmake + build of the bundle's cpp/ (as its README says), in a folder of the cell's, never the bundle's: a
     bundle that does not build fails its cell."""
-    build = root / "build" / bundle.name
+    build = root / "build" / (build_name or bundle.name)
     shutil.rmtree(build, ignore_errors=True)
     environ = {**os.environ, **(env or {})}
     for step, command in (("configure", ["cmake", "-S", str(bundle / "cpp"), "-B", str(build),

@@ -25,6 +25,8 @@ WEB_RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm
 CHROMIUM = Path("/usr/bin/chromium")
 # The consumer-side Python packages, at this environment's versions (verify.py and infer.py need them).
 CONSUMER_WHEELS = tuple(f"{name}=={version(name)}" for name in ("numpy", "pillow"))
+# The oldest Python a bundle's card names: Debian 12's own 3.11 (3.11.2), unpacked from bookworm's packages.
+DEBIAN_PYTHON = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
 # qemu-user 10.x by the host's Debian release: bookworm's own 7.2 segfaults on onnxruntime.
 QEMU_SUITES = {"12": "bookworm-backports", "13": "trixie"}
 # An aarch64 Python 3.11 and the libraries onnxruntime and numpy load, from Debian bookworm arm64.
@@ -60,6 +62,32 @@ def build_openvino_plugin(root: Path) -> None:
     run([sys.executable, "-m", "venv", "--clear", str(root)], "create the venv")
     run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", f"onnxruntime=={version('onnxruntime')}",
          OPENVINO_PLUGIN_PACKAGE, f"numpy=={version('numpy')}"], f"pip install {OPENVINO_PLUGIN_PACKAGE}")
+
+
+def debian_python_spec() -> str:
+    return " ".join(("bookworm", *DEBIAN_PYTHON, f"onnxruntime=={version('onnxruntime')}", *CONSUMER_WHEELS))
+
+
+def build_debian_python(root: Path) -> None:
+    """Debian 12's python3.11 (unpacked, never installed; it runs on the host's C libraries) and the consumer's
+    wheels for it from PyPI: nothing of this project's environment."""
+    apt = apt_get(root / "apt", ["deb [arch=amd64] {debian} bookworm main"], ["amd64"])
+    debs = root / "debs"
+    debs.mkdir()
+    run([*apt, "update", "-q"], "apt-get update (private lists, bookworm)")
+    run([*apt, "download", *DEBIAN_PYTHON], "apt-get download Debian 12's python3.11", cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(root / "sysroot")], f"unpack {deb.name}")
+    run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / "site"), "--python-version", "3.11",
+         "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--only-binary=:all:",
+         f"onnxruntime=={version('onnxruntime')}", *CONSUMER_WHEELS], "pip install the consumer's wheels")
+    shutil.rmtree(debs)
+    shutil.rmtree(root / "apt")
+
+
+def debian_python_command(root: Path) -> tuple[list[str], dict[str, str]]:
+    usr = root / "sysroot" / "usr"
+    return [str(usr / "bin" / "python3.11")], {"PYTHONHOME": str(usr), "PYTHONPATH": str(root / "site")}
 
 
 def aarch64_spec() -> str:

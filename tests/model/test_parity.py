@@ -99,3 +99,14 @@ def test_a_threshold_finer_than_the_quoted_grid_is_refused():
     with pytest.raises(PipelineError, match=r"max_abs_logit=1e-06 is finer than the 1e-05 grid"):
         parity.require_decidable({"fp32": {"max_abs_logit": 1e-6}}, 10000, 0.95, setting="validate.samples")
     parity.require_decidable({"fp32": {"max_abs_logit": 1e-5}}, 10000, 0.95, setting="validate.samples")
+
+
+def test_the_confidence_bound_moves_the_cliff_it_does_not_remove_it():
+    """What the module docstring says: at 10,000 images, 95 % and a 0.999 threshold, 4 disagreements pass and 5
+    fail; a point estimate would pass 10."""
+    def passes(disagreements: int) -> bool:
+        metrics = {"samples": 10_000, "disagreements": disagreements}
+        return parity.lower_bound("agreement", metrics, 0.95) >= 0.999
+
+    assert passes(4) and not passes(5)
+    assert (10_000 - 10) / 10_000 >= 0.999

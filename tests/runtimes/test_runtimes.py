@@ -192,13 +192,6 @@ def test_verify_runs_twice_in_the_bundle_folder_and_writes_nothing_there(bundles
     assert not (bundle / "__pycache__").exists()
 
 
-@pytest.fixture(scope="module")
-def web_bundle(bundles, tiny_model_dir, mnist_dir, variants_dir, tmp_path_factory):
-    deploy = tmp_path_factory.mktemp("web")
-    package_into(deploy, config(), "web", variants_dir, bundles["parity_file"], tiny_model_dir, mnist_dir)
-    return deploy / "web"
-
-
 def test_the_web_page_verifies_itself_and_reads_digits_drawn_on_it_in_chromium(web_bundle):
     [record] = _manifest(web_bundle)["verified_on"]
     assert record["verified"] and record["provider"] == "wasm" and record["browser"].startswith("Chromium ")

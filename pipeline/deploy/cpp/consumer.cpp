@@ -459,7 +459,7 @@ static const char* kProvenance = "provenance.intoto.json";
 
 // ---- The manifest's schema, as contents.check_schema has it: every block a consumer reads is there, and every
 // value it reads has its shape (the same fields, named the same way, as verify.py and verify.mjs).
-enum class Want { Number, Text, Numbers, Texts, Mapping, Mappings, Dims };
+enum class Want { Number, Text, Numbers, Texts, Mapping, Mappings, Dims, Level, Mode, Threads };
 
 static const char* wanted_text(Want w) {
   switch (w) {
@@ -470,6 +470,9 @@ static const char* wanted_text(Want w) {
     case Want::Mapping: return "an object";
     case Want::Mappings: return "a list of objects";
     case Want::Dims: return "a list of dimensions (whole numbers, or names for free ones)";
+    case Want::Level: return "one of ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL";
+    case Want::Mode: return "ORT_SEQUENTIAL or ORT_PARALLEL";
+    case Want::Threads: return "a whole number from 0 to 1024";
   }
   return "";
 }
@@ -484,6 +487,17 @@ static bool is(const Json& v, Want w) {
     case Want::Numbers: return all([](const Json& x) { return is(x, Want::Number); }) && !list->empty();
     case Want::Texts: return all([](const Json& x) { return is(x, Want::Text); }) && !list->empty();
     case Want::Mappings: return all([](const Json& x) { return is(x, Want::Mapping); });
+    case Want::Level:
+    case Want::Mode: {
+      const auto* text = std::get_if<std::string>(&v.value);
+      const std::vector<std::string> names = w == Want::Mode ? std::vector<std::string>{"ORT_SEQUENTIAL", "ORT_PARALLEL"}
+          : std::vector<std::string>{"ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"};
+      return text != nullptr && std::find(names.begin(), names.end(), *text) != names.end();
+    }
+    case Want::Threads: {
+      const auto* d = std::get_if<double>(&v.value);
+      return d != nullptr && *d >= 0 && *d <= 1024 && std::floor(*d) == *d;
+    }
     case Want::Dims:
       return all([](const Json& x) {
         const auto* d = std::get_if<double>(&x.value);
@@ -533,6 +547,11 @@ static void check_schema(const Json& m) {
   want("target.session", target["session"], Want::Mapping);
   want("target.provider_options", target.has("provider_options") ? target["provider_options"] : empty_list,
        Want::Mappings);
+  const std::pair<const char*, Want> session_values[] = {
+      {"graph_optimization_level", Want::Level}, {"execution_mode", Want::Mode},
+      {"intra_op_num_threads", Want::Threads}, {"config_entries", Want::Mapping}};
+  for (const auto& [key, kind] : session_values)
+    if (target["session"].has(key)) want(std::string("target.session.") + key, target["session"][key], kind);
   want("class_labels", m["class_labels"], Want::Texts);
   want("golden.sets", golden["sets"], Want::Texts);
   want("golden.pictures", golden.has("pictures") ? golden["pictures"] : empty_list, Want::Mappings);
@@ -649,6 +668,16 @@ struct Opened {
   std::string wanted;    // the provider the check was for
 };
 
+// What the manifest says the provider needs, in a C++ user's terms: the manifest names the Python package
+// (`pip install ...`), which a C++ program cannot use, so that becomes the ONNX Runtime build to link instead.
+static std::string needs(const Json& target, const std::string& provider) {
+  const Json& install = target["install"][provider];
+  if (!install.has("package")) return "";
+  std::string package = install["package"].text();
+  if (package.rfind("pip install ", 0) == 0) package = "an ONNX Runtime release built with " + provider;
+  return "; it needs " + package + (install.has("system") ? " and " + install["system"].text() : std::string());
+}
+
 // The provider the check must run on: --provider NAME, else the target's own first provider. Without
 // --allow-fallback it alone runs the model, with ONNX Runtime's silent CPU fallback refused; missing here, it is
 // exit 3 naming what to install (the manifest's target.install). With --allow-fallback the target's providers
@@ -689,11 +718,8 @@ static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& ma
   if (first != wanted && !allow_fallback) {
     std::string have;
     for (const auto& name : available) have += (have.empty() ? "" : ", ") + name;
-    const Json& install = target["install"][wanted];
     throw ProviderMissing(wanted + (here(wanted) ? " is not among this target's providers" : " is not in this ONNX "
-                          "Runtime (it has " + have + ")") +
-                          (install.has("package") ? "; it needs " + install["package"].text() +
-                           (install.has("system") ? " and " + install["system"].text() : std::string()) : "") +
+                          "Runtime (it has " + have + ")") + needs(target, wanted) +
                           "; --allow-fallback checks on what this runtime has, not verified on " + wanted);
   }
   if (!allow_fallback && first != "CPUExecutionProvider") options.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
@@ -704,7 +730,7 @@ static Opened open_session(Ort::Env& env, const fs::path& bundle, const Json& ma
     std::string why = exc.what();
     why = why.substr(0, why.find('\n'));
     if (!allow_fallback && first != "CPUExecutionProvider")  // its libraries (CUDA, cuDNN, TensorRT...) failed to load
-      throw ProviderMissing(first + " could not run " + model.filename().string() + " here: " + why);
+      throw ProviderMissing(first + " could not run " + model.filename().string() + " here: " + why + needs(target, first));
     throw BundleError("onnxruntime cannot load " + model.filename().string() + " on " + first + ": " + why);
   }
 }
