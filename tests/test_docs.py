@@ -76,3 +76,18 @@ def test_the_handoff_pages_table_of_runtime_cells_is_the_declared_cells():
     page = (REPO / "docs" / "handoff.md").read_text().split("| runtime cell | provider | how |", 1)[1]
     rows = [line.split("|")[1].strip().strip("`") for line in page.split("\n\n", 1)[0].splitlines()[2:]]
     assert rows == list(cells.RUNTIMES)
+
+
+def test_the_configuration_pages_presets_name_the_targets_that_list_them():
+    """The quantize presets' last column is each target's `candidates`, not a hand-kept claim."""
+    from pipeline.core.config import compose
+
+    composed = compose([])
+    page = (REPO / "docs" / "configuration.md").read_text()
+    table = page.split("| preset | meant for |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    for row in table:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        preset, listed = cells[0].strip("`"), cells[-1]
+        targets = sorted(name for name, target in composed.target.items() if preset in target.candidates)
+        assert listed == (", ".join(targets) or "none"), row
+    assert {row.split("`")[1] for row in table} == set(composed.quantize), table

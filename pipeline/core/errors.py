@@ -17,6 +17,11 @@ class ConfigError(PipelineError):
     """A config value, override or params file that the schemas refuse, before any work."""
 
 
+class UnloadableModel(PipelineError):
+    """ONNX Runtime cannot load a model: the input's fault when a user gave it, the pipeline's when it built it
+    (the quantize fallback catches this for its own candidates)."""
+
+
 class GateFailure(Exception):
     """Something the pipeline built or measured did not hold; the message names what, the value, the threshold
     and the setting that would get past it."""

@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {result.error}", file=sys.stderr, flush=True)
     failed = sum(result.error is not None for result in results)
     if failed and len(results) > 1:
-        print(f"{failed} of {len(results)} inputs could not be classified", file=sys.stderr)
+        print(f"error: {failed} of {len(results)} inputs could not be classified", file=sys.stderr)
     return 2 if failed else 0
 
 

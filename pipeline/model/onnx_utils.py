@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, UnloadableModel
 
 MODEL_FILE = "model.onnx"
 # The config's optimization level names, as ORT's GraphOptimizationLevel members.
@@ -133,7 +133,7 @@ def session(path: Path, *, threads: int = 2, level: str = "extended",
         return ort.InferenceSession(str(path), session_options(threads=threads, level=level),
                                     providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidGraph, NotImplemented …)
-        raise PipelineError(f"ONNX Runtime cannot load {path}: {_line(exc)}") from None
+        raise UnloadableModel(f"ONNX Runtime cannot load {path}: {_line(exc)}") from None
 
 
 def optimize_offline(model_in: Path, model_out: Path, level: str) -> None:

@@ -205,12 +205,12 @@ def failures(verdicts: dict) -> list[str]:
     return [v["message"] for v in verdicts.values() if not v["passed"]]
 
 
-def remedy(variant: str, kind: str, verdicts: dict, *, excluded_limit: int = 0) -> str:
-    """The settings that get a failing variant past its gates: the variant's own way out, and the threshold
-    each failing gate would need (from the value it was decided on). `excluded_limit`: a quantize variant's
-    fallback.max_excluded, which the advice doubles."""
-    own = WAY_OUT.get(variant) or (f"quantize.{variant}.fallback.max_excluded={max(4, 2 * excluded_limit)} keeps "
-                                   f"more ops in fp32, or leave {variant} out of `quantize=[...]`")
+def remedy(variant: str, kind: str, verdicts: dict, *, own: str | None = None) -> str:
+    """The settings that get a failing variant past its gates: the variant's own way out (`own`: what quantize's
+    fallback measured), and the threshold each failing gate would need (from the value it was decided on)."""
+    own = own or WAY_OUT.get(variant) or (f"quantize's record (metrics/quantize_{variant}.json `remedy`) says "
+                                          f"whether a larger fallback.max_excluded passes; or leave {variant} out "
+                                          "of `quantize=[...]`")
     loosened = [f"validate.gates.{kind}.{gate}={_past(v['decided_on'], v['op'])}"
                 for gate, v in verdicts.items() if not v["passed"] and gate not in IMPLICIT_GATES]
     return own + (f"; or loosen {' '.join(loosened)}" if loosened else "")

@@ -19,12 +19,17 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema
 from pipeline.data.calibration import MnistCalibrationReader, calibration_images
 from pipeline.model import onnx_utils
+from pipeline.present.chatter import captured
 from pipeline.present.progress import progress_bar
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
-# Elementwise math ORT also quantizes by default (GELU's Mul and Add, SiLU's Sigmoid): the fallback keeps them
-# fp32 by op type, all at once, since an activation built of several such nodes is only as good as its worst.
-ELEMENTWISE_OPS = ("Add", "Mul", "Sigmoid", "Softmax", "LeakyRelu")
+# Other ops ORT quantizes by default (GELU's Mul and Add, SiLU's Sigmoid, attention's Softmax, LayerNorm): the
+# fallback keeps them fp32 by op type, all at once, since an activation built of several such nodes is only as
+# good as its worst.
+ELEMENTWISE_OPS = ("Add", "Mul", "Sigmoid", "Softmax", "LeakyRelu", "LayerNormalization")
+# Attention's two products (queries by keys, weights by values) multiply activations by activations: both sides
+# quantized. One unit for all of them, beside each MatMul alone.
+ATTENTION_PRODUCTS = "every MatMul of two activations"
 DYNAMIC_NOTE = "dynamic INT8 uses ConvInteger for convolutions: expect it slower than fp32 on the ORT CPU EP"
 
 
@@ -36,6 +41,7 @@ class CalibrationConfig(Schema):
 
 class FallbackConfig(Schema):
     max_excluded: NonNegativeInt
+    trials: PositiveInt  # units measured at each step of the fallback
 
 
 class QuantizeConfig(Schema):
@@ -101,6 +107,11 @@ class Quantization:
             nodes = [n.name for n in self.graph.node if n.op_type == op and n.name not in excluded]
             if nodes:
                 units[f"every {op}"] = nodes
+        weights = {t.name for t in self.graph.initializer}
+        products = [n.name for n in self.graph.node if n.op_type == "MatMul" and n.name not in excluded
+                    and not weights.intersection(n.input)]
+        if len(products) > 1:
+            units[ATTENTION_PRODUCTS] = products
         return units
 
     def run(self, exclude: list[str]) -> Path:
@@ -120,7 +131,10 @@ class Quantization:
         with progress_bar() as progress:
             if not cache.exists():
                 self._calibrate(cache, progress)
-            quantize_static(  # a cache hit: ORT loads the ranges and needs no reader
+        # A cache hit: ORT loads the ranges and needs no reader. Its quantizer logs a line per weight it cannot
+        # quantize per channel (LayerNorm's): chatter, into the log.
+        with captured("quantize"):
+            quantize_static(
                 str(self.prepared), str(out), None,
                 quant_format=QuantFormat[self.cfg.format], per_channel=self.cfg.per_channel,
                 reduce_range=self.cfg.reduce_range, activation_type=QuantType[self.cfg.activation_type],

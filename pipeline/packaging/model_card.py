@@ -85,7 +85,8 @@ def _ood_lines(m: dict) -> list[str]:
     bounds = [OOD_BOUNDS.get(k, k + " {:g}").format(v) for k, v in block["thresholds"].items()]
     kinds = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in detected["by_kind"].items())
     return ["## Not a digit?",
-            "`infer.py`, `pipeline predict` and the web page flag a picture as **not a digit?** (and give its closest "
+            "`infer.py`, the C++ consumer's `--classify`, `pipeline predict` and the web page flag a picture as "
+            "**not a digit?** (and give its closest "
             "label only as a guess) when any bound is crossed; the ink statistics are of the prepared 28x28 (ink: "
             "pixels at least half as bright as the brightest; solid: ink pixels whose four neighbours are ink):",
             f"- flagged when: {'; '.join(bounds)} (manifest.json `ood.thresholds`)",
@@ -93,7 +94,7 @@ def _ood_lines(m: dict) -> list[str]:
             f"({m['provenance']['packaged_with']}): {rejected['rejected']} of {rejected['samples']} {rejected['data']} "
             f"({rejected['rate']:.2%})",
             f"- detection: {detected['detected']} of {detected['samples']} {detected['data']} "
-            f"({detected['rate']:.1%}): {kinds}",
+            f"({detected['rate']:.1%}; {detected['refused_blank']} more refused as blank, never labelled): {kinds}",
             f"- calibrated on {block['calibration']['digits']} and {block['calibration']['non_digits']}: the "
             f"bounds reject at most {block['calibration']['budget']:.1%} of those digits", ""]
 

@@ -1,8 +1,8 @@
 """Pictures that are not digits, for calibrating and measuring the "not a digit?" flag (pipeline/packaging/ood.py).
 
 Drawn with numpy and Pillow from fixed seeds, so the same seed gives the same pixels: dots, words in Pillow's
-default font, straight strokes, scribbles, blobs, noise, textures and gradients like photos, and several real
-training digits side by side.
+default font, straight strokes, scribbles, blobs, noise, textures and gradients like photos, photo-like scenes
+(soft-edged objects on a lit background, with sensor noise), and several real training digits side by side.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 PER_KIND = 60                # synthetic pictures of each kind, per set
 WORDS = ("hello", "world", "digit", "photo", "MNIST", "cat", "dog", "test", "image", "label", "ONNX", "abc",
          "note", "hey", "yes", "no", "why", "pixel")
-KINDS = ("dot", "word", "strokes", "scribble", "blobs", "noise", "texture", "gradient", "digits_side_by_side")
+KINDS = ("dot", "word", "strokes", "scribble", "blobs", "noise", "texture", "gradient", "photo",
+         "digits_side_by_side")
 
 
 def synthetic(train_images: np.ndarray, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -132,6 +133,24 @@ def _gradient(rng, _):
     return Image.fromarray((pixels * 255 + rng.normal(0, 6, pixels.shape)).clip(0, 255).astype(np.uint8))
 
 
+def _photo(rng, _):
+    """A scene like a phone photo of something that is not a digit: a lit background, a few soft-edged objects
+    of varied tones, sensor noise."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    h, w = int(rng.integers(64, 240)), int(rng.integers(64, 240))
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    angle = rng.uniform(0, 2 * np.pi)
+    image = Image.fromarray(np.clip(150 + 80 * (xx * np.cos(angle) + yy * np.sin(angle)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 5))):
+        (x0, y0), (x1, y1) = _points(rng, image, 2)
+        box = (min(x0, x1), min(y0, y1), max(x0, x1) + 4, max(y0, y1) + 4)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=int(rng.integers(0, 200)))
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4))), np.float64)
+    return Image.fromarray((pixels + rng.normal(0, 5, pixels.shape)).clip(0, 255).astype(np.uint8))
+
+
 def _digits_side_by_side(rng, train_images):
     from PIL import Image
 
@@ -143,7 +162,7 @@ def _digits_side_by_side(rng, train_images):
 
 
 DRAW = {"dot": _dot, "word": _word, "strokes": _strokes, "scribble": _scribble, "blobs": _blobs, "noise": _noise,
-        "texture": _texture, "gradient": _gradient, "digits_side_by_side": _digits_side_by_side}
+        "texture": _texture, "gradient": _gradient, "photo": _photo, "digits_side_by_side": _digits_side_by_side}
 
 
 def _rgba_of(image) -> np.ndarray:

@@ -56,10 +56,13 @@ def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> di
     thresholds = fit(digit_stats, fake_stats)
     held_out = sets["held_out"]
     rejected = sum(bool(_flag(s, thresholds)) for s in statistics(session, held_out, fixed_batch, pre))
-    measured = list(zip(sets["fake_measure_kinds"], sets["fake_measure"]["ink"], strict=True))
-    flagged = [bool(_flag(s, thresholds)) for s in statistics(session, sets["fake_measure"], fixed_batch, pre)]
-    by_kind = {kind: sum(f for (k, _), f in zip(measured, flagged, strict=True) if k == kind)
-               for kind in non_digits.KINDS}
+    kinds = sets["fake_measure_kinds"]
+    measured = statistics(session, sets["fake_measure"], fixed_batch, pre)
+    # A picture refused as blank is never labelled, but it is not a detection either: counted apart.
+    blank = [stats is None for stats in measured]
+    flagged = [stats is not None and bool(_flag(stats, thresholds)) for stats in measured]
+    by_kind = {kind: _per_kind(kind, kinds, flagged, blank) for kind in non_digits.KINDS}
+    labelled = len(flagged) - sum(blank)
     rate = rejected / len(held_out["ink"])
     block = {
         "rule": "flagged as not a digit when any bound is crossed: statistics of the prepared 28x28 (ink: pixels at "
@@ -71,10 +74,11 @@ def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> di
         "measured": {
             "false_rejection": {"samples": len(held_out["ink"]), "rejected": rejected, "rate": round(rate, 6),
                                 "data": "held-out MNIST test digits (odd indices, not used for calibration)"},
-            "detection": {"samples": len(flagged), "detected": sum(flagged),
-                          "rate": round(sum(flagged) / len(flagged), 6),
-                          "data": f"synthetic non-digits (seed {SEED_MEASURE}, not used for calibration)",
-                          "by_kind": {kind: f"{n}/{non_digits.PER_KIND}" for kind, n in by_kind.items()}},
+            "detection": {"samples": labelled, "detected": sum(flagged), "rate": round(sum(flagged) / labelled, 6),
+                          "refused_blank": sum(blank),
+                          "data": f"synthetic non-digits (seed {SEED_MEASURE}, not used for calibration) that were "
+                                  "not refused as blank",
+                          "by_kind": by_kind},
         },
     }
     if rate > MAX_FALSE_REJECTION:
@@ -83,11 +87,19 @@ def calibrate(session, data_dir: Path, fixed_batch: int | None, pre: dict) -> di
     return block
 
 
+def _per_kind(kind: str, kinds: list[str], flagged: list[bool], blank: list[bool]) -> str:
+    """"flagged/classified" for one kind, and how many of its pictures were refused as blank."""
+    mine = [i for i, k in enumerate(kinds) if k == kind]
+    refused = sum(blank[i] for i in mine)
+    shown = f"{sum(flagged[i] for i in mine)}/{len(mine) - refused}"
+    return shown + (f" ({refused} refused as blank)" if refused else "")
+
+
 def prepared_sets(data_dir: Path) -> dict:
     """Every picture of the four sets through the bundle's preparation, with its ink statistics: what does not
     depend on the model, so it is computed once per data and code and kept under .cache/ood/ (the file's name is
-    the digest of MNIST, digits.py and this module: a cache can only be reused for the same inputs, and the
-    results are the same with or without it)."""
+    the digest of MNIST, digits.py, non_digits.py and this module: a cache can only be reused for the same
+    inputs, and the results are the same with or without it)."""
     data = mnist.load(Path(data_dir))
     key = hashlib.sha256(f"{mnist.digest(Path(data_dir))}{_source_digest()}".encode()).hexdigest()[:16]
     cached = CACHE / f"{key}.npz"
@@ -120,7 +132,7 @@ def _load(path: Path) -> dict:
 
 
 def _source_digest() -> str:
-    return "".join(sha256_file(Path(module.__file__)) for module in (digits, sys.modules[__name__]))
+    return "".join(sha256_file(Path(module.__file__)) for module in (digits, non_digits, sys.modules[__name__]))
 
 
 def prepare_all(pictures: list[np.ndarray]) -> dict:
@@ -138,9 +150,7 @@ def prepare_all(pictures: list[np.ndarray]) -> dict:
 
 def statistics(session, prepared: dict, fixed_batch: int | None, pre: dict) -> list[dict]:
     """Ink statistics plus the model's logits, per picture of a prepared set."""
-    x = ((np.stack(prepared["pictures"]).astype(np.float64) * pre["scale"] - pre["mean"][0])
-         / pre["std"][0]).astype(np.float32)
-    logits = iter(_logits(session, x[:, None], fixed_batch))
+    logits = iter(_logits(session, digits.normalized(np.stack(prepared["pictures"]), pre), fixed_batch))
     return [None if ink is None else {**ink, "logits": next(logits)} for ink in prepared["ink"]]
 
 

@@ -163,13 +163,20 @@ def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_f
                  "signed": sign_key is not None, "session": options, "reason": reason,
                  "verified": {**{k: v for k, v in report.items() if k not in ("bundle", "files")},
                               "max_abs_delta": cells.quoted_delta(report["max_abs_delta"], golden["grid"])},
-                 "verified_on": f"{sum(r['verified'] for r in manifest['verified_on'])}/{len(manifest['verified_on'])}",
+                 "verified_on": _cells_verified(manifest["verified_on"]),
                  "ood": {"thresholds": not_a_digit["thresholds"], **not_a_digit["measured"]},
                  "candidates": [_public(c) for c in candidates]},
         # When the matrix ran is an observation: in the manifest it would change the bundle's bytes every day.
         observations={"selection": evidence, "verified_at": _now(), "phases_s": phase.seconds},
         notices=selection.advice(evidence, target),
     )
+
+
+def _cells_verified(records: list[dict]) -> str:
+    """"verified of run" over the runtime cells only: a provider that no cell could run is a record of its own
+    (`verified: false`, with the reason), not a cell that failed."""
+    cells_run = [r for r in records if r.get("runtime")]
+    return f"{sum(r['verified'] for r in cells_run)}/{len(cells_run)}"
 
 
 def _inputs(chosen: dict, manifest: dict) -> dict[str, dict]:

@@ -74,7 +74,7 @@ def test_an_edit_to_the_manifests_preprocessing_fails_verification(bundle_copy, 
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["preprocessing"][key] = value
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(verify.GoldenMismatch, match="the preprocessing or the preparation code changed"):
+    with pytest.raises(verify.GoldenMismatch, match="preprocessing, class_labels or the preparation code changed"):
         verify.verify(bundle_copy)
     result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("verification failed: golden_pictures/")

@@ -142,3 +142,46 @@ class BasicBlockResNet(nn.Module):
         x = torch.relu(x + self.body1(x))
         x = torch.relu(self.shortcut(x) + self.body2(x))
         return self.head(x)
+
+
+class TinyViT(nn.Module):
+    """A small vision transformer: 7x7 patch embedding, a class token and learned positions, pre-norm blocks of
+    multi-head self-attention and a GELU MLP, LayerNorm, the class token's head. INT8 hurts it where CNNs do
+    not mind: the softmax inputs, the attention matmuls, LayerNorm."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, depth: int = 2, patch: int = 7):
+        super().__init__()
+        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
+        tokens = (28 // patch) ** 2
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+class SqueezeExciteSiluNet(nn.Module):
+    """A CNN with SiLU activations and squeeze-and-excitation gating (global pool, bottleneck, sigmoid, scale)."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+
+        def squeeze_excite(channels: int) -> nn.Module:
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // 4, 1), nn.SiLU(),
+                                 nn.Conv2d(channels // 4, channels, 1), nn.Sigmoid())
+
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.SiLU())
+        self.conv = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.SiLU())
+        self.gate = squeeze_excite(width)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+    def forward(self, x):
+        x = self.conv(self.stem(x))
+        return self.head(x * self.gate(x))
