@@ -85,8 +85,9 @@ def test_the_consumers_commands_run_beside_the_bundle(tree):
     (deploy / "node_modules").symlink_to(node / "node_modules")  # what the page's `npm install` leaves there
     _run(documented("node cpu_x86/verify.mjs cpu_x86"), deploy)
 
-    release = cells.ready(cells.RUNTIMES["onnxruntime-cpp"]) / "release"
-    env = {"ORT": str(release)}
+    _run(documented_shell("sh cpu_x86/cpp/release.sh onnxruntime-release && export ORT=$PWD/onnxruntime-release"),
+         deploy)
+    env = {"ORT": str(deploy / "onnxruntime-release")}
     _run(documented_shell('cmake -S cpu_x86/cpp -B consumer-build -DONNXRUNTIME_ROOT="$ORT"'), deploy, env=env)
     _run(documented("cmake --build consumer-build"), deploy)
     _run(documented("consumer-build/consumer cpu_x86"), deploy)

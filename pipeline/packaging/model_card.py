@@ -58,11 +58,14 @@ def _consumer_lines(m: dict) -> list[str]:
         lines += ["", f"Node.js with `{envs.NODE_PACKAGE}` (its CPU build; the install script would fetch GPU "
                   "binaries):", "```bash", f"ONNXRUNTIME_NODE_INSTALL=skip npm install {envs.NODE_PACKAGE}",
                   f"node {name}/verify.mjs {name}", "```"]
-    lines += ["", "C++17 with CMake 3.16 or newer and an ONNX Runtime release unpacked at `$ORT` (its `include/` and "
-              "`lib/`, e.g. onnxruntime-linux-x64-*.tgz or onnxruntime-linux-aarch64-*.tgz); the consumer checks the "
-              "bundle as verify.py does and classifies a picture (netpbm: PGM, PPM or PAM) prepared as infer.py "
-              "prepares it, or a prepared .npy digit:",
+    lines += ["", "C++17 with CMake 3.16 or newer and an ONNX Runtime release at `$ORT` (its `include/` and `lib/`, "
+              "as in onnxruntime-linux-x64-*.tgz); where `$ORT` is not set, `cpp/release.sh` makes one from the "
+              "registries (Debian's libonnxruntime-dev headers, the onnxruntime wheel's library; needs apt-get and "
+              "pip, no root). The consumer checks the bundle as verify.py does and classifies a picture (netpbm: "
+              "PGM, PPM or PAM) prepared as infer.py prepares it, or a prepared .npy digit:",
               "```bash",
+              'ORT="${ORT:-$PWD/onnxruntime-release}"',
+              f'[ -d "$ORT/include" ] || sh {name}/cpp/release.sh "$ORT"',
               f'cmake -S {name}/cpp -B consumer-build -DONNXRUNTIME_ROOT="$ORT"',
               "cmake --build consumer-build",
               f"consumer-build/consumer {name}{cpp_flag}",

@@ -33,13 +33,15 @@ def native_spec() -> str:
     return f"{'/'.join(HEADERS)} headers, onnxruntime=={version('onnxruntime')} x86_64 library"
 
 
-def build_native(root: Path) -> None:
-    """root/release: the headers, and this environment's libonnxruntime under the names a release uses."""
-    _require("cmake", "g++")
-    _headers(root)
-    import onnxruntime
+RELEASE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "cpp" / "release.sh"
 
-    _library(root, Path(onnxruntime.__file__).parent / "capi")
+
+def build_native(root: Path) -> None:
+    """root/release, made by the bundle's own cpp/release.sh as a deployment team makes it: trixie's headers and
+    the library of the onnxruntime wheel of this environment's version, under the names a release uses."""
+    _require("cmake", "g++", "dpkg-deb")
+    run(["sh", str(RELEASE_SCRIPT), str(root / "release"), version("onnxruntime")], "make the ONNX Runtime release "
+        "(cpp/release.sh)")
 
 
 def cross_spec() -> str:

@@ -67,7 +67,8 @@ def test_every_readme_command_runs_as_written(target, more_bundles, ort_release,
     readme = (tmp_path / target / "README.md").read_text()
     blocks = FENCE.findall(readme)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env["ORT"] = str(ort_release)
+    if target != "cpu_x86":  # cpu_x86's card makes its own from the registries (cpp/release.sh), as written
+        env["ORT"] = str(ort_release)
     if target == "web":
         _serves_the_page(blocks.pop(0), tmp_path, env)
     outputs = [_run(block, tmp_path, env) for block in blocks]
