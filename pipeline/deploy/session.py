@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__:
@@ -77,15 +82,47 @@ class ProviderMissing(Exception):
 
 def open_model(bundle: Path, manifest: dict, providers: list, *, strict: bool = False):
     """The bundle's model on `providers`; a model ONNX Runtime cannot load is the bundle's fault (exit 2), a
-    provider whose libraries fail to load is not verified here (exit 3)."""
-    try:
-        return open_session(bundle / manifest["model"]["file"], manifest["target"].get("session", {}),
-                                  providers, strict=strict)
-    except Exception as exc:  # ORT's pybind errors
-        why = f"{manifest['model']['file']}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        if strict and providers[0][0] != CPU_PROVIDER:  # its libraries (CUDA, cuDNN, TensorRT, OpenVINO) failed to load
-            raise ProviderMissing(f"{providers[0][0]} could not run {why}{_needs(manifest, providers[0][0])}") from None
-        raise BundleError(f"onnxruntime cannot load {why}") from None
+    provider whose libraries fail to load is not verified here (exit 3), named by ONNX Runtime's own log line
+    (the library it could not load, the CUDA and cuDNN versions it requires), not by the error that followed."""
+    with _runtime_log() as log:
+        try:
+            return open_session(bundle / manifest["model"]["file"], manifest["target"].get("session", {}),
+                                providers, strict=strict)
+        except Exception as exc:  # ORT's pybind errors
+            failure = exc
+    why = f"{manifest['model']['file']}: {str(failure).splitlines()[0] if str(failure) else type(failure).__name__}"
+    if strict and providers[0][0] != CPU_PROVIDER:  # its libraries (CUDA, cuDNN, TensorRT, OpenVINO) failed to load
+        cause = next((line.rsplit("] ", 1)[-1] for line in log if any(mark in line for mark in LOAD_FAILURES)), None)
+        raise ProviderMissing(f"{providers[0][0]} could not run {manifest['model']['file']}: {cause or why}"
+                              f"{_needs(manifest, providers[0][0])}") from None
+    raise BundleError(f"onnxruntime cannot load {why}") from None
+
+
+# What ONNX Runtime logs when an execution provider's libraries do not load: the cause a person needs.
+LOAD_FAILURES = ("Failed to load library", "cannot open shared object", "Require cuDNN", "error while loading")
+
+
+@contextlib.contextmanager
+def _runtime_log() -> Iterator[list[str]]:
+    """ONNX Runtime's own log (it writes to file descriptor 2) while a session opens, as lines; written on to
+    stderr afterwards unless the session failed (then its cause is in the one line that says so)."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            lines.extend(text.splitlines())
+            if text and not failed:
+                sys.stderr.write(text)
 
 
 def open_on(bundle: Path, manifest: dict, wanted: str, allow_fallback: bool):
@@ -106,10 +143,26 @@ def open_on(bundle: Path, manifest: dict, wanted: str, allow_fallback: bool):
 
 
 def _needs(manifest: dict, provider: str) -> str:
-    """What the manifest says the provider needs installed (package, system libraries)."""
+    """What the manifest says the provider needs (package, system libraries); a package that is installed
+    already is said to be, rather than advised again."""
     needs = manifest["target"].get("install", {}).get(provider) or {}
-    words = [w for w in (needs.get("package"), needs.get("system")) if isinstance(w, str)]
+    package = needs.get("package") if isinstance(needs.get("package"), str) else None
+    name = re.match(r"pip install '?([A-Za-z0-9_.-]+)", package or "")
+    installed = _installed(name.group(1)) if name else None
+    system = needs.get("system") if isinstance(needs.get("system"), str) else None
+    if installed:
+        return f"; {name.group(1)} {installed} is installed" + (f", and it needs {system}" if system else "")
+    words = [w for w in (package, system) if w]
     return f"; it needs {' and '.join(words)}" if words else ""
+
+
+def _installed(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def check_io(manifest: dict, session) -> None:
