@@ -91,3 +91,18 @@ def test_the_configuration_pages_presets_name_the_targets_that_list_them():
         targets = sorted(name for name, target in composed.target.items() if preset in target.candidates)
         assert listed == (", ".join(targets) or "none"), row
     assert {row.split("`")[1] for row in table} == set(composed.quantize), table
+
+
+def test_the_readmes_stages_and_targets_are_the_declared_ones():
+    """The README's table of stages is pipeline/stages/'s declarations in order, and its list of bundles is
+    conf/target/'s files: no hand-kept list drifts."""
+    from pipeline.core.config import compose
+    from pipeline.core.stage import all_stages
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| stage | what it does | writes |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    listed = [row.split("`")[1].split("@")[0] for row in table]
+    assert listed == [stage.name for stage in all_stages()]
+    bullets = readme.split("Bundles, one per file in", 1)[1].split("\n\n", 1)[1].split("\n\n", 1)[0]
+    targets = [line.split("`")[1] for line in bullets.splitlines() if line.startswith("- `")]
+    assert sorted(targets) == sorted(compose([]).target)
