@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.core.errors import ParityGateFailure, PipelineError
 from pipeline.data import mnist
+from pipeline.deploy.infer import softmax  # the consumers' own: one softmax
 from pipeline.model import onnx_utils
 from pipeline.model import reference as torch_reference
 
@@ -64,12 +65,6 @@ WAY_OUT = {
     "optimized": "optimize.level=basic applies fewer rewrites",
     "fp16": "optimize.fp16.enabled=false skips the fp16 variant",
 }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
