@@ -55,10 +55,13 @@ def _consumer_lines(m: dict) -> list[str]:
     # Official C++ releases: the CPU build, and the GPU build with CUDA and TensorRT.
     cpp_flag = "" if primary in (CPU, "CUDAExecutionProvider", "TensorrtExecutionProvider") else f" --provider {CPU}"
     if primary == CPU:
-        lines += ["", f"Node.js with `{envs.NODE_PACKAGE}` (its CPU build; the install script would fetch GPU "
-                  "binaries):", "```bash", f"ONNXRUNTIME_NODE_INSTALL=skip npm install {envs.NODE_PACKAGE}",
-                  f"node {name}/verify.mjs {name}", "```"]
-    lines += ["", "C++17 with CMake 3.16 or newer and an ONNX Runtime release at `$ORT` (its `include/` and `lib/`, "
+        lines += ["", f"Node.js {envs.NODE_MAJOR} or newer with `{envs.NODE_PACKAGE}` (its CPU build; the install "
+                  "script would fetch GPU binaries):", "```bash",
+                  f"ONNXRUNTIME_NODE_INSTALL=skip npm install {envs.NODE_PACKAGE}", f"node {name}/verify.mjs {name}",
+                  "```"]
+    compiler, compiler_major, _, (cmake_major, cmake_minor) = envs.CXX_TOOLS
+    lines += ["", f"C++17 ({compiler} {compiler_major} or newer) with CMake {cmake_major}.{cmake_minor} or newer and "
+              "an ONNX Runtime release at `$ORT` (its `include/` and `lib/`, "
               "as in onnxruntime-linux-x64-*.tgz); where `$ORT` is not set, `cpp/release.sh` makes one from the "
               "registries (Debian's libonnxruntime-dev headers, the onnxruntime wheel's library; needs apt-get and "
               "pip, no root). The consumer checks the bundle as verify.py does and classifies a picture (netpbm: "

@@ -19,6 +19,10 @@ OPENVINO_EP_PACKAGE = "onnxruntime-openvino==1.24.1"
 # onnxruntime-openvino (an older release) lacks, opens an OpenVINO variant with (pipeline/runtimes/package_probe.py).
 OPENVINO_PLUGIN_PACKAGE = "onnxruntime-ep-openvino==1.8.1"
 NODE_PACKAGE = "onnxruntime-node@1.30.0"  # the newest on npm
+# The oldest tools the model cards name, which are the ones CI runs the consumers with (a test holds them equal):
+# Node.js for verify.mjs, the C++ compiler and CMake for the C++ consumer.
+NODE_MAJOR = 20
+CXX_TOOLS = ("g++", 12, "cmake", (3, 25))
 WEB_PACKAGE = "onnxruntime-web@1.30.0"
 # What the web bundle ships of onnxruntime-web: the WebAssembly build only (14 MB, 3.7 MB gzipped).
 WEB_RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")

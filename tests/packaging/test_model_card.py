@@ -84,3 +84,24 @@ def test_every_readme_command_runs_as_written(target, more_bundles, ort_release,
     # Nothing the commands did landed in the bundle (an unlisted file fails), no bytecode cache either.
     verify.verify(tmp_path / target, allow_fallback=True)
     assert not (tmp_path / target / "__pycache__").exists()
+
+
+def test_the_oldest_tools_the_cards_name_are_the_ones_ci_runs_the_consumers_with():
+    """A card's "Python 3.11", "Node.js 20", "g++ 12", "CMake 3.25" are the versions the tests run the consumers
+    with here (the Python one is the `onnxruntime` cell's Debian 12 interpreter), not hopes."""
+    from pipeline.runtimes import envs
+
+    def major_minor(argv: list[str]) -> tuple[int, ...]:
+        text = subprocess.run(argv, capture_output=True, text=True).stdout
+        return tuple(int(part) for part in re.search(r"(\d+)\.(\d+)", text).groups())
+
+    compiler, compiler_major, cmake, cmake_version = envs.CXX_TOOLS
+    assert major_minor(["node", "--version"])[0] == envs.NODE_MAJOR
+    assert major_minor([compiler, "-dumpfullversion"])[0] == compiler_major
+    assert major_minor([cmake, "--version"]) == cmake_version
+    runtime = cells.RUNTIMES["onnxruntime"]
+    command, env = runtime.command(cells.environment(runtime))
+    python = subprocess.run([*command, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                            text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+                                            **env}).stdout.strip()
+    assert python == "3.11.2"
