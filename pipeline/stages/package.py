@@ -52,7 +52,7 @@ SCHEMA_VERSION = 1
 # Runtime release), with the shared preparation.
 CONSUMER_CODE = ("infer.py", "arrays.py", "verify.py", "golden.py", "evidence.py", "contents.py", "authenticity.py",
                  "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp",
-                 "cpp/digits.hpp", "cpp/CMakeLists.txt", "cpp/release.sh")
+                 "cpp/bundle.hpp", "cpp/manifest.hpp", "cpp/digits.hpp", "cpp/CMakeLists.txt", "cpp/release.sh")
 
 
 GraphLevel = Literal["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
