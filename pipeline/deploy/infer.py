@@ -44,6 +44,7 @@ if __package__:
     from .contents import BundleError, check_files, load_manifest
     from .digits import INK_CONTRAST, NoInk, NotAPicture, ink_stats, normalized, not_a_digit, prepare, read_netpbm
     from .golden import GoldenMismatch, check_all
+    from .numerics import softmax
     from .session import ProviderMissing, check_io, open_on
 else:  # run as a script inside an extracted bundle, where its sibling modules sit beside it
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
@@ -53,6 +54,7 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
         from contents import BundleError, check_files, load_manifest
         from digits import INK_CONTRAST, NoInk, NotAPicture, ink_stats, normalized, not_a_digit, prepare, read_netpbm
         from golden import GoldenMismatch, check_all
+        from numerics import softmax
         from session import ProviderMissing, check_io, open_on
     finally:
         sys.pycache_prefix = _prefix
@@ -153,11 +155,6 @@ class Classifier:
         blank = "no ink found (the digit is blank or one flat colour): nothing to classify"
         return [Row(name, row, x[i : i + 1]) if int(row.max()) - int(row.min()) >= INK_CONTRAST else
                 Row(name, error=f"{name}: {blank}") for i, (name, row) in enumerate(zip(names, pixels, strict=True))]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 MAX_PIXELS = 4096 * 4096  # a digit photo needs far less; a decompression bomb needs far more

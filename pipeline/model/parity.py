@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.core.errors import ParityGateFailure, PipelineError
 from pipeline.data import mnist
-from pipeline.deploy.infer import softmax  # the consumers' own: one softmax
+from pipeline.deploy.numerics import softmax  # the consumers' own: one softmax
 from pipeline.model import onnx_utils
 from pipeline.model import reference as torch_reference
 

@@ -51,7 +51,7 @@ SCHEMA_VERSION = 1
 # What a deployment team runs: Python (infer, verify), Node (verify.mjs) and C++ (cpp/, built against an ONNX
 # Runtime release), with the shared preparation.
 CONSUMER_CODE = ("infer.py", "arrays.py", "verify.py", "golden.py", "evidence.py", "contents.py", "authenticity.py",
-                 "session.py", "digits.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp",
+                 "session.py", "digits.py", "numerics.py", "verify.mjs", "golden.mjs", "digits.mjs", "cpp/consumer.cpp",
                  "cpp/bundle.hpp", "cpp/manifest.hpp", "cpp/digits.hpp", "cpp/CMakeLists.txt", "cpp/release.sh")
 
 
