@@ -108,6 +108,7 @@ def test_dvc_plots_render_offline_with_axes_legible_labels_and_whole_epochs(shot
     assert facts["refused"] == [] and facts["errors"] == [], facts
     assert (shots / "dvc_plots.png").stat().st_size > 20_000
     plots = facts["probe"]
+    # What DVC plotted: the working tree's metrics/ (dvc plots show reads it), read at the same moment.
     runners = {line.split(",")[0] for line in (REPO / "metrics" / "plots" / "bench.csv").read_text().split()[1:]}
     # Every runner is named on the latency axis, one row each (no overprinted point labels).
     names = [t for axis in plots["accuracy_vs_latency"]["axes"] for t in axis if t in runners]

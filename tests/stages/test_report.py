@@ -2,6 +2,8 @@ import csv
 import json
 import re
 
+import pytest
+
 from pipeline.core.io import write_json
 from pipeline.stages import report
 from tests.conftest import config, run_stage
@@ -36,23 +38,24 @@ def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, 
     assert f"({correct:.2%})" in page and correct > 0.95
 
 
-def _committed(*parts: str) -> dict:
-    from tests.conftest import REPO
+@pytest.fixture
+def committed(committed_metrics):
+    """A reader of the session's copy of metrics/ (conftest.committed_metrics)."""
+    return lambda *parts: json.loads(committed_metrics.joinpath(*parts).read_text())
 
-    return json.loads(REPO.joinpath("metrics", *parts).read_text())
 
-
-def _page(timings: dict) -> str:
+def _page(_committed, timings: dict) -> str:
     """The report's page from the committed metrics (no bundles, no confusion matrix)."""
     m = {"train": _committed("train.json"), "parity": _committed("validate.json"), "bench": _committed("bench.json"),
          "history": [], "targets": {}, "timings": timings}
     return report.render(m, None, "cpu_x86")
 
 
-def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_machine():
+def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_machine(committed):
+    _committed = committed
     machine = {"cpu": "Some CPU 9000", "logical_cpus": 8, "architecture": "x86_64",
                "measured_at": "2026-11-30T08:00:00+00:00"}
-    page = _page({"train": _committed("timings", "train.json"),
+    page = _page(_committed, {"train": _committed("timings", "train.json"),
                   "package_web": _committed("timings", "package_web.json"),
                   "bench": {**_committed("timings", "bench.json"), "machine": machine}})
     train = _committed("timings", "train.json")
@@ -76,8 +79,8 @@ def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_ma
     assert "overflow-wrap:anywhere" not in page
 
 
-def test_missing_observations_are_said_not_shown_as_question_marks():
-    page = _page({})
+def test_missing_observations_are_said_not_shown_as_question_marks(committed):
+    page = _page(committed, {})
     assert "(? s)" not in page and "training time not recorded" in page
     assert "did not record" in page and "2 threads" in page
     web = page[page.index("<td>web</td>"):].split("</tr>")[0]
