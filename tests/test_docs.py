@@ -106,3 +106,13 @@ def test_the_readmes_stages_and_targets_are_the_declared_ones():
     bullets = readme.split("Bundles, one per file in", 1)[1].split("\n\n", 1)[1].split("\n\n", 1)[0]
     targets = [line.split("`")[1] for line in bullets.splitlines() if line.startswith("- `")]
     assert sorted(targets) == sorted(compose([]).target)
+
+
+def test_the_configuration_pages_groups_table_lists_the_declared_presets_and_targets():
+    from pipeline.core.config import compose
+
+    composed = compose([])
+    page = (REPO / "docs" / "configuration.md").read_text()
+    for group, declared in (("quantize", composed.quantize), ("target", composed.target)):
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{group}` | a list: "))
+        assert row.split("|")[2].split("`")[1::2] == list(declared), row
