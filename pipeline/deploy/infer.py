@@ -37,7 +37,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    if __package__:
+        raise
+    np = None  # the script says what this Python lacks, below
 
 if __package__:
     from .arrays import ArrayError, NpyScale, read
@@ -50,12 +55,18 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
     _prefix, sys.dont_write_bytecode = sys.pycache_prefix, True  # never write bytecode into the bundle, nor read
     sys.pycache_prefix = str(Path(__file__).resolve().parent / "__no_bytecode__")  # a .pyc planted in __pycache__
     try:
+        if np is None:
+            import numpy  # noqa: F401 (raises the ImportError that names it)
         from arrays import ArrayError, NpyScale, read
         from contents import BundleError, check_files, load_manifest
         from digits import INK_CONTRAST, NoInk, NotAPicture, ink_stats, normalized, not_a_digit, prepare, read_netpbm
         from golden import GoldenMismatch, check_all
         from numerics import softmax
         from session import ProviderMissing, check_io, open_on
+    except ImportError as missing:  # numpy: what this Python lacks, in one line
+        print(f"not classified: {missing.name} is not installed in this Python: pip install numpy pillow and the "
+              "onnxruntime package the model card names", file=sys.stderr)
+        sys.exit(3)
     finally:
         sys.pycache_prefix = _prefix
 

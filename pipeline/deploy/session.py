@@ -22,13 +22,27 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
     from contents import BundleError
 
 SPINNING = "session.intra_op.allow_spinning"
+
+
+class ProviderMissing(Exception):
+    """Not verified here: the provider is not in this onnxruntime, or could not run the model (exit 3)."""
+
+
+def runtime():
+    """The onnxruntime module; without one, the bundle cannot be checked here (exit 3, saying what to install)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ProviderMissing("no onnxruntime in this Python: install the package the model card names (pip install "
+                              "onnxruntime, onnxruntime-gpu or onnxruntime-openvino)") from None
+    return onnxruntime
 CPU_PROVIDER = "CPUExecutionProvider"
 NVIDIA = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def providers_for(manifest: dict) -> list[tuple[str, dict]]:
     """The target's providers that this onnxruntime build has, in the target's order, CPU last."""
-    import onnxruntime as ort
+    ort = runtime()
 
     available = set(ort.get_available_providers())
     names = manifest["target"]["providers"]
@@ -48,7 +62,7 @@ def provider_options(manifest: dict, provider: str) -> dict:
 
 def session_options(session_cfg: dict):
     """ORT SessionOptions from a manifest's `target.session` block (graph level applied at load)."""
-    import onnxruntime as ort
+    ort = runtime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(session_cfg.get("intra_op_num_threads", 0))
@@ -63,7 +77,7 @@ def session_options(session_cfg: dict):
 
 def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str, dict]], *, strict: bool = False):
     """`strict`: the first provider alone, with ONNX Runtime's silent fallback of its nodes to the CPU refused."""
-    import onnxruntime as ort
+    ort = runtime()
 
     options = session_options(session_cfg)
     if providers[0][0] in NVIDIA and hasattr(ort, "preload_dlls"):
@@ -76,8 +90,6 @@ def open_session(model_path: Path, session_cfg: dict, providers: list[tuple[str,
     return ort.InferenceSession(str(model_path), options, providers=providers)
 
 
-class ProviderMissing(Exception):
-    """Not verified here: the provider is not in this onnxruntime, or could not run the model (exit 3)."""
 
 
 def open_model(bundle: Path, manifest: dict, providers: list, *, strict: bool = False):
@@ -187,6 +199,6 @@ def check_io(manifest: dict, session) -> None:
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    ort = runtime()
 
     return ort.get_available_providers()

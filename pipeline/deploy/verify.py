@@ -1,7 +1,7 @@
 """Verify a deployment bundle: every file's sha256, the manifest, and the golden outputs on the target's provider.
 
-Standalone: needs only the standard library, numpy, onnxruntime and Pillow (the golden pictures are PNGs that
-go through the bundle's own preparation, so an edited manifest or digits.py fails). Ships inside each bundle:
+Standalone: needs only the standard library, numpy and onnxruntime (the golden pictures are PAM files that go
+through the bundle's own preparation, so an edited manifest or digits.py fails). Ships inside each bundle:
     python verify.py BUNDLE_DIR_OR_TAR_GZ [--provider NAME] [--allow-fallback] [--sha256 HEX_OR_FILE]
                      [--public-key PEM] [--json] [--record FILE --record-key PEM]
 The golden check runs on the target's own first provider (or --provider NAME) alone, with ONNX Runtime's
@@ -13,7 +13,8 @@ subjects; this checker's digest, the runtime package and version, the device and
 in a DSSE envelope signed with the verifier's EC key (evidence.py; needs `cryptography`).
 Exit 0: verified. 1: the model runs but its outputs drift from the golden outputs beyond the manifest's
 tolerance. 2: the bundle itself is bad (tampered, missing or unlisted file, unsafe archive member, invalid
-manifest). 3: not verified here: the provider is missing from this onnxruntime, or could not run the model.
+manifest). 3: not verified here: the provider is missing from this onnxruntime, or could not run the model, or
+numpy or onnxruntime is not installed.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ else:  # run as a script inside an extracted bundle, where its sibling modules s
         from evidence import write_record
         from golden import GoldenMismatch, check_all
         from session import ProviderMissing, check_io, open_on
+    except ImportError as missing:  # numpy: what this Python lacks, in one line
+        print(f"not verified: {missing.name} is not installed in this Python: pip install numpy and the onnxruntime "
+              "package the model card names", file=sys.stderr)
+        sys.exit(3)
     finally:
         sys.pycache_prefix = _prefix
+
 
 def verify(path: Path, provider: str | None = None, sha256_expected: str | None = None,
            public_key: Path | None = None, allow_fallback: bool = False) -> dict:

@@ -328,3 +328,17 @@ def test_a_planted_bytecode_file_is_never_run_and_fails_the_check(bundle_copy):
     (planted / f"session.cpython-{sys.version_info.major}{sys.version_info.minor}.pyc").write_bytes(b"not bytecode")
     result = subprocess.run([sys.executable, "verify.py", "."], cwd=bundle_copy, capture_output=True, text=True)
     assert result.returncode == 2 and "unlisted file __pycache__/session" in result.stderr, result.stderr
+
+
+def test_a_python_without_numpy_or_onnxruntime_gets_one_line_and_exit_3(bundles):
+    """Debian 12's python3.11 with nothing installed (the `onnxruntime` cell's interpreter, without its wheels)."""
+    from pipeline.runtimes import cells
+
+    runtime = cells.RUNTIMES["onnxruntime"]
+    command, env = runtime.command(cells.environment(runtime))
+    bare = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, "PYTHONHOME": env["PYTHONHOME"]}
+    bundle = bundles["cpu_x86"]
+    for script, argv in (("verify.py", [str(bundle)]), ("infer.py", [str(bundle / "digit.png")])):
+        done = subprocess.run([*command, str(bundle / script), *argv], capture_output=True, text=True, env=bare)
+        assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+        assert "numpy is not installed in this Python" in done.stderr

@@ -7,8 +7,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +107,30 @@ def test_the_oldest_tools_the_cards_name_are_the_ones_ci_runs_the_consumers_with
                             text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
                                             **env}).stdout.strip()
     assert python == "3.11.2"
+
+
+@pytest.mark.slow
+def test_the_cuda_cards_commands_run_here_up_to_the_gpu(bundles, variants_dir, tiny_model_dir, mnist_dir, tmp_path):
+    """The cuda card's Python commands as written, on a machine without an NVIDIA GPU: its pinned package resolves
+    from PyPI with the CUDA and cuDNN wheels its extras name (pip --dry-run: metadata only), and its checker and
+    its classifier say (exit 3) that CUDA is not here and what it needs. The tensorrt card is the same template."""
+    import json
+
+    package_into(tmp_path / "deploy", config(), "cuda", variants_dir, bundles["parity_file"], tiny_model_dir,
+                 mnist_dir)
+    shutil.copytree(tmp_path / "deploy" / "cuda", tmp_path / "cuda")
+    python_block = FENCE.findall((tmp_path / "cuda" / "README.md").read_text())[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # `python`: one with onnxruntime's CPU build
+    install = next(line for line in python_block.splitlines() if line.startswith("pip install "))
+    assert install.startswith(f"pip install {cells.provider_requirement('CUDAExecutionProvider')} ")
+    dry_run = install.replace("pip install", "python -m pip install --dry-run --ignore-installed -q --report -", 1)
+    report = json.loads(_run(dry_run, tmp_path, env))
+    resolved = {item["metadata"]["name"] for item in report["install"]}
+    assert {"onnxruntime-gpu", "nvidia-cudnn-cu13", "nvidia-cuda-runtime"} <= resolved, resolved
+    for line in python_block.splitlines():
+        if line.startswith("python cuda/"):
+            done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
+            assert done.returncode == 3, (line, done.stderr)
+            assert "CUDAExecutionProvider is not in this onnxruntime" in done.stderr
+            assert "it needs pip install 'onnxruntime-gpu[cuda,cudnn]==" in done.stderr
