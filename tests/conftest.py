@@ -66,20 +66,16 @@ def _skipped_for_a_missing_tool(exc: Exception) -> None:
     pytest.skip(f"this machine lacks what the test needs: {exc}")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
+def _tool_guard(item):
     try:
         return (yield)
     except RuntimeUnavailable as exc:
         _skipped_for_a_missing_tool(exc)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    try:
-        return (yield)
-    except RuntimeUnavailable as exc:
-        _skipped_for_a_missing_tool(exc)
+# A fixture's setup and the test itself: either may be the first to find the tool missing.
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_tool_guard)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_tool_guard)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from pipeline.core.errors import BuildFailure
-from pipeline.runtimes.envs import RuntimeUnavailable, apt_get, run
+from pipeline.runtimes.envs import RuntimeUnavailable, apt_get, run, unpack_packages
 
 HEADERS = ("trixie", "libonnxruntime-dev")  # the only registry package with ONNX Runtime's C/C++ headers
 CROSS_PACKAGES = (  # bookworm's aarch64 cross g++ and the arm64 C/C++ runtime it links against
@@ -54,15 +54,8 @@ def build_cross(aarch64_env: Callable[[], Path]):
         _require("cmake")
         _headers(root)
         _library(root, aarch64_env() / "site" / "onnxruntime" / "capi")
-        apt = apt_get(root / "apt", ["deb [arch=amd64] {debian} bookworm main"], ["amd64"])
-        debs = root / "debs"
-        debs.mkdir()
-        run([*apt, "update", "-q"], "apt-get update (private lists, bookworm)")
-        run([*apt, "download", *CROSS_PACKAGES], "apt-get download the aarch64 cross g++", cwd=debs)
-        for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg-deb", "-x", str(deb), str(root / "xgcc")], f"unpack {deb.name}")
-        shutil.rmtree(debs)
-        shutil.rmtree(root / "apt")
+        unpack_packages(root, ["deb [arch=amd64] {debian} bookworm main"], ["amd64"], CROSS_PACKAGES, root / "xgcc",
+                        "the aarch64 cross g++ (bookworm)")
     return build
 
 

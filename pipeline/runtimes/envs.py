@@ -75,16 +75,24 @@ def debian_python_spec() -> str:
 def build_debian_python(root: Path) -> None:
     """Debian 12's python3.11 (unpacked, never installed; it runs on the host's C libraries) and the consumer's
     wheels for it from PyPI: nothing of this project's environment."""
-    apt = apt_get(root / "apt", ["deb [arch=amd64] {debian} bookworm main"], ["amd64"])
-    debs = root / "debs"
-    debs.mkdir()
-    run([*apt, "update", "-q"], "apt-get update (private lists, bookworm)")
-    run([*apt, "download", *DEBIAN_PYTHON], "apt-get download Debian 12's python3.11", cwd=debs)
-    for deb in sorted(debs.glob("*.deb")):
-        run(["dpkg-deb", "-x", str(deb), str(root / "sysroot")], f"unpack {deb.name}")
+    unpack_packages(root, ["deb [arch=amd64] {debian} bookworm main"], ["amd64"], DEBIAN_PYTHON, root / "sysroot",
+                    "Debian 12's python3.11")
     run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / "site"), "--python-version", "3.11",
          "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--only-binary=:all:",
          f"onnxruntime=={version('onnxruntime')}", *CONSUMER_WHEELS], "pip install the consumer's wheels")
+
+
+def unpack_packages(root: Path, sources: list[str], architectures: list[str], packages, dest: Path,
+                    what: str) -> None:
+    """Debian packages downloaded with private apt lists under `root` (removed after) and unpacked into `dest`:
+    nothing is installed."""
+    apt = apt_get(root / "apt", sources, architectures)
+    debs = root / "debs"
+    debs.mkdir()
+    run([*apt, "update", "-q"], f"apt-get update (private lists) for {what}")
+    run([*apt, "download", *packages], f"apt-get download {what}", cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(dest)], f"unpack {deb.name}")
     shutil.rmtree(debs)
     shutil.rmtree(root / "apt")
 
