@@ -196,3 +196,21 @@ def test_on_a_vision_transformer_the_fallback_never_loses_agreement_and_its_advi
                         f"quantize.int8_static.fallback.max_excluded={budget}")
         assert again.returncode == 0, again.stderr[-2000:]
         assert json.loads((tmp_path / "m" / "quantize_int8_static.json").read_text())["within_budget"]
+
+
+def test_a_squeeze_excite_silu_cnn_goes_through_export_quantize_int8_without_blaming_its_input(tmp_path, mnist_dir):
+    """SiLU activations and squeeze-and-excitation gating (pool, bottleneck, sigmoid, scale): whatever INT8 makes
+    of them, `export --quantize int8` never ends in exit 2, which would blame the user's model for a graph the
+    quantizer built."""
+    from tests.conftest import run_cli
+
+    model = ["model=custom", "model._target_=tests.helpers.user_models.SqueezeExciteSiluNet", "model.width=16"]
+    paths = [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.metrics={tmp_path / 'm'}",
+             f"paths.variants={tmp_path / 'v'}"]
+    trained = run_cli("train", *model, *paths, "train.epochs=1", "train.subset=6000", "train.eval_subset=500",
+                      "train.portable_kernels=false", "train.max_lr=0.05")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    exported = run_cli("export", "--quantize", "int8", *model, *paths, "quantize.int8_static.eval_samples=2000",
+                       "quantize.int8_static.calibration.samples=128")
+    assert exported.returncode in (0, 1) and "Traceback" not in exported.stderr, exported.stderr[-2000:]
+    assert (tmp_path / "v" / "int8_static" / "model.onnx").is_file()
