@@ -79,7 +79,9 @@ def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_p
         (failure,) = [line for line in exported.stderr.splitlines() if line.startswith("parity gate failed: ")]
         assert failure.startswith("parity gate failed: --quantize int8 asked for int8_static, which fails: ")
         assert "quantize_int8_static: out of budget: " in exported.stderr
-        assert "quantize.int8_static.fallback.max_excluded=" in exported.stderr
+        # The fallback's measured advice: the budget that passes, or that nothing left helps (and what to widen).
+        assert ("quantize.int8_static.fallback.max_excluded=" in exported.stderr
+                or "INT8 does not pass this model's gates" in exported.stderr), exported.stderr[-2000:]
 
     validated = pipeline(*VALIDATE)
     assert validated.returncode == 0, validated.stderr[-2000:]  # int8_static is no required variant

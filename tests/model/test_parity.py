@@ -72,9 +72,12 @@ def test_a_failure_names_the_setting_that_gets_past_it():
         in text
     verdicts = parity.judge("int8_x", "int8", _metrics(10000, 80, cosine_min=0.989), {"min_cosine": 0.99},
                             confidence=0.95)
-    assert parity.remedy("int8_x", "int8", verdicts, excluded_limit=4) == (
-        "quantize.int8_x.fallback.max_excluded=8 keeps more ops in fp32, or leave int8_x out of `quantize=[...]`; "
-        "or loosen validate.gates.int8.min_cosine=0.989")
+    # The quantize stage's own advice is what its fallback measured; without it, where to find that.
+    assert parity.remedy("int8_x", "int8", verdicts, own="quantize.int8_x.fallback.max_excluded=3 passes") == (
+        "quantize.int8_x.fallback.max_excluded=3 passes; or loosen validate.gates.int8.min_cosine=0.989")
+    assert parity.remedy("int8_x", "int8", verdicts) == (
+        "quantize's record (metrics/quantize_int8_x.json `remedy`) says whether a larger fallback.max_excluded "
+        "passes; or leave int8_x out of `quantize=[...]`; or loosen validate.gates.int8.min_cosine=0.989")
 
 
 def test_worst_case_gates_are_per_image_tolerances():
