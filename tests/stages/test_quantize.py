@@ -173,7 +173,7 @@ def test_on_a_vision_transformer_the_fallback_never_loses_agreement_and_its_advi
     model = ["model=custom", "model._target_=tests.helpers.user_models.TinyViT", "model.dim=32"]
     paths = [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.metrics={tmp_path / 'm'}",
              f"paths.variants={tmp_path / 'v'}"]
-    trained = run_cli("train", *model, *paths, "train.epochs=2", "train.subset=20000", "train.eval_subset=1000",
+    trained = run_cli("train", *model, *paths, "train.epochs=1", "train.subset=12000", "train.eval_subset=1000",
                       "train.portable_kernels=false")
     assert trained.returncode == 0, trained.stderr[-2000:]
     exported = run_cli("export", *model, *paths)
