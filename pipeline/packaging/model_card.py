@@ -140,7 +140,7 @@ def render(m: dict) -> str:
         f"min cosine {parity['cosine_min']:.4f}",
         f"- golden check: {golden['samples']} real test images, atol {golden['tolerance']['atol']} (expected "
         f"values rounded to {golden.get('grid', 0):g}), top-1 must match; "
-        f"{len(golden.get('pictures', []))} raw PNG pictures (golden_pictures/) through the bundle's own preparation",
+        f"{len(golden.get('pictures', []))} raw PAM pictures (golden_pictures/) through each consumer's preparation",
         "- verified on (each by this bundle's own checker):",
         *(f"  - {summary(record)}" for record in m["verified_on"]),
         "",
