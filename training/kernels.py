@@ -53,3 +53,22 @@ def apply(portable: bool) -> None:
     if portable and torch.backends.cpu.get_cpu_capability() != PINNED_CAPABILITY:
         raise RuntimeError(f"training pinned to {PINNED_CAPABILITY} kernels, but torch runs "
                            f"{torch.backends.cpu.get_cpu_capability()}: start it with {PINNED_ENV}")
+
+
+def call(portable: bool, function, *args):
+    """`function(*args)` here, or, with portable kernels, in a fresh interpreter that starts with the pins (torch
+    reads them when it starts; this process may have started it already). A child that dies is one line."""
+    if not portable:
+        return function(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipeline.core.errors import PipelineError
+
+    try:
+        with environment(True), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(function, *args).result()
+    except BrokenProcessPool:  # killed (out of memory, a signal): its staging folder never got the final name
+        raise PipelineError("the training process died before it finished (killed, or out of memory); nothing was "
+                            "written under the final name") from None

@@ -20,6 +20,24 @@ from training.config import TrainConfig
 
 
 @dataclass
+class Distillation:
+    """Knowledge distillation (Hinton et al., 2015): the loss is (1 - weight) × cross-entropy + weight × T² ×
+    KL(teacher ‖ student) at temperature T, so a pruned student learns the unpruned model's soft targets."""
+
+    model: nn.Module
+    weight: float
+    temperature: float
+
+    def mix(self, loss: torch.Tensor, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.weight == 0:
+            return loss
+        with torch.no_grad():
+            target = F.log_softmax(self.model(x) / self.temperature, dim=1)
+        soft = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), target, reduction="batchmean", log_target=True)
+        return (1 - self.weight) * loss + self.weight * self.temperature**2 * soft
+
+
+@dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -44,11 +62,13 @@ def fit(
     world_size: int = 1,
     ddp_model: nn.Module | None = None,
     progress=None,
+    teacher: Distillation | None = None,
 ) -> History:
     """Train `model` in place with one-cycle SGD; evaluate on `test` after every epoch.
 
     `ddp_model` is the DistributedDataParallel wrapper when running as one rank of several; gradients
-    then average across ranks and each rank sees 1/world_size of every epoch.
+    then average across ranks and each rank sees 1/world_size of every epoch. With a `teacher`, the loss
+    mixes in its softened predictions (the prune stage's fine-tuning).
     """
     images, labels = train
     net = ddp_model or model
@@ -79,6 +99,8 @@ def fit(
             y = labels[batch]
             logits = net(x.contiguous(memory_format=kernels.layout()))
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                loss = teacher.mix(loss, logits, x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -118,3 +140,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
         loss_sum += F.cross_entropy(logits, labels[i : i + batch], reduction="sum").item()
         correct += (logits.argmax(1) == labels[i : i + batch]).sum().item()
     return loss_sum / len(images), correct / len(images)
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """The predicted class of every image."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch].contiguous(memory_format=kernels.layout())).argmax(1)
+                      for i in range(0, len(images), batch)])

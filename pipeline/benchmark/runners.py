@@ -162,7 +162,8 @@ def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
         info[name] = {"runtime": "ONNX Runtime CPU EP", "variant": name, "session": cfg.session, "path": path,
                       "rss": "onnx"}
     if cfg.peers.openvino:
-        for name in (cfg.baseline, cfg.int8_artifact):
+        pruning = [cfg.pruning.pruned, cfg.pruning.unpruned] if cfg.pruning else []
+        for name in dict.fromkeys([cfg.baseline, cfg.int8_artifact, *pruning]):
             if name in variants:
                 fns[f"openvino_{name}"], precision = openvino(variants[name], cfg.threads)
                 info[f"openvino_{name}"] = {"runtime": "OpenVINO runtime (CPU plugin)", "variant": name,

@@ -173,6 +173,7 @@ class Paths(Schema):
     """Where each stage reads and writes; dvc.yaml interpolates the same keys from params.yaml."""
     data: str
     model: str
+    pruned: str
     variants: str
     deploy: str
     model_package: str

@@ -2,7 +2,7 @@
 before its one-line message and the exit code it ends with.
 
 PipelineError (and ConfigError) is bad input: nothing was done, exit 2. A GateFailure is something the pipeline
-built or measured that did not hold, after its report was written: exit 1, in one of five kinds. FAILURES is the
+built or measured that did not hold, after its report was written: exit 1, in one of six kinds. FAILURES is the
 table docs/troubleshooting.md is tested against (tests/core/test_errors.py).
 """
 
@@ -35,6 +35,12 @@ class ParityGateFailure(GateFailure):
     label = "parity gate failed"
 
 
+class AccuracyGateFailure(GateFailure):
+    """A smaller model (the pruned one) is not shown to be within its accuracy budget of the model it came from."""
+
+    label = "accuracy gate failed"
+
+
 class RuntimeCellFailure(GateFailure):
     """A bundle (or a model package variant) fails its golden check on a runtime it ships for."""
 
@@ -59,5 +65,5 @@ class RegressionGateFailure(GateFailure):
     label = "regression gate failed"
 
 
-FAILURES = (PipelineError, ConfigError, ParityGateFailure, RuntimeCellFailure, BuildFailure, CalibrationFailure,
-            RegressionGateFailure)
+FAILURES = (PipelineError, ConfigError, ParityGateFailure, AccuracyGateFailure, RuntimeCellFailure,
+            BuildFailure, CalibrationFailure, RegressionGateFailure)

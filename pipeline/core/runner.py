@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import lookup
-from pipeline.core.errors import ParityGateFailure, PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.core.io import write_json, write_text
 from pipeline.core.machine import machine
 from pipeline.core.provenance import source_commit
@@ -62,14 +62,12 @@ def execute(stage: Stage, cfg, item: str | None = None, *, quiet: bool = False, 
                     "wall_seconds": round(time.perf_counter() - started, 2), "source_commit": source_commit()}
     write_files(stage, cfg, item, result, observations)
     if not quiet:
-
         tables.print_outputs(instance, result.outputs, {} if stage.table else result.metrics)
         if stage.table:
             getattr(tables, stage.table)(result.metrics)
     tables.print_notices(instance, result.notices)
     if result.gate_failures:
-
-        raise ParityGateFailure("; ".join(result.gate_failures))
+        raise result.gate_failure_type("; ".join(result.gate_failures))
     return result
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.core.errors import GateFailure, ParityGateFailure
+
 STAGES_PACKAGE = "pipeline.stages"  # every module there that declares a STAGE is a stage
 
 class Schema(BaseModel):
@@ -46,6 +48,7 @@ class StageResult:
     plots: dict[str, list[dict]] = field(default_factory=dict)
     # Gates that failed: the runner writes every file first, then exits 1 with these messages.
     gate_failures: list[str] = field(default_factory=list)
+    gate_failure_type: type[GateFailure] = ParityGateFailure  # the kind of gate they are (core/errors.py)
     # What the user must see in the terminal, not only in JSON (a rejected variant, a stale one): one line each.
     notices: list[str] = field(default_factory=list)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import write_json
+from pipeline.model import structure
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 # (package, quantize), and `import torch` costs those stage processes 2 s each.
 WEIGHTS = "model.pt"
 SPEC = "model.json"
+STRUCTURE = "pruned_structure"  # model.json key: what structure.apply re-applies before the weights load
 
 
 def build(spec: dict) -> nn.Module:
@@ -91,14 +93,18 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def save(model: nn.Module, spec: dict, out_dir: Path, extra: dict | None = None) -> dict[str, Path]:
-    """Write weights and spec into `out_dir` (a staging directory: the caller renames it into place)."""
+    """Write weights and spec into `out_dir` (a staging directory: the caller renames it into place); a pruned
+    model's shape is recorded beside the spec (pipeline/model/structure.py)."""
     import torch
 
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out_dir / WEIGHTS)
     parameters = sum(p.numel() for p in model.parameters())
-    write_json(out_dir / SPEC, {"model": spec, "parameters": parameters, **(extra or {})})
+    with torch.random.fork_rng():  # a fresh build's random init must not move the caller's random stream
+        changes = structure.record(model, build(spec))
+    write_json(out_dir / SPEC, {"model": spec, "parameters": parameters, **({STRUCTURE: changes} if changes else {}),
+                                **(extra or {})})
     return {"weights": out_dir / WEIGHTS, "spec": out_dir / SPEC}
 
 
@@ -110,10 +116,11 @@ def load(model_dir: Path) -> tuple[nn.Module, dict]:
         if not path.is_file():
             raise PipelineError(f"missing checkpoint file {path}")
     try:
-        spec = json.loads(spec_path.read_text())["model"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        written = json.loads(spec_path.read_text())
+        spec, changes = written["model"], written.get(STRUCTURE, {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise PipelineError(f"{spec_path} is not a model spec (expected JSON with a `model` key)") from None
-    model = build(spec)
+    model = structure.apply(build(spec), changes)
     state = load_state_dict(weights_path)
     try:
         model.load_state_dict(state)

@@ -20,9 +20,25 @@ from pipeline.model.checkpoint import SPEC, WEIGHTS
 
 KEY = "lineage"
 # Each variant's parent, for the chain check: a variant built from an older `simplified` is stale too.
-PARENTS = {"exported": None, "simplified": "exported", "optimized": "simplified", "fp16": "simplified"}
+PARENTS = {"exported": None, "simplified": "exported", "optimized": "simplified", "fp16": "simplified",
+           "pruned_exported": None, "pruned": "pruned_exported"}
 DEFAULT_PARENT = "simplified"  # every quantize variant
-FROM_EXPORT = ("exported", "simplified", "optimized", "fp16")  # what `pipeline export` (its chain) rebuilds
+FROM_EXPORT = ("exported", "simplified", "optimized", "fp16", "pruned_exported", "pruned")  # `pipeline export`'s chain
+# Variants that descend from the pruned checkpoint (the prune stage's), not the trained one.
+PRUNED = ("pruned_exported", "pruned")
+
+
+def checkpoint_of(variant: str) -> str:
+    """Which checkpoint a variant descends from: "pruned" or "model" (the config's paths.<that>)."""
+    return "pruned" if variant in PRUNED else "model"
+
+
+def checkpoint_digests(model_dir: Path, pruned_dir: Path | None) -> dict[str, str]:
+    """{"model": digest, "pruned": digest} of the checkpoints on disk now (no "pruned" where none was written)."""
+    digests = {"model": checkpoint_digest(model_dir)}
+    if pruned_dir is not None and (Path(pruned_dir) / WEIGHTS).is_file():
+        digests["pruned"] = checkpoint_digest(pruned_dir)
+    return digests
 
 
 def checkpoint_digest(model_dir: Path) -> str:
@@ -62,14 +78,19 @@ def inherit(parent_path: Path) -> str:
     return checkpoint
 
 
-def stale(variants: dict[str, Path], checkpoint: str) -> dict[str, str]:
-    """{variant: why} for each variant not built from `checkpoint` or from its parent file as it is now."""
+def stale(variants: dict[str, Path], checkpoint: str | dict[str, str]) -> dict[str, str]:
+    """{variant: why} for each variant not built from its checkpoint (`checkpoint`, or by checkpoint_of from
+    checkpoint_digests) or from its parent file as it is now."""
     reasons = {}
     for name, path in variants.items():
         entry = read(path)
-        if entry.get("checkpoint_sha256") != checkpoint:
+        current = checkpoint if isinstance(checkpoint, str) else checkpoint.get(checkpoint_of(name))
+        if current is None:
+            reasons[name] = "its checkpoint was never written (run `pipeline prune`)"
+            continue
+        if entry.get("checkpoint_sha256") != current:
             built = (entry.get("checkpoint_sha256") or "unknown")[:12]
-            reasons[name] = f"built from checkpoint {built}, current is {checkpoint[:12]}"
+            reasons[name] = f"built from checkpoint {built}, current is {current[:12]}"
             continue
         parent = PARENTS.get(name, DEFAULT_PARENT)
         parent_path = Path(path).parent.parent / parent / Path(path).name if parent else None
@@ -78,9 +99,10 @@ def stale(variants: dict[str, Path], checkpoint: str) -> dict[str, str]:
     return reasons
 
 
-def require_current(variants: dict[str, Path], model_dir: Path, *, stage: str) -> str:
-    """The current checkpoint digest, or one PipelineError line naming every stale variant."""
-    checkpoint = checkpoint_digest(model_dir)
+def require_current(variants: dict[str, Path], model_dir: Path, *, stage: str, pruned_dir: Path | None = None
+                    ) -> dict[str, str]:
+    """The current checkpoint digests (checkpoint_digests), or one PipelineError line naming every stale variant."""
+    checkpoint = checkpoint_digests(model_dir, pruned_dir)
     reasons = stale(variants, checkpoint)
     if reasons:
         listed = "; ".join(f"{name} ({why})" for name, why in reasons.items())

@@ -167,3 +167,9 @@ def fix_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
         make_dim_param_fixed(model.graph, param, batch)
     fix_output_shapes(model)
     return model
+
+
+def parameter_count(path: Path) -> int:
+    """Elements in the model's initializers (weights and biases after export's folding)."""
+    model = load(Path(path), check=False)
+    return int(sum(np.prod(init.dims, dtype=np.int64) for init in model.graph.initializer))

@@ -68,6 +68,7 @@ def variant_kinds(quantize: dict[str, QuantizeConfig], fp16: bool) -> dict[str, 
     kinds = {"exported": "fp32", "simplified": "fp32", "optimized": "fp32"}
     if fp16:
         kinds["fp16"] = "fp16"
+    kinds.update({"pruned_exported": "fp32", "pruned": "fp32"})
     kinds.update({name: gate_kind(qcfg) for name, qcfg in quantize.items()})
     return kinds
 

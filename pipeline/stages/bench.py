@@ -61,6 +61,11 @@ class Peers(Schema):
     openvino: bool
 
 
+class PruningPair(Schema):
+    pruned: str
+    unpruned: str
+
+
 class BenchConfig(Schema):
     threads: PositiveInt
     warmup: PositiveInt
@@ -77,10 +82,11 @@ class BenchConfig(Schema):
     confidence: float = Field(gt=0.5, lt=1)
     int8_targets: Int8Targets
     crossover: CrossoverConfig | None
+    pruning: PruningPair | None
 
 
 def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path, variants_dir: Path,
-        parity_file: Path, deploy_dir: Path, data_dir: Path) -> StageResult:
+        parity_file: Path, deploy_dir: Path, data_dir: Path, pruned_dir: Path) -> StageResult:
     import torch
 
     kinds = variant_kinds(quantize, fp16)
@@ -88,7 +94,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     variants = {name: path for name, path in variants.items() if path.is_file()}
     if cfg.baseline not in variants:
         raise PipelineError(f"bench.baseline {cfg.baseline!r} is not built: run the pipeline up to optimize first")
-    lineage.require_current(variants, Path(model_dir), stage="bench")
+    lineage.require_current(variants, Path(model_dir), stage="bench", pruned_dir=Path(pruned_dir))
     accuracies = _accuracies(Path(parity_file))
     torch.set_num_threads(cfg.threads)
     phase = Phases()
@@ -125,6 +131,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
         "winner": winner(rows, runners.shipped_row(cfg.shipped_target)),
         "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
         "targets": shipped_targets(rows, Path(deploy_dir), cfg),
+        "pruned_vs_unpruned": pruned_vs_unpruned(rows, latency, rates, variants, cfg),
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
@@ -187,6 +194,26 @@ def _add_ratios(rows: dict, latency: dict, rates: dict, cfg: BenchConfig) -> Non
             row[f"throughput_vs_{key}"], row[f"throughput_vs_{key}_ci"] = rate["ratio"], [rate["low"], rate["high"]]
         if row.get("bytes") and rows[cfg.baseline].get("bytes"):
             row["size_vs_ort_fp32"] = row["bytes"] / rows[cfg.baseline]["bytes"]
+
+
+def pruned_vs_unpruned(rows: dict, latency: dict, rates: dict, variants: dict[str, Path], cfg: BenchConfig) -> dict:
+    """The pruned model against the unpruned one on each runtime timed here: batch-1 speed-up and batch-N
+    throughput ratio with their intervals, and what each computes (FLOPs per image), weighs and scores."""
+    if cfg.pruning is None or not {cfg.pruning.pruned, cfg.pruning.unpruned} <= set(variants):
+        return {}
+    pair = (cfg.pruning.pruned, cfg.pruning.unpruned)
+    about = {name: {"flops_per_image": flops_per_image(variants[name]), "bytes": rows[name]["bytes"],
+                    "parameters": onnx_utils.parameter_count(variants[name]), "accuracy": rows[name]["accuracy"]}
+             for name in pair}
+    result = {"pruned": pair[0], "unpruned": pair[1], "models": about, "runtimes": {}}
+    for runtime, prefix in (("ONNX Runtime CPU EP", ""), ("OpenVINO runtime (CPU plugin)", "openvino_")):
+        pruned, unpruned = f"{prefix}{pair[0]}", f"{prefix}{pair[1]}"
+        if pruned in rows and unpruned in rows:
+            result["runtimes"][runtime] = {
+                "latency_ms_b1": [rows[pruned]["latency_ms"]["p50"], rows[unpruned]["latency_ms"]["p50"]],
+                "speedup_b1": ratio_interval(latency[unpruned], latency[pruned], confidence=cfg.confidence),
+                "throughput_ratio": ratio_interval(rates[pruned], rates[unpruned], confidence=cfg.confidence)}
+    return result
 
 
 def int8_vs_fp32(rows: dict, rates: dict, cfg: BenchConfig, quantized: set[str]) -> dict:
@@ -263,7 +290,7 @@ STAGE = Stage(
     help="Latency, throughput, size and memory of torch eager and every variant; ratios from one run.",
     owns={"bench": BenchConfig},
     config={"cfg": "bench", "quantize": "quantize", "fp16": "optimize.fp16.enabled", "seed": "seed"},
-    inputs={"model_dir": "${paths.model}", "variants_dir": "${paths.variants}",
+    inputs={"model_dir": "${paths.model}", "pruned_dir": "${paths.pruned}", "variants_dir": "${paths.variants}",
             "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
             "data_dir": "${paths.data}"},
     plots=("bench",), table="bench_table", code=("pipeline/runtimes/worker.py",),

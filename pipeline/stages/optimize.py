@@ -1,7 +1,8 @@
 """Simplify with onnxsim, optimize offline with ONNX Runtime, and derive an fp16 variant for GPUs.
 
 Inputs:  the exported model, data_dir (real test images for the rewrite checks)
-Outputs: variants/{simplified,optimized,fp16}/model.onnx, each with its lineage; metrics: node count and
+Outputs: variants/{simplified,optimized,fp16,pruned}/model.onnx, each with its lineage (pruned: the pruned
+         export, simplified); metrics: node count and
          op histogram after each step, and each step's parity against its input (validate's gates)
 Caveat:  level 'all' adds NCHWc layout ops tuned to this CPU: that model is only for this machine class,
          and is marked portable=false. Portable artifacts use 'extended'.
@@ -35,7 +36,8 @@ class OptimizeConfig(Schema):
 
 
 def run(cfg: OptimizeConfig, gates: dict, confidence: float, final_samples: int | None, required: list[str],
-        model_in: Path, data_dir: Path, simplified_dir: Path, optimized_dir: Path, fp16_dir: Path) -> StageResult:
+        model_in: Path, data_dir: Path, pruned_in: Path, simplified_dir: Path, optimized_dir: Path, fp16_dir: Path,
+        pruned_dir: Path) -> StageResult:
     """Each step is held to validate's gates for its kind against the model it was derived from, with the rule
     of an intermediate check (it fails only what validate would fail on its images)."""
     source = onnx_utils.load(Path(model_in))
@@ -58,6 +60,15 @@ def run(cfg: OptimizeConfig, gates: dict, confidence: float, final_samples: int 
         fp16_model = _to_fp16(onnx_utils.load(simplified), cfg.fp16.keep_io_types)
         onnx_utils.set_metadata(fp16_model, {lineage.KEY: lineage.record(checkpoint, simplified)})
         outputs["fp16"], steps["fp16"] = _write(fp16_dir, "fp16", fp16_model, simplified, check)
+
+    if Path(pruned_in).is_file():  # the pruned model gets the portable step only: `pruned` is simplified
+        pruned = onnx_utils.load(Path(pruned_in))
+        pruned_model = _simplify(pruned) if cfg.simplify else pruned
+        onnx_utils.set_metadata(pruned_model, {lineage.KEY: lineage.record(lineage.inherit(Path(pruned_in)),
+                                                                           Path(pruned_in))})
+        outputs["pruned"], steps["pruned"] = _write(pruned_dir, "pruned", pruned_model, Path(pruned_in), check)
+    else:
+        check.notices.append(f"pruned: not built, no {pruned_in} (run `pipeline prune`, then `pipeline export`)")
     return StageResult(outputs=outputs, metrics={"level": cfg.level, "steps": steps}, notices=check.notices)
 
 
@@ -157,7 +168,8 @@ STAGE = Stage(
     owns={"optimize": OptimizeConfig},
     config={"cfg": "optimize", "gates": "validate.gates", "confidence": "validate.confidence",
             "final_samples": "validate.samples", "required": "validate.required"},
-    inputs={"model_in": "${paths.variants}/exported/model.onnx", "data_dir": "${paths.data}"},
+    inputs={"model_in": "${paths.variants}/exported/model.onnx", "data_dir": "${paths.data}",
+            "pruned_in": "${paths.variants}/pruned_exported/model.onnx"},
     outputs={"simplified_dir": "${paths.variants}/simplified", "optimized_dir": "${paths.variants}/optimized",
-             "fp16_dir": "${paths.variants}/fp16"},
+             "fp16_dir": "${paths.variants}/fp16", "pruned_dir": "${paths.variants}/pruned"},
 )

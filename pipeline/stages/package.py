@@ -1,7 +1,7 @@
 """Package one deployment target: pick the variant, write the hand-off bundle, prove it verifies.
 
-Inputs:  variants_dir (the target's candidates), metrics/validate.json (their gate verdicts), model_dir (the
-         checkpoint the candidates must descend from), data_dir (golden inputs), metrics/device_runs/
+Inputs:  variants_dir (the target's candidates), metrics/validate.json (their gate verdicts), model_dir, pruned_dir (the
+         checkpoints the candidates must descend from), data_dir (golden inputs), metrics/device_runs/
          (checks on hardware this machine lacks, each written there by the bundle's own `verify.py --record`)
 Outputs: deploy/<target>/ (model, manifest.json, golden test_data_set_*/, README.md, infer.py, verify.py,
          session.py, digit.png[, required_operators.config, mobile_usability.txt]) and deploy/<target>.tar.gz;
@@ -108,12 +108,13 @@ class PackagingConfig(Schema):
 
 
 def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_file: Path, model_dir: Path,
-        data_dir: Path, device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
+        pruned_dir: Path, data_dir: Path, device_runs: Path, out_dir: Path, archive: Path, digest: Path, *, target: str,
         sign_key: Path | None = None) -> StageResult:
     if sign_key is not None:
         signing.private_key(Path(sign_key))  # a key it cannot use fails now, before any work
     parity = _parity_report(Path(parity_file))
-    candidates = _candidates(cfg, Path(variants_dir), parity, Path(model_dir))
+    checkpoints = lineage.checkpoint_digests(Path(model_dir), Path(pruned_dir))
+    candidates = _candidates(cfg, Path(variants_dir), parity, checkpoints)
     phase = Phases()
     with phase("search"):
         timer = cells.timer_for(cfg.providers[0], cfg.runtimes)
@@ -135,7 +136,7 @@ def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_f
             (staging / script).parent.mkdir(exist_ok=True)
             shutil.copy(DEPLOY_CODE / script, staging / script)
         shipped = {"file": model_file, "bytes": (staging / model_file).stat().st_size, **extras}
-        checkpoint = lineage.checkpoint_digest(Path(model_dir))
+        checkpoint = checkpoints[lineage.checkpoint_of(chosen["name"])]
         manifest = _manifest(block, target, chosen, reason, candidates, shipped, session, golden, checkpoint,
                              not_a_digit)
         manifest["parity"]["samples"] = parity.get("samples")
@@ -203,11 +204,11 @@ def _public(candidate: dict) -> dict:
     return {k: v for k, v in candidate.items() if k != "path"}
 
 
-def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, model_dir: Path) -> list[dict]:
+def _candidates(cfg: TargetConfig, variants_dir: Path, parity: dict, checkpoints: dict[str, str]) -> list[dict]:
     """Each candidate variant in the target's order, with its gate verdicts from validate. One built from
     another checkpoint, or changed since validate judged it, is not eligible and says how to rebuild it."""
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in cfg.candidates}
-    stale = lineage.stale({n: p for n, p in paths.items() if p.is_file()}, lineage.checkpoint_digest(model_dir))
+    stale = lineage.stale({n: p for n, p in paths.items() if p.is_file()}, checkpoints)
     candidates = []
     for name, path in paths.items():
         entry = parity.get("variants", {}).get(name)
@@ -308,7 +309,7 @@ STAGE = Stage(
     owns={"target": dict[str, TargetConfig], "packaging": PackagingConfig},
     config={"cfg": "target.${key}", "policy": "packaging"},
     inputs={"variants_dir": "${paths.variants}", "parity_file": "${paths.metrics}/validate.json",
-            "model_dir": "${paths.model}", "data_dir": "${paths.data}",
+            "model_dir": "${paths.model}", "pruned_dir": "${paths.pruned}", "data_dir": "${paths.data}",
             "device_runs": "${paths.metrics}/device_runs"},
     outputs={"out_dir": "${paths.deploy}/${key}", "archive": "${paths.deploy}/${key}.tar.gz",
              "digest": "${paths.deploy}/${key}.tar.gz.sha256"},

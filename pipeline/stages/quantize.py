@@ -44,7 +44,7 @@ def run(cfg: QuantizeConfig, gates: dict, confidence: float, model_in: Path, mod
     kind = gate_kind(cfg)
     parity.require_decidable({kind: gates[kind]}, cfg.eval_samples, confidence,
                              setting=f"quantize.{variant}.eval_samples")
-    checkpoint = lineage.require_current({"simplified": Path(model_in)}, Path(model_dir), stage="quantize")
+    checkpoint = lineage.require_current({"simplified": Path(model_in)}, Path(model_dir), stage="quantize")["model"]
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch_name:
         quantization = Quantization(cfg, Path(model_in), Path(data_dir), Path(scratch_name), seed)
         search = _Search(quantization, variant, gates[kind], confidence, Path(model_dir))

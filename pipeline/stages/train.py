@@ -54,22 +54,9 @@ def run(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, *, se
 
 
 def _train_single(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:
-    """Train here, or with portable kernels in a fresh interpreter that starts with the pins (torch reads them
-    when it starts; this process may have started it already)."""
-    if not cfg.portable_kernels:
-        return _train_here(cfg, model_spec, data_dir, out_dir, seed)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     from training import kernels
 
-    try:
-        with kernels.environment(True), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(_train_here, cfg, model_spec, data_dir, out_dir, seed).result()
-    except BrokenProcessPool:  # killed (out of memory, a signal): its staging folder never got the final name
-        raise PipelineError("the training process died before it finished (killed, or out of memory); nothing was "
-                            "written under the final name") from None
+    return kernels.call(cfg.portable_kernels, _train_here, cfg, model_spec, data_dir, out_dir, seed)
 
 
 def _train_here(cfg: TrainConfig, model_spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:

@@ -1,6 +1,7 @@
 """Parity of every ONNX variant against PyTorch on the test set, with gates and divergence localization.
 
-Inputs:  model_dir (the PyTorch reference), data_dir, variants_dir (every variant the config builds)
+Inputs:  model_dir (the PyTorch reference), pruned_dir (the pruned variants' reference), data_dir, variants_dir
+         (every variant the config builds)
 Outputs: metrics/validate.json: per variant accuracy, Δaccuracy, agreement, max/mean |Δlogit|, max
          relative error, cosine (min/mean), softmax max |Δ|, each gate's verdict; for failing variants (or
          with --explain) the first divergent node and the top nodes by error.
@@ -45,8 +46,8 @@ class ValidateConfig(Schema):
     localize: LocalizeConfig
 
 
-def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path, *,
-        explain: bool = False) -> StageResult:
+def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_dir: Path, variants_dir: Path,
+        pruned_dir: Path, *, explain: bool = False) -> StageResult:
     """Judge every variant built from the current checkpoint; fail on a required one, reject the others."""
     kinds = variant_kinds(quantize, fp16)
     unknown_kinds = sorted({k for k in kinds.values() if k not in cfg.gates})
@@ -55,15 +56,18 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
     samples = cfg.samples or mnist.TEST_IMAGES
     parity.require_decidable({k: cfg.gates[k] for k in dict.fromkeys(kinds.values())}, samples, cfg.confidence,
                              setting="validate.samples")
-    paths, unjudged = _current(kinds, Path(variants_dir), Path(model_dir), cfg.required)
+    checkpoints = {"model": Path(model_dir), "pruned": Path(pruned_dir)}
+    paths, unjudged = _current(kinds, Path(variants_dir), checkpoints, cfg.required)
     x, labels = mnist.test_batch(Path(data_dir), samples)
-    reference = torch_reference.logits(Path(model_dir), x, cfg.batch_size)
+    references = {source: torch_reference.logits(checkpoints[source], x, cfg.batch_size)
+                  for source in sorted({lineage.checkpoint_of(name) for name in paths} | {"model"})}
+    reference = references["model"]
     report = {}
     with progress_bar() as progress:
         task = progress.add_task("validate", total=len(paths))
         for name, path in paths.items():
             progress.update(task, description=f"validate {name}")
-            metrics = parity.score(path, reference, x, labels, cfg.batch_size)
+            metrics = parity.score(path, references[lineage.checkpoint_of(name)], x, labels, cfg.batch_size)
             verdicts = parity.judge(name, kinds[name], metrics, cfg.gates[kinds[name]], confidence=cfg.confidence)
             report[name] = {"kind": kinds[name], "sha256": sha256_file(path), **metrics, "gates": verdicts,
                             "passed": all(v["passed"] for v in verdicts.values())}
@@ -90,13 +94,14 @@ def run(cfg: ValidateConfig, quantize: dict, fp16: bool, model_dir: Path, data_d
     )
 
 
-def _current(kinds: dict[str, str], variants_dir: Path, model_dir: Path, required: list[str]
+def _current(kinds: dict[str, str], variants_dir: Path, checkpoints: dict[str, Path], required: list[str]
              ) -> tuple[dict[str, Path], dict[str, str]]:
     """The variants built from the current checkpoint, and why each other one is not judged (missing or
     stale, with the command that rebuilds it). A required variant that is missing or stale is an error."""
     paths = {name: onnx_utils.variant_path(variants_dir, name) for name in kinds}
     missing = {name: "not built" for name, path in paths.items() if not path.is_file()}
-    stale = lineage.stale({n: p for n, p in paths.items() if n not in missing}, lineage.checkpoint_digest(model_dir))
+    digests = lineage.checkpoint_digests(checkpoints["model"], checkpoints["pruned"])
+    stale = lineage.stale({n: p for n, p in paths.items() if n not in missing}, digests)
     unjudged = {**missing, **stale}
     blocking = [name for name in required if name in unjudged]
     if blocking:
@@ -133,7 +138,8 @@ STAGE = Stage(
     help="Parity of every variant vs PyTorch on the test set; exit 1 if any gate fails (report written first).",
     owns={"validate": ValidateConfig},
     config={"cfg": "validate", "quantize": "quantize", "fp16": "optimize.fp16.enabled"},
-    inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}", "variants_dir": "${paths.variants}"},
+    inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}", "variants_dir": "${paths.variants}",
+            "pruned_dir": "${paths.pruned}"},
     table="parity_table",
     flags={"explain": "Localize divergence for every variant, not only failing ones."},
     headline=lambda m: {
