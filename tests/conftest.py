@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEVICE_RUNS = REPO / "metrics" / "device_runs"
 # The wheel cache is shared with `make repro`, so the test suite downloads MNIST at most once.
 CACHE = REPO / ".cache"
-TINY = ["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000"]
+TINY = ["model=tiny", "train.epochs=2", "train.subset=20000", "train.eval_subset=2000",
+        # the tiny model's channels (8, 16, 32) in blocks of 8, one epoch of fine-tuning (as conf/experiment/ci.yaml)
+        "prune.flops_budget=0.8", "prune.round_to=8", "prune.finetune.epochs=1"]
 
 
 def config(*overrides: str):
@@ -42,9 +44,26 @@ def run_stage(name: str, cfg, item: str | None = None, **given) -> StageResult:
     declaration names, taken from the composed `cfg`, and its declared paths. A test gives the paths it uses
     by their keyword, and every output (nothing writes into the repository's artifacts/), plus run() options."""
     stage = load(name)
+    beside = {k: v for k, v in _pruned_beside(given).items() if k in stage.inputs or k in stage.outputs}
+    given = {**beside, **given}
     missing = set(stage.outputs) - set(given)
     assert not missing, f"{name}: the test must give its output paths {sorted(missing)}"
     return stage.run(**{**runner.arguments(stage, cfg, item), **given})
+
+
+def _pruned_beside(given: dict) -> dict:
+    """The pruned checkpoint and variants a test does not name lie beside the ones it names, as in artifacts/
+    (model/ and pruned/; variants/simplified and variants/pruned), never the repository's own."""
+    beside = {}
+    if "model_dir" in given:
+        beside["pruned_dir"] = Path(given["model_dir"]).parent / "pruned"
+    if "out_dir" in given:  # export
+        beside["pruned_out"] = Path(given["out_dir"]).parent / "pruned_exported"
+    if "model_in" in given:  # optimize
+        beside["pruned_in"] = Path(given["model_in"]).parent.parent / "pruned_exported" / "model.onnx"
+    if "simplified_dir" in given:
+        beside["pruned_dir"] = Path(given["simplified_dir"]).parent / "pruned"
+    return beside
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600):
@@ -103,11 +122,13 @@ def mnist_dir(tmp_path_factory) -> Path:
 def tiny_model_dir(tmp_path_factory, tiny_cfg, mnist_dir) -> Path:
     out = tmp_path_factory.mktemp("model") / "model"
     run_stage("train", tiny_cfg, data_dir=mnist_dir, out_dir=out, seed=0)
+    run_stage("prune", tiny_cfg, model_dir=out, data_dir=mnist_dir, out_dir=out.parent / "pruned", seed=0)
     return out
 
 
 def build_variants(cfg, model_dir: Path, data_dir: Path, out: Path) -> Path:
-    """export + optimize into out/{exported,simplified,optimized,fp16}, as the DVC stages do."""
+    """export + optimize into out/{exported,simplified,optimized,fp16} (and pruned_exported, pruned where a pruned
+    checkpoint lies beside model_dir), as the DVC stages do."""
     run_stage("export", cfg, model_dir=model_dir, data_dir=data_dir, out_dir=out / "exported")
     run_stage("optimize", cfg, model_in=out / "exported" / "model.onnx", data_dir=data_dir,
               simplified_dir=out / "simplified", optimized_dir=out / "optimized", fp16_dir=out / "fp16")

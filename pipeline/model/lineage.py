@@ -33,12 +33,27 @@ def checkpoint_of(variant: str) -> str:
     return "pruned" if variant in PRUNED else "model"
 
 
+PRUNED_FROM = "pruned_from"  # the pruned checkpoint's model.json: the digest of the checkpoint it was pruned from
+
+
 def checkpoint_digests(model_dir: Path, pruned_dir: Path | None) -> dict[str, str]:
-    """{"model": digest, "pruned": digest} of the checkpoints on disk now (no "pruned" where none was written)."""
+    """{"model": digest, "pruned": digest} of the checkpoints on disk now; no "pruned" where none was written or
+    it was pruned from another checkpoint than model_dir's (a model trained since: prune it again)."""
     digests = {"model": checkpoint_digest(model_dir)}
-    if pruned_dir is not None and (Path(pruned_dir) / WEIGHTS).is_file():
+    if pruned_dir is not None and pruned_from(pruned_dir) == digests["model"]:
         digests["pruned"] = checkpoint_digest(pruned_dir)
     return digests
+
+
+def pruned_from(pruned_dir: Path) -> str | None:
+    """The digest of the checkpoint a pruned checkpoint was pruned from (None: no pruned checkpoint there)."""
+    spec = Path(pruned_dir) / SPEC
+    if not (Path(pruned_dir) / WEIGHTS).is_file() or not spec.is_file():
+        return None
+    try:
+        return json.loads(spec.read_text()).get(PRUNED_FROM)
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def checkpoint_digest(model_dir: Path) -> str:
@@ -86,7 +101,7 @@ def stale(variants: dict[str, Path], checkpoint: str | dict[str, str]) -> dict[s
         entry = read(path)
         current = checkpoint if isinstance(checkpoint, str) else checkpoint.get(checkpoint_of(name))
         if current is None:
-            reasons[name] = "its checkpoint was never written (run `pipeline prune`)"
+            reasons[name] = "no pruned checkpoint of the current model (run `pipeline prune`)"
             continue
         if entry.get("checkpoint_sha256") != current:
             built = (entry.get("checkpoint_sha256") or "unknown")[:12]

@@ -43,7 +43,7 @@ def sections(metrics: Path) -> list[Section]:
     bench = _json(metrics / "bench.json")
     package = _json(metrics / "model_package.json")
     return [_accuracy(metrics), _targets(metrics), *([_model_package(metrics, package)] if package else []),
-            *(_speed(metrics, bench) if bench else [])]
+            *(_speed(metrics, bench) if bench else []), *_pruning(metrics, bench)]
 
 
 def markdown(metrics: Path) -> str:
@@ -206,6 +206,53 @@ def _speed(metrics: Path, bench: dict) -> list[Section]:
         peak.rows.append((name, row["runtime"], row["variant"], row["precision"],
                           f"{row['effective_gops']:,.0f} {unit}", share(row).removesuffix(f" of {row['precision']}")))
     return [speed, peak]
+
+
+def _pruning(metrics: Path, bench: dict) -> list[Section]:
+    """The pruned model against the unpruned one: what pruning removed, the accuracy gate, and the speed on
+    every runtime that timed both (bench's interleaved rounds; the OpenVINO EP and Chromium's wasm from the
+    package stage's batch-1 search)."""
+    prune = _json(metrics / "prune.json")
+    if not prune:
+        return []
+    gate, macs = prune["accuracy_gate"], prune["macs"]
+    channels = ", ".join(f"{name} {before}→{after}" for name, (before, after) in prune["channels"].items())
+    notes = [f"Channels removed by `pipeline prune` (metrics/prune.json): {channels}; {macs['ratio']:.0%} of the "
+             f"multiply-accumulates left. Accuracy on the same {gate['samples']:,} test images: unpruned "
+             f"{gate['reference_accuracy']:.2%}, pruned {gate['accuracy']:.2%}; drop {gate['drop_pt']:.2f} pt, at most "
+             f"{gate['drop_upper_pt']:.2f} pt at {gate['confidence']:.0%} confidence (Tango's paired bound), gate "
+             f"{gate['max_drop_pt']} pt: {'passed' if gate['passed'] else 'FAILED'}.", ""]
+    comparison = bench.get("pruned_vs_unpruned") or {}
+    section = Section("Pruned vs unpruned", [*notes, *([measured_on(metrics, "bench", bench.get("threads"))]
+                                                     if comparison else ["Not timed by bench (metrics/bench.json)."])],
+                      ("runtime", "batch-1 ms (pruned / unpruned)", "batch-1 speed-up",
+                       f"batch-{bench.get('batch', 'N')} img/s ratio"))
+    for runtime, row in comparison.get("runtimes", {}).items():
+        pruned_ms, unpruned_ms = row["latency_ms_b1"]
+        section.rows.append((runtime, f"{pruned_ms:.4f} / {unpruned_ms:.4f}", _interval(row["speedup_b1"]),
+                             _interval(row["throughput_ratio"])))
+    for target in ("openvino", "web"):
+        searched = _json(metrics / "timings" / f"package_{target}.json").get("selection", {}).get("candidates", {})
+        ms = {name: next((v["median_ms"] for k, v in searched.items() if k.startswith(f"{name} @ ")), None)
+              for name in (comparison.get("pruned", "pruned"), comparison.get("unpruned", "simplified"))}
+        if None not in ms.values():
+            pruned_ms, unpruned_ms = ms.values()
+            section.rows.append((f"{target} bundle's runtime (package search, metrics/timings/package_{target}.json)",
+                                 f"{pruned_ms:.4f} / {unpruned_ms:.4f}", f"{unpruned_ms / pruned_ms:.2f}× (medians)",
+                                 "not timed"))
+    models = comparison.get("models", {})
+    if models:
+        model_rows = Section("Pruned and unpruned models", ["As timed above (ONNX files, metrics/bench.json)."],
+                             ("variant", "FLOPs per image", "parameters", "bytes", "test accuracy"))
+        for name, m in models.items():
+            model_rows.rows.append((name, f"{m['flops_per_image']:,}", f"{m['parameters']:,}", f"{m['bytes']:,}",
+                                    f"{m['accuracy']:.2%}" if m["accuracy"] is not None else "—"))
+        return [section, model_rows]
+    return [section]
+
+
+def _interval(ratio: dict) -> str:
+    return f"{ratio['ratio']:.2f}× [{ratio['low']:.2f}, {ratio['high']:.2f}]"
 
 
 def _ratio(row: dict, key: str) -> str:

@@ -72,7 +72,7 @@ def _prune_here(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir:
                                                                                       ("pruned", student))}
     gate = accuracy_gate.paired_drop(right["unpruned"], right["pruned"], cfg.gate.confidence)
     with atomic_dir(out_dir) as staging:
-        checkpoint.save(student, spec, staging, {"pruned_from": lineage.checkpoint_digest(model_dir)})
+        checkpoint.save(student, spec, staging, {lineage.PRUNED_FROM: lineage.checkpoint_digest(model_dir)})
     return {
         "pruned": {
             "macs": {"unpruned": pruned.macs[0], "pruned": pruned.macs[1],

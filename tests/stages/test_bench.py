@@ -29,11 +29,24 @@ def bench_result(tmp_path_factory, tiny_model_dir, variants_dir, deploy_dir, bun
                      data_dir=mnist_dir).metrics
 
 
+def test_the_pruned_model_is_compared_with_the_unpruned_one_on_each_runtime(bench_result):
+    comparison = bench_result["pruned_vs_unpruned"]
+    assert (comparison["pruned"], comparison["unpruned"]) == ("pruned", "simplified")
+    assert set(comparison["runtimes"]) == {"ONNX Runtime CPU EP", "OpenVINO runtime (CPU plugin)"}
+    for row in comparison["runtimes"].values():
+        for ratio in (row["speedup_b1"], row["throughput_ratio"]):
+            assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
+    models = comparison["models"]
+    assert models["pruned"]["flops_per_image"] < models["simplified"]["flops_per_image"]
+    assert models["pruned"]["parameters"] < models["simplified"]["parameters"]
+    assert models["pruned"]["bytes"] < models["simplified"]["bytes"]
+
+
 def test_every_variant_the_shipped_bundle_and_the_peers_are_measured_in_one_run(bench_result):
     rows = bench_result["variants"]
     assert set(rows) == {"torch_eager", "shipped_cpu_x86", "exported", "simplified", "optimized", "fp16",
-                         "int8_static", "openvino_optimized", "openvino_int8_static", "shipped_openvino",
-                         "openvino_ep_optimized"}
+                         "pruned_exported", "pruned", "int8_static", "openvino_optimized", "openvino_int8_static",
+                         "openvino_simplified", "openvino_pruned", "shipped_openvino", "openvino_ep_optimized"}
     for row in rows.values():
         assert row["latency_ms"]["rounds"] == 4 and row["latency_ms"]["p50"] > 0 and row["throughput"] > 0
         low, high = row["throughput_vs_torch_ci"]

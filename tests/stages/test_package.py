@@ -6,6 +6,7 @@ import pytest
 from pipeline.core.errors import CalibrationFailure, ParityGateFailure
 from pipeline.deploy import digits, verify
 from pipeline.deploy import session as bundle_session
+from pipeline.model import lineage
 from pipeline.packaging import non_digits, ood, selection
 from tests.conftest import config, package_into
 
@@ -114,7 +115,7 @@ def test_golden_outputs_sit_on_a_grid_kernel_rounding_cannot_cross():
     assert (rounded / grid == np.round(rounded / grid)).all()
 
 
-def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
+def test_cpu_bundle_has_every_required_part_and_verifies(bundles, tiny_model_dir):
     bundle = bundles["cpu_x86"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["schema"] == "onnx-deploy-manifest" and manifest["schema_version"] == 1
@@ -128,7 +129,11 @@ def test_cpu_bundle_has_every_required_part_and_verifies(bundles):
     assert len(provenance["checkpoint_sha256"]) == 64 and len(provenance["dataset_sha256"]) == 64
     assert "benchmark" not in manifest and "source_commit" not in json.dumps(manifest)  # same inputs, same bytes
     assert [c["name"] for c in manifest["selection"]["candidates"]] == [
-        "simplified", "optimized", "int8_static", "int8_static_reduce_range"]
+        "pruned", "simplified", "optimized", "int8_static", "int8_static_reduce_range"]
+    assert manifest["model"]["variant"] == "pruned"  # first in the order, passing its gates
+    pruned = tiny_model_dir.parent / "pruned"
+    assert provenance["checkpoint_sha256"] == lineage.checkpoint_digest(pruned)  # the pruned checkpoint's, not its
+    assert provenance["checkpoint_sha256"] != json.loads((pruned / "model.json").read_text())["pruned_from"]
     assert manifest["model"]["nonstandard_ops"] == {} or manifest["model"]["variant"] == "optimized"
     assert manifest["parity"]["agreement"] >= 0.995
     assert {"model.onnx", "README.md", "infer.py", "verify.py", "session.py", "test_data_set_0/input_0.pb"} <= set(

@@ -1,0 +1,31 @@
+"""The prune stage as the runner calls it: the same bytes twice, the gate's verdict with what gets past it."""
+
+import json
+
+from pipeline.core.errors import AccuracyGateFailure
+from pipeline.core.io import sha256_file
+from pipeline.model import checkpoint
+from tests.conftest import config, run_stage
+
+SMALL = ("train.subset=2000", "prune.gate.max_drop_pt=0")
+
+
+def test_prune_is_deterministic_and_a_failed_gate_names_the_settings_past_it(tmp_path, tiny_model_dir, mnist_dir):
+    cfg = config(*SMALL)
+    results = [run_stage("prune", cfg, model_dir=tiny_model_dir, data_dir=mnist_dir, out_dir=tmp_path / run, seed=0)
+               for run in ("a", "b")]
+    assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
+    metrics = results[0].metrics
+    assert metrics["macs"]["pruned"] <= 0.8 * metrics["macs"]["unpruned"]
+    assert metrics["left_whole"]["classifier"] == "the output layer"
+    gate = metrics["accuracy_gate"]
+    assert gate["samples"] == 10000 and gate["passed"] is False and gate["drop_upper_pt"] > 0
+    (failure,) = results[0].gate_failures
+    assert results[0].gate_failure_type is AccuracyGateFailure
+    assert failure.startswith("pruned: accuracy drop vs the unpruned model: upper bound ")
+    assert failure.endswith("> 0.0 pt (to get past it: raise prune.flops_budget=0.8 or prune.finetune.epochs=1, or "
+                            "allow more with prune.gate.max_drop_pt=0.0)")
+    model, spec = checkpoint.load(tmp_path / "a")  # rebuilt from the spec and the recorded shape, weights_only
+    written = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert spec == {"_target_": "training.models.CompactCNN", "width": 8} and written[checkpoint.STRUCTURE]
+    assert written["parameters"] == sum(p.numel() for p in model.parameters())
