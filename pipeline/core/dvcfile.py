@@ -34,6 +34,10 @@ HEADER = """\
 # at the bar's end (16 runners within a few test images of each other overprint as labelled points); the
 # epoch plots (.dvc/plots/epochs.json) tick whole epochs and say which loss is which.
 TOP_LEVEL_PLOTS = [
+    {"pruning_front": {"template": "scatter", "x": "latency_ms", "y": {"metrics/plots/prune_sweep.csv":
+                       ["pruned_accuracy", "scratch_accuracy"]},
+                       "title": "Pruning front: test accuracy vs batch-1 latency (pruned vs the same net from scratch)",
+                       "x_label": "batch-1 p50 latency (ms), ORT CPU EP", "y_label": "test accuracy"}},
     {"accuracy_vs_latency": {"template": "latency_ranked", "x": "latency_ms", "y": {"metrics/plots/bench.csv":
                              "variant"}, "title": "Batch-1 latency, fastest first (test accuracy at each bar's end)",
                              "x_label": "batch-1 p50 latency (ms)", "y_label": "runner / variant"}},

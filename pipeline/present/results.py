@@ -43,7 +43,7 @@ def sections(metrics: Path) -> list[Section]:
     bench = _json(metrics / "bench.json")
     package = _json(metrics / "model_package.json")
     return [_accuracy(metrics), _targets(metrics), *([_model_package(metrics, package)] if package else []),
-            *(_speed(metrics, bench) if bench else []), *_pruning(metrics, bench)]
+            *(_speed(metrics, bench) if bench else []), *_pruning(metrics, bench), *_sweep(metrics)]
 
 
 def markdown(metrics: Path) -> str:
@@ -231,13 +231,17 @@ def _pruning(metrics: Path, bench: dict) -> list[Section]:
         pruned_ms, unpruned_ms = row["latency_ms_b1"]
         section.rows.append((runtime, f"{pruned_ms:.4f} / {unpruned_ms:.4f}", _interval(row["speedup_b1"]),
                              _interval(row["throughput_ratio"])))
-    for target in ("openvino", "web"):
-        searched = _json(metrics / "timings" / f"package_{target}.json").get("selection", {}).get("candidates", {})
+    for timings in sorted((metrics / "timings").glob("package_*.json")):  # every target that timed both
+        target = timings.stem.removeprefix("package_")
+        provider = (_json(metrics / f"package_{target}.json").get("providers") or ["?"])[0]
+        if provider == "CPUExecutionProvider":
+            continue  # bench's rounds above
+        searched = _json(timings).get("selection", {}).get("candidates", {})
         ms = {name: next((v["median_ms"] for k, v in searched.items() if k.startswith(f"{name} @ ")), None)
               for name in (comparison.get("pruned", "pruned"), comparison.get("unpruned", "simplified"))}
         if None not in ms.values():
             pruned_ms, unpruned_ms = ms.values()
-            section.rows.append((f"{target} bundle's runtime (package search, metrics/timings/package_{target}.json)",
+            section.rows.append((f"{provider} ({target}'s package search, batch 1: metrics/timings/{timings.name})",
                                  f"{pruned_ms:.4f} / {unpruned_ms:.4f}", f"{unpruned_ms / pruned_ms:.2f}× (medians)",
                                  "not timed"))
     models = comparison.get("models", {})
@@ -248,6 +252,28 @@ def _pruning(metrics: Path, bench: dict) -> list[Section]:
             model_rows.rows.append((name, f"{m['flops_per_image']:,}", f"{m['parameters']:,}", f"{m['bytes']:,}",
                                     f"{m['accuracy']:.2%}" if m["accuracy"] is not None else "—"))
         return [section, model_rows]
+    return [section]
+
+
+def _sweep(metrics: Path) -> list[Section]:
+    """The pruning front: each budget's pruned model against the same architecture trained from scratch."""
+    sweep = _json(metrics / "prune_sweep.json")
+    if not sweep:
+        return []
+    unpruned = sweep["unpruned"]
+    section = Section("Pruning front: pruned vs trained from scratch", [
+        f"`prune_sweep` (metrics/prune_sweep.json): the trained model pruned to each FLOP budget and fine-tuned "
+        f"{sweep['finetune_epochs']} epoch(s) on the first {sweep['subset']:,} training images, against the same "
+        f"architecture trained from scratch for {sweep['scratch_epochs']} epochs on those images (the pruned model's "
+        "epochs, parent's and fine-tuning's; its parent saw all 60,000 images). Speed against the unpruned model "
+        f"({unpruned['accuracy']:.2%}), ORT CPU EP, interleaved over {sweep['rounds']} rounds, 95 % intervals.", "",
+        measured_on(metrics, "prune_sweep")],
+        ("FLOP budget", "MACs left", "pruned accuracy", "from scratch", "better", "batch-1 speed-up",
+         f"batch-{sweep['batch']} img/s ratio"))
+    for p in sweep["points"]:
+        section.rows.append((f"{p['budget']:.0%}", f"{p['macs_ratio']:.0%}", f"{p['pruned_accuracy']:.2%}",
+                             f"{p['scratch_accuracy']:.2%}", "pruning" if p["pruning_beats_scratch"] else "scratch",
+                             _interval(p["speedup_b1"]), _interval(p["throughput_ratio"])))
     return [section]
 
 

@@ -44,8 +44,9 @@ VARIANT_ORDER = ("exported", "simplified", "optimized", "fp16")
 
 def run(train_file: Path, parity_file: Path, bench_file: Path, train_plot: Path, deploy_dir: Path, data_dir: Path,
         out_dir: Path, train_timings: Path | None = None, bench_timings: Path | None = None,
-        web_timings: Path | None = None, *, cpu_target: str) -> StageResult:
+        web_timings: Path | None = None, sweep_file: Path | None = None, *, cpu_target: str) -> StageResult:
     metrics = {"train": _json(train_file), "parity": _json(parity_file), "bench": _json(bench_file),
+               "sweep": _json(sweep_file),
                "history": _csv(train_plot), "targets": _manifests(Path(deploy_dir)),
                "timings": {"train": _json(train_timings), "bench": _json(bench_timings),
                            "package_web": _json(web_timings)}}
@@ -87,7 +88,7 @@ def confusion_matrix(bundle: Path, data_dir: Path) -> np.ndarray:
 
 def render(m: dict, confusion: np.ndarray | None, cpu_target: str) -> str:
     sections = [f"<h1>MNIST → ONNX deployment report</h1>{_summary(m)}", _variants(m), _targets(m),
-                _speed(m), _confusion(confusion, cpu_target), _training(m)]
+                _speed(m), _pruning(m.get("sweep", {})), _confusion(confusion, cpu_target), _training(m)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deployment report</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
@@ -245,6 +246,29 @@ def _ci(row: dict, key: str) -> str:
     return f"{row[key]:.2f}×<span class='ci'>[{low:.2f}, {high:.2f}]</span>"
 
 
+def _pruning(sweep: dict) -> str:
+    """The pruning front (prune_sweep stage): accuracy against batch-1 latency, pruned vs trained from scratch."""
+    points = sweep.get("points", [])
+    if not points:
+        return ""
+    unpruned = sweep["unpruned"]
+    start = [(unpruned["latency_ms"], unpruned["accuracy"])]
+    chart = charts.lines({"pruned + fine-tuned": start + [(p["latency_ms"], p["pruned_accuracy"]) for p in points],
+                          "same net from scratch": [(p["latency_ms"], p["scratch_accuracy"]) for p in points]},
+                         "test accuracy vs batch-1 latency (ORT CPU EP)", "batch-1 latency (ms)", "test accuracy",
+                         integer_x=False)
+    rows = [(f"{p['budget']:.0%}", f"{p['macs_ratio']:.0%}", f"{p['pruned_accuracy']:.2%}",
+             f"{p['scratch_accuracy']:.2%}", "pruning" if p["pruning_beats_scratch"] else "scratch",
+             _num(p["latency_ms"], ".4f"), f"{p['speedup_b1']['ratio']:.2f}×",
+             f"{p['throughput_ratio']['ratio']:.2f}×") for p in points]
+    return (f"<h2>Pruning: accuracy against speed</h2><p>Unpruned: {unpruned['accuracy']:.2%} at "
+            f"{unpruned['latency_ms']:.4f} ms. Each budget pruned and fine-tuned {sweep['finetune_epochs']} "
+            f"epoch(s) on {sweep['subset']:,} images; from scratch: the same architecture, {sweep['scratch_epochs']} "
+            f"epochs on those images (metrics/prune_sweep.json).</p>" + chart
+            + _table(("FLOP budget", "MACs left", "pruned", "from scratch", "better", "batch-1 ms", "speed-up",
+                      f"batch-{sweep['batch']} ratio"), rows))
+
+
 def _confusion(matrix: np.ndarray | None, target: str) -> str:
     if matrix is None:
         return ""
@@ -318,7 +342,8 @@ STAGE = Stage(
             "deploy_dir": "${paths.deploy}", "data_dir": "${paths.data}",
             "train_timings": "${paths.metrics}/timings/train.json",
             "bench_timings": "${paths.metrics}/timings/bench.json",
-            "web_timings": "${paths.metrics}/timings/package_web.json"},
+            "web_timings": "${paths.metrics}/timings/package_web.json",
+            "sweep_file": "${paths.metrics}/prune_sweep.json"},
     outputs={"out_dir": "${paths.report}"}, plots=("confusion",), deterministic=False,
     config={"cpu_target": "bench.shipped_target"},
 )

@@ -25,7 +25,7 @@ def test_report_renders_variants_gates_targets_and_confusion(tmp_path, bundles, 
                        bench_file=files["bench"], train_plot=tmp_path / "train.csv",
                        deploy_dir=bundles["cpu_x86"].parent, data_dir=mnist_dir, out_dir=tmp_path / "report",
                        **{k: tmp_path / "timings" / f"{k}.json" for k in ("train_timings", "bench_timings",
-                                                                            "web_timings")})
+                                                                            "web_timings", "sweep_file")})
     page = (tmp_path / "report" / "index.html").read_text()
     assert "98.12%" in page and "all parity gates pass" in page
     for name, row in parity["variants"].items():
@@ -49,6 +49,15 @@ def _page(_committed, timings: dict) -> str:
     m = {"train": _committed("train.json"), "parity": _committed("validate.json"), "bench": _committed("bench.json"),
          "history": [], "targets": {}, "timings": timings}
     return report.render(m, None, "cpu_x86")
+
+
+def test_the_pruning_front_is_a_chart_and_a_row_per_budget_saying_which_won(committed):
+    sweep = committed("prune_sweep.json")
+    section = report._pruning(sweep)
+    assert section.count("<svg") == 1 and "same net from scratch" in section
+    rows = re.findall(r"<tr><td class='n'>(\d+)%</td>", section)
+    assert [int(r) for r in rows] == [round(100 * p["budget"]) for p in sweep["points"]]
+    assert all(("pruning" if p["pruning_beats_scratch"] else "scratch") in section for p in sweep["points"])
 
 
 def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_machine(committed):
