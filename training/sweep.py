@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
-from pipeline.model import checkpoint
+from pipeline.model import accuracy_gate, checkpoint
 from training import kernels, pruning
 from training.config import PruneConfig, TrainConfig
 from training.loop import Distillation, fit, predictions, seed_everything
@@ -39,14 +39,28 @@ def point(prune_cfg: PruneConfig, train_cfg: TrainConfig, budget: float, epochs:
     fit(scratch, train_cfg.model_copy(update={"epochs": train_cfg.epochs + epochs}), train_set, test_set, seed=seed,
         progress=progress)
     images, labels = test_set
+    right = {"pruned": (predictions(student, images) == labels).numpy(),
+             "scratch": (predictions(scratch, images) == labels).numpy()}
     return {
         "budget": budget,
         "macs_ratio": round(pruned.macs[1] / pruned.macs[0], 4),
         "channels": {name: list(pair) for name, pair in pruned.channels.items()},
-        "pruned_accuracy": float((predictions(student, images) == labels).float().mean()),
-        "scratch_accuracy": float((predictions(scratch, images) == labels).float().mean()),
+        "pruned_accuracy": float(right["pruned"].mean()),
+        "scratch_accuracy": float(right["scratch"].mean()),
+        "better": better(right["pruned"], right["scratch"]),
         "student": student.to(memory_format=torch.contiguous_format).eval(),
     }
+
+
+def better(pruned_right, scratch_right, confidence: float = 0.95) -> str:
+    """"pruning" or "scratch" where the paired test shows one more accurate on these images (each side's
+    one-sided bound at (1 + confidence) / 2: a two-sided decision at `confidence`), else "neither shown"."""
+    one_sided = (1 + confidence) / 2
+    if accuracy_gate.paired_drop(scratch_right, pruned_right, one_sided)["drop_upper_pt"] < 0:
+        return "pruning"  # even the most scratch could beat pruning by is below zero
+    if accuracy_gate.paired_drop(pruned_right, scratch_right, one_sided)["drop_upper_pt"] < 0:
+        return "scratch"
+    return "neither shown"
 
 
 def _reinitialized(model: nn.Module, seed: int) -> nn.Module:

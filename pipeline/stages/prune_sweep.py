@@ -52,8 +52,7 @@ def run(cfg: SweepConfig, prune: PruneConfig, train: TrainConfig, opset: int, se
         speedup = ratio_interval(latency["unpruned"], latency[name], confidence=cfg.confidence)
         throughput = ratio_interval(rates[name], rates["unpruned"], confidence=cfg.confidence)
         rows.append({**p, "latency_ms": _median(latency[name]), "speedup_b1": speedup,
-                     "throughput": _median(rates[name]), "throughput_ratio": throughput,
-                     "pruning_beats_scratch": p["pruned_accuracy"] > p["scratch_accuracy"]})
+                     "throughput": _median(rates[name]), "throughput_ratio": throughput})
     plot = [{k: r[k] for k in ("budget", "macs_ratio", "latency_ms", "throughput", "pruned_accuracy",
                                "scratch_accuracy")} for r in rows]
     plot.append({"budget": 1.0, "macs_ratio": 1.0, "latency_ms": _median(latency["unpruned"]),

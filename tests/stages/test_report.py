@@ -57,7 +57,7 @@ def test_the_pruning_front_is_a_chart_and_a_row_per_budget_saying_which_won(comm
     assert section.count("<svg") == 1 and "same net from scratch" in section
     rows = re.findall(r"<tr><td class='n'>(\d+)%</td>", section)
     assert [int(r) for r in rows] == [round(100 * p["budget"]) for p in sweep["points"]]
-    assert all(("pruning" if p["pruning_beats_scratch"] else "scratch") in section for p in sweep["points"])
+    assert all(f"<td>{p['better']}</td>" in section for p in sweep["points"])
 
 
 def test_every_target_row_has_its_latency_or_says_why_and_the_speed_names_its_machine(committed):
