@@ -77,7 +77,7 @@ def report_page(bundles, mnist_dir, tmp_path_factory):
               bench_file=metrics / "bench.json", train_plot=metrics / "plots" / "train.csv",
               deploy_dir=bundles["cpu_x86"].parent, data_dir=mnist_dir, out_dir=out,
               train_timings=metrics / "timings" / "train.json", bench_timings=bench_timings,
-              web_timings=metrics / "timings" / "package_web.json")
+              web_timings=metrics / "timings" / "package_web.json", sweep_file=metrics / "prune_sweep.json")
     return out / "index.html"
 
 
@@ -124,9 +124,10 @@ def test_dvc_plots_render_offline_with_axes_legible_labels_and_whole_epochs(shot
 @pytest.mark.parametrize("width", [1280, 375])
 def test_the_report_reads_right_in_chromium(report_page, shots, width):
     page = report_page.read_text()
-    assert page.count("<svg") == 3 and "Runtime matrix" in page and "vs torch eager</th>" in page
+    # speed, the pruning front, two training curves
+    assert page.count("<svg") == 4 and "Runtime matrix" in page and "vs torch eager</th>" in page
     facts = browser.render(report_page.parent, report_page.name, shots / f"report_{width}.png",
-                           "document.querySelectorAll('svg').length >= 3", width=width, probe=REPORT_FACTS)
+                           "document.querySelectorAll('svg').length >= 4", width=width, probe=REPORT_FACTS)
     assert facts["refused"] == [] and facts["errors"] == [], facts
     assert facts["scroll_width"] <= width, f"the report is wider than a {width} px window"
     seen = facts["probe"]

@@ -108,6 +108,4 @@ STAGE = Stage(
     inputs={"model_dir": "${paths.model}", "data_dir": "${paths.data}",
             "unpruned": "${paths.variants}/simplified/model.onnx"},
     plots=("prune_sweep",), deterministic=False,
-    headline=lambda m: {f"budget_{p['budget']}": {"pruned": round(p["pruned_accuracy"], 4),
-                                                  "scratch": round(p["scratch_accuracy"], 4)} for p in m["points"]},
 )
