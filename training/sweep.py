@@ -21,11 +21,11 @@ from training.config import PruneConfig, TrainConfig
 from training.loop import Distillation, fit, predictions, seed_everything
 
 
-def point(prune_cfg: PruneConfig, train_cfg: TrainConfig, budget: float, epochs: int, model_dir, train_set, test_set,
-          seed: int, progress) -> dict:
-    """One budget: the pruned and the from-scratch model's test accuracy, the pruned model's shape and ONNX."""
-    teacher, _ = checkpoint.load(model_dir)
-    student, _ = checkpoint.load(model_dir)
+def point(prune_cfg: PruneConfig, train_cfg: TrainConfig, budget: float, epochs: int, parent: nn.Module, train_set,
+          test_set, seed: int, progress) -> dict:
+    """One budget: the pruned and the from-scratch model's test accuracy, the pruned model's shape and ONNX.
+    `parent` (the trained model, loaded once) is left as it is: teacher and student are copies."""
+    teacher, student = copy.deepcopy(parent), copy.deepcopy(parent)
     try:
         pruned = pruning.prune(student, prune_cfg.model_copy(update={"flops_budget": budget}),
                                torch.zeros(1, 1, 28, 28))
@@ -83,11 +83,12 @@ def run_all(prune_cfg: PruneConfig, train_cfg: TrainConfig, budgets: list[float]
     seed_everything(seed, train_cfg.threads, train_cfg.portable_kernels)
     train_set, test_set = mnist_tensors(data_dir, subset)
     images, labels = test_set
-    unpruned = float((predictions(checkpoint.load(model_dir)[0], images) == labels).float().mean())
+    parent, _ = checkpoint.load(model_dir)
+    unpruned = float((predictions(copy.deepcopy(parent), images) == labels).float().mean())
     points = []
     with progress_bar() as progress:
         for budget in budgets:
-            result = point(prune_cfg, train_cfg, budget, epochs, model_dir, train_set, test_set, seed, progress)
+            result = point(prune_cfg, train_cfg, budget, epochs, parent, train_set, test_set, seed, progress)
             proto = export_module(result.pop("student"), opset=opset, dynamic_batch=True)
             points.append({**result, "onnx": proto.SerializeToString()})
     return unpruned, points
