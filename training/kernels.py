@@ -4,8 +4,10 @@ PyTorch picks kernels by the CPU it finds: oneDNN (mkldnn) by its best ISA, ATen
 "CPU capability" (AVX-512 or AVX2), MKL by its code path; each rounds differently, and the weights (then every
 downstream hash) differ between CPU generations. `portable` pins all three to what every x86-64 CPU with AVX2
 runs the same way: oneDNN off (ATen's own convolutions, through MKL's GEMM), ATen at AVX2, MKL's conditional
-numerical reproducibility at AVX2. The environment variables are read when torch and MKL start, so pinned
-training runs in a fresh interpreter (a spawned process, or torchrun's workers) that starts with them.
+numerical reproducibility at AVX2, and MKL's dispatch capped at AVX2 (an environment that asks MKL for AVX-512
+with MKL_ENABLE_INSTRUCTIONS computes other bytes despite MKL_CBWR: tests/training/test_kernels.py). The
+environment variables are read when torch and MKL start, so pinned training runs in a fresh interpreter (a
+spawned process, or torchrun's workers) that starts with them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+              "ONEDNN_MAX_CPU_ISA": "AVX2"}
 PINNED_CAPABILITY = "AVX2"
 _channels_last = True  # oneDNN's fast layout; ATen's own convolutions are faster on the default one
 
