@@ -26,6 +26,18 @@ def _umask() -> int:
     return current
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Held by one process at a time (a lock file beside `path`), re-entrant within a process: for what several
+    processes share and fill, such as the caches under .cache/ (two pipelines, or the test suite's workers)."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f"{path.name}.lock"), is_singleton=True):
+        yield
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -74,7 +86,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def remove_leftovers(final: Path) -> None:
-    """Staging siblings of `final` left by a killed run (one writer per output, so any found is dead)."""
+    """Staging siblings of `final` left by a killed run (one writer per output, so any found is dead; writers
+    of a shared cache hold `exclusive` on it)."""
     for pattern in (f".tmp-{final.name}.*", f".old-{final.name}.*"):
         for leftover in final.parent.glob(pattern):
             if leftover.is_dir():

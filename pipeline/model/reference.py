@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.io import atomic_path
+from pipeline.core.io import atomic_path, exclusive
 from pipeline.model import checkpoint, lineage
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "reference"
@@ -33,11 +33,12 @@ def logits(model_dir: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     model cannot run in float64, with a warning: then they may differ in their last bits between CPUs)."""
     model, _ = checkpoint.load(Path(model_dir))
     cached = CACHE / f"{_key(Path(model_dir), model, x)}.npy"
-    if cached.is_file():
-        return np.load(cached, allow_pickle=False)
-    result = _forward(model, x, batch)
-    with atomic_path(cached) as staging, open(staging, "wb") as file:
-        np.save(file, result, allow_pickle=False)
+    with exclusive(cached):
+        if cached.is_file():
+            return np.load(cached, allow_pickle=False)
+        result = _forward(model, x, batch)
+        with atomic_path(cached) as staging, open(staging, "wb") as file:
+            np.save(file, result, allow_pickle=False)
     return result
 
 

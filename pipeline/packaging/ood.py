@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import CalibrationFailure
-from pipeline.core.io import sha256_file, write_bytes
+from pipeline.core.io import exclusive, sha256_file, write_bytes
 from pipeline.data import mnist
 from pipeline.deploy import digits
 from pipeline.packaging import non_digits
@@ -103,16 +103,19 @@ def prepared_sets(data_dir: Path) -> dict:
     data = mnist.load(Path(data_dir))
     key = hashlib.sha256(f"{mnist.digest(Path(data_dir))}{_source_digest()}".encode()).hexdigest()[:16]
     cached = CACHE / f"{key}.npz"
-    if cached.is_file():
-        return _load(cached)
+    with exclusive(cached):
+        if not cached.is_file():
+            _save(cached, _prepare_sets(data))
+    return _load(cached)
+
+
+def _prepare_sets(data) -> dict:
     test = [_rgba(image) for image in data.test_images]
     measured = non_digits.synthetic(data.train_images, SEED_MEASURE)
-    sets = {"calibration": prepare_all(test[0::2]), "held_out": prepare_all(test[1::2]),
+    return {"calibration": prepare_all(test[0::2]), "held_out": prepare_all(test[1::2]),
             "fake_calibration": prepare_all([p for _, p in non_digits.synthetic(data.train_images,
                                                                                   SEED_CALIBRATE)]),
             "fake_measure": prepare_all([p for _, p in measured]), "fake_measure_kinds": [k for k, _ in measured]}
-    _save(cached, sets)
-    return sets
 
 
 def _save(path: Path, sets: dict) -> None:

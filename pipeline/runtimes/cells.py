@@ -24,7 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError, RuntimeCellFailure
-from pipeline.core.io import sha256_file
+from pipeline.core.io import exclusive, sha256_file
 from pipeline.deploy.contents import MANIFEST, content_digest
 from pipeline.present import log as logs
 from pipeline.runtimes import browser, cpp, device_records, envs
@@ -158,12 +158,13 @@ def environment(runtime: Runtime) -> Path:
         return root
     wanted = runtime.spec()
     ready = root / ".ready"
-    if ready.is_file() and ready.read_text() == wanted:
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    runtime.build(root)
-    ready.write_text(wanted)
+    with exclusive(root):  # another process may be building it: wait, then find it ready
+        if ready.is_file() and ready.read_text() == wanted:
+            return root
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        runtime.build(root)
+        ready.write_text(wanted)
     return root
 
 
@@ -235,7 +236,13 @@ def quoted_delta(delta: float, grid: float | None) -> float:
 
 
 def _script(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
-    """verify.py / verify.mjs --provider P --json, with nothing of this environment's Python leaking in."""
+    """verify.py / verify.mjs --provider P --json, with nothing of this environment's Python leaking in. One
+    process at a time per environment: the bundle's copy and the C++ builds live in its folder."""
+    with exclusive(root):
+        return _run_checker(bundle, runtime, root, target)
+
+
+def _run_checker(bundle: Path, runtime: Runtime, root: Path, target: str) -> dict:
     if runtime.runs_inside_env:
         place = root / "bundles" / target
         shutil.rmtree(place, ignore_errors=True)

