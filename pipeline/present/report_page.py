@@ -9,15 +9,16 @@ from html import escape
 import numpy as np
 
 from pipeline.present import charts
+from pipeline.present.notes import Notes
 
 # Words and numbers never break inside a cell: a table wider than the window scrolls in its own box (.wide),
 # numbers and intervals stay on one line, and charts shrink to the window.
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}@media(max-width:600px){body{margin:"
        "1em}}p{overflow-wrap:break-word}.wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
-       "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:normal;"
+       "td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;"
        "word-break:normal;hyphens:none}th{background:#eee}td.n{text-align:right;white-space:nowrap}"
        "td.why>div{min-width:16em}svg{max-width:100%;height:auto}.ok{color:#2a7}.bad{color:#c00;font-weight:bold}"
-       ".note{color:#555}.w{white-space:nowrap}.ci{display:block;font-size:85%;color:#555}")
+       ".note,.notes{color:#555}.w{white-space:nowrap}.ci{display:block;font-size:85%;color:#555}")
 # What each loss in metrics/plots/train.csv is (training/loop.py): the train loss is the training objective,
 # cross-entropy with train.label_smoothing on randomly shifted batches (train.augment_shift), averaged over the
 # epoch while the weights change; the test loss is plain cross-entropy on the test set after the epoch.
@@ -74,24 +75,40 @@ def _variants(m: dict) -> str:
 
 
 def _targets(m: dict) -> str:
-    rows = [[escape(name), f"<b>{escape(p['selection']['chosen'])}</b>",
-             escape(p["session_text"]),
-             _Why(escape(p["selection"]["reason"]))] for name, p in m.get("targets", {}).items()]
+    notes, rows = Notes(), []
+    for name, p in m.get("targets", {}).items():
+        chosen = p["selection"]["chosen"]
+        why = notes.add(_without_label(p["selection"]["reason"], chosen), _own_names(name, p))
+        rows.append([escape(name), f"<b>{escape(chosen)}</b>", escape(p["session_text"]), why])
+    rows = [[*row[:3], _Why(notes.cell(row[3]))] for row in rows]
     return ("<h2>Chosen artifact per target</h2>" + _table(("target", "chosen", "session options", "why"), rows)
-            + _matrix(m))
+            + notes.html() + _matrix(m))
+
+
+def _without_label(reason: str, chosen: str) -> str:
+    """A timed selection's reason opens with the chosen candidate's label, which the row's other cells show."""
+    return reason.split(": ", 1)[1] if reason.startswith(f"{chosen} @ ") and ": " in reason else reason
+
+
+def _own_names(target: str, manifest: dict) -> dict[str, str]:
+    """The names that make a reason this row's own: its target and its providers."""
+    return {target: "target", **{p: "provider" for p in manifest.get("target", {}).get("providers", [])}}
 
 
 def _matrix(m: dict) -> str:
-    """Target × provider × runtime × architecture → verified (Δ, agreement) or not (why)."""
-    rows = []
+    """Target × provider × runtime × architecture → verified (Δ, agreement) or not (why: a reason several rows
+    give is a note below the table)."""
+    notes, rows = Notes(), []
     for name, p in m.get("targets", {}).items():
         for r in p.get("verified_on", []):
             result = (f"✓ max |Δ| {r['max_abs_delta']:.2g}, top-1 {r['top1_agreement']:.0%} of {r['golden_samples']}"
-                      if r["verified"] else f"✗ {r['reason']}")
+                      if r["verified"] else notes.add(r["reason"], {name: "target", r["provider"]: "provider"}))
             rows.append([escape(name), escape(r["provider"]), escape(r.get("package", "—")), escape(r["where"]),
-                         _Why(escape(result))])
+                         result])
+    rows = [[*row[:4], _Why(escape(row[4]) if isinstance(row[4], str) else notes.cell(row[4], "✗ "))]
+            for row in rows]
     return ("<h2>Runtime matrix (each bundle's own verify.py, golden I/O)</h2>"
-            + _table(("target", "provider", "runtime", "architecture", "result"), rows))
+            + _table(("target", "provider", "runtime", "architecture", "result"), rows) + notes.html())
 
 
 def _speed(m: dict) -> str:
