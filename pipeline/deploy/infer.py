@@ -99,6 +99,20 @@ class Row:
     error: str | None = None
 
 
+def run_in_batches(session, x: np.ndarray, fixed_batch: int | None, step: int | None = None) -> np.ndarray:
+    """The model's first output for `x`, run in the model's fixed batch (the last chunk padded with zeros, the
+    padding's rows dropped), or in chunks of `step` (all at once without one) when its batch is free."""
+    name = session.get_inputs()[0].name
+    size = fixed_batch or step or len(x)
+    outputs = []
+    for start in range(0, len(x), size):
+        chunk = x[start : start + size]
+        if fixed_batch and len(chunk) < fixed_batch:
+            chunk = np.concatenate([chunk, np.zeros((fixed_batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(session.run(None, {name: chunk})[0][: min(size, len(x) - start)])
+    return np.concatenate(outputs)
+
+
 class Classifier:
     """A bundle checked as verify.py checks it (files, manifest, the model's I/O, the golden outputs and pictures
     on the target's own provider), then ready to classify: a bundle that fails the check answers nothing."""
@@ -130,14 +144,7 @@ class Classifier:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         self.check(x)
-        step = self.fixed_batch or len(x)
-        return np.concatenate([self._run(x[i : i + step]) for i in range(0, len(x), step)])
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        if self.fixed_batch and len(chunk) < self.fixed_batch:
-            pad = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
-            return self.session.run(None, {self.input.name: np.concatenate([chunk, pad])})[0][: len(chunk)]
-        return self.session.run(None, {self.input.name: chunk})[0]
+        return run_in_batches(self.session, x, self.fixed_batch)
 
     def check(self, x: np.ndarray) -> None:
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:

@@ -36,6 +36,7 @@ from pipeline.core.errors import CalibrationFailure
 from pipeline.core.io import exclusive, sha256_file, write_bytes
 from pipeline.data import mnist
 from pipeline.deploy import digits
+from pipeline.deploy.infer import run_in_batches
 from pipeline.packaging import non_digits
 
 CALIBRATION_BUDGET = 0.005   # share of calibration digits the bounds may reject together
@@ -153,7 +154,8 @@ def prepare_all(pictures: list[np.ndarray]) -> dict:
 
 def statistics(session, prepared: dict, fixed_batch: int | None, pre: dict) -> list[dict]:
     """Ink statistics plus the model's logits, per picture of a prepared set."""
-    logits = iter(_logits(session, digits.normalized(np.stack(prepared["pictures"]), pre), fixed_batch))
+    x = digits.normalized(np.stack(prepared["pictures"]), pre)
+    logits = iter(run_in_batches(session, x, fixed_batch, step=512))
     return [None if ink is None else {**ink, "logits": next(logits)} for ink in prepared["ink"]]
 
 
@@ -203,18 +205,6 @@ def _value(stats: dict, name: str) -> float:
 def _flag(stats: dict | None, thresholds: dict) -> list[str]:
     """A refused (blank) picture counts as flagged: it is never labelled."""
     return ["no ink"] if stats is None else digits.not_a_digit(stats, stats["logits"], thresholds)
-
-
-def _logits(session, x: np.ndarray, fixed_batch: int | None) -> list[np.ndarray]:
-    name = session.get_inputs()[0].name
-    step = fixed_batch or 512
-    out = []
-    for i in range(0, len(x), step):
-        chunk = x[i : i + step]
-        padded = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)]) if (
-            fixed_batch and len(chunk) < step) else chunk
-        out.extend(session.run(None, {name: padded})[0][: len(chunk)])
-    return out
 
 
 def _rgba(gray: np.ndarray) -> np.ndarray:
