@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -69,10 +68,9 @@ def onnxruntime(path: Path, session: dict):
     return lambda x: opened.run(None, {name: x})
 
 
-def shipped_bundle(bundle: Path):
+def shipped_bundle(bundle: Path, manifest: dict):
     """The bundle exactly as a consumer opens it: its model file and its manifest's session options."""
-    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
-    return onnxruntime(Path(bundle) / manifest["model"]["file"], manifest["target"]["session"]), manifest
+    return onnxruntime(Path(bundle) / manifest["model"]["file"], manifest["target"]["session"])
 
 
 def openvino(path: Path, threads: int) -> tuple[object, str]:
@@ -108,14 +106,13 @@ def compute_precision(compiled) -> str:
     return "fp32"
 
 
-def on_own_runtime(bundle: Path, baseline: tuple[str, Path], one: np.ndarray, many: np.ndarray,
-                    workers: contextlib.ExitStack) -> dict:
+def on_own_runtime(bundle: Path, manifest: dict | None, baseline: tuple[str, Path], one: np.ndarray,
+                   many: np.ndarray, workers: contextlib.ExitStack) -> dict:
     """The bundle as shipped, opened by a worker in its runtime's environment, and the fp32 baseline there
     with the same options (INT8 vs fp32 on that runtime): {row name: (runner, what it is)}; none where the
-    bundle is missing or its runtime cannot be set up here (timer_for warns)."""
-    if not (bundle / "manifest.json").is_file():
+    bundle is missing (no manifest) or its runtime cannot be set up here (timer_for warns)."""
+    if manifest is None:
         return {}
-    manifest = json.loads((bundle / "manifest.json").read_text())
     target = manifest["target"]
     provider, options = target["providers"][0], (target.get("provider_options") or [{}])[0]
     verified = [r["runtime"] for r in manifest["verified_on"] if r.get("runtime") and r["provider"] == provider]
@@ -140,10 +137,11 @@ def inputs(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return one, many
 
 
-def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
+def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path, manifests: dict[str, dict],
              workers: contextlib.ExitStack) -> tuple[dict, dict]:
     """Every runner bench's config (`cfg`) asks for (timing.InProcess, or a RemoteRunner whose worker `workers`
-    closes), and what each is: runtime, variant, options (and how to probe its memory)."""
+    closes), and what each is: runtime, variant, options (and how to probe its memory). `manifests`: each
+    bundle's under deploy_dir, by its folder's name."""
     model, _ = checkpoint.load(model_dir)  # one load serves eager and torch.compile
     shapes = [(1, 1, 28, 28), (cfg.throughput_batch, 1, 28, 28)]
     fns = {EAGER: torch_eager(model)}
@@ -151,10 +149,10 @@ def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
     if cfg.peers.torch_compile:
         fns[COMPILED], warmup = torch_compiled(model, shapes)
         info[COMPILED] = {"runtime": "torch.compile (inductor)", "variant": EAGER, "warmup_s": round(warmup, 1)}
-    bundle = deploy_dir / cfg.shipped_target
-    if (bundle / "manifest.json").is_file():
-        shipped = shipped_row(cfg.shipped_target)
-        fns[shipped], manifest = shipped_bundle(bundle)
+    manifest = manifests.get(cfg.shipped_target)
+    if manifest is not None:
+        shipped, bundle = shipped_row(cfg.shipped_target), deploy_dir / cfg.shipped_target
+        fns[shipped] = shipped_bundle(bundle, manifest)
         info[shipped] = {"runtime": "ONNX Runtime CPU EP", "variant": manifest["model"]["variant"],
                          "session": manifest["target"]["session"], "path": bundle / manifest["model"]["file"]}
     for name, path in variants.items():
@@ -172,7 +170,8 @@ def assemble(cfg, model_dir: Path, variants: dict[str, Path], deploy_dir: Path,
     timed = {name: InProcess(functools.partial(fn, one), functools.partial(fn, many), cfg.throughput_batch,
                              idle_after(info[name].get("session"))) for name, fn in fns.items()}
     for target in cfg.runtime_targets:
-        on_own = on_own_runtime(deploy_dir / target, (cfg.baseline, variants[cfg.baseline]), one, many, workers)
+        on_own = on_own_runtime(deploy_dir / target, manifests.get(target), (cfg.baseline, variants[cfg.baseline]),
+                                one, many, workers)
         for name, (runner, about) in on_own.items():
             timed[name], info[name] = runner, about
     return timed, info

@@ -55,7 +55,8 @@ def _verify_on(bundle: Path, runtime: str, sha256: str | None, public_key: Path 
     from pipeline.runtimes import cells
 
     with opened_bundle(bundle, sha256, public_key) as folder:
-        record = cells.check(folder, runtime, load_manifest(folder)["target"].get("name", bundle.name))
+        manifest = load_manifest(folder)
+        record = cells.check(folder, manifest, runtime, manifest["target"].get("name", bundle.name))
     if not record["verified"]:
         raise PipelineError(f"cannot set up {runtime} here: {record['reason']}")
     typer.echo(f"verified: {cells.summary(record)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline.core.errors import PipelineError, RuntimeCellFailure
 from pipeline.core.io import exclusive, sha256_file
-from pipeline.deploy.contents import MANIFEST, content_digest
+from pipeline.deploy.contents import content_digest
 from pipeline.present import log as logs
 from pipeline.runtimes import browser, cpp, device_records, envs
 from pipeline.runtimes.envs import RuntimeUnavailable
@@ -201,14 +201,14 @@ def timer_for(provider: str, runtime_names: list[str]) -> str | None:
     return None
 
 
-def check(bundle: Path, name: str, target: str) -> dict:
-    """Run the bundle's own checker on one runtime. Returns the record for `verified_on`; a runtime this
+def check(bundle: Path, manifest: dict, name: str, target: str) -> dict:
+    """Run the bundle's own checker on one runtime (the checker reads the bundle's manifest.json; this side is
+    handed `manifest`, the same, in memory). Returns the record for `verified_on`; a runtime this
     machine cannot set up gives a record with `verified: false` and the reason (and a warning line); a failed
     golden check or a provider that did not run raises RuntimeCellFailure naming target, runtime and cause."""
     runtime = RUNTIMES.get(name)
     if runtime is None:
         raise PipelineError(f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
-    manifest = json.loads((bundle / "manifest.json").read_text())
     listed = manifest["target"]["providers"]
     if runtime.provider not in listed:
         raise PipelineError(f"{target} does not run on {runtime.provider} ({runtime.name}); its providers: "
@@ -278,13 +278,12 @@ def _browser(bundle: Path, target: str) -> dict:
     return report
 
 
-def verified_on(bundle: Path, target: str, providers: list[str], runtimes: list[str], device_runs: Path,
-                trusted_verifiers: dict[str, str]) -> list[dict]:
+def verified_on(bundle: Path, manifest: dict, target: str, providers: list[str], runtimes: list[str],
+                device_runs: Path, trusted_verifiers: dict[str, str]) -> list[dict]:
     """The manifest's `verified_on`: one record per runtime cell run here, the facts of each signed record in
     `device_runs` that a trusted verifier made of this very bundle and checker (device_records.py), and a
     `verified: false` record, with the reason, for each provider nothing proved."""
-    records = [check(bundle, name, target) for name in runtimes]
-    manifest = json.loads((bundle / MANIFEST).read_text())
+    records = [check(bundle, manifest, name, target) for name in runtimes]
     content, checker = content_digest(manifest["files"]), sha256_file(bundle / "verify.py")
     judged = device_records.judge(Path(device_runs), target, content, checker, trusted_verifiers)
     records += judged.accepted

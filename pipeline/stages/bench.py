@@ -96,11 +96,12 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
         raise PipelineError(f"bench.baseline {cfg.baseline!r} is not built: run the pipeline up to optimize first")
     lineage.require_current(variants, Path(model_dir), stage="bench", pruned_dir=Path(pruned_dir))
     accuracies = _accuracies(Path(parity_file))
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(deploy_dir).glob("*/manifest.json"))}
     torch.set_num_threads(cfg.threads)
     phase = Phases()
     with contextlib.ExitStack() as workers:
         with phase("runners (torch.compile, workers)"):
-            timed, info = runners.assemble(cfg, Path(model_dir), variants, Path(deploy_dir), workers)
+            timed, info = runners.assemble(cfg, Path(model_dir), variants, Path(deploy_dir), manifests, workers)
         for meta in info.values():  # what a runner computes in decides which peak it is held to
             meta.setdefault("precision", "int8" if kinds.get(meta["variant"], "fp32").startswith("int8") else "fp32")
         with phase("GEMM peak probes"):
@@ -130,7 +131,7 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
         "peaks": peaks, "variants": rows, "int8_targets": int8_verdict(rows, cfg),
         "winner": winner(rows, runners.shipped_row(cfg.shipped_target)),
         "int8_vs_fp32": int8_vs_fp32(rows, rates, cfg, set(quantize)),
-        "targets": shipped_targets(rows, Path(deploy_dir), cfg),
+        "targets": shipped_targets(rows, manifests),
         "pruned_vs_unpruned": pruned_vs_unpruned(rows, latency, rates, variants, cfg),
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
@@ -232,12 +233,11 @@ def int8_vs_fp32(rows: dict, rates: dict, cfg: BenchConfig, quantized: set[str])
     return result
 
 
-def shipped_targets(rows: dict, deploy_dir: Path, cfg: BenchConfig) -> dict:
+def shipped_targets(rows: dict, manifests: dict[str, dict]) -> dict:
     """What each target ships (runtime, variant, session options) and, where it was measured here, how it
     compares with torch eager, torch.compile and the OpenVINO runtime."""
     table = {}
-    for manifest_file in sorted(deploy_dir.glob("*/manifest.json")):
-        manifest = json.loads(manifest_file.read_text())
+    for manifest in manifests.values():
         name = manifest["target"]["name"]
         entry = {"runtime": f"onnxruntime, {manifest['target']['providers'][0]}",
                  "variant": manifest["model"]["variant"], "session": manifest["target"]["session"],

@@ -141,10 +141,11 @@ def run(cfg: TargetConfig, policy: PackagingConfig, variants_dir: Path, parity_f
                              not_a_digit)
         manifest["parity"]["samples"] = parity.get("samples")
         manifest["files"] = bundle_io.file_hashes(staging)
-        write_json(staging / MANIFEST, manifest)
-        # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name.
+        write_json(staging / MANIFEST, manifest)  # for the bundle's own checkers, which read it as a consumer does
+        # Each runtime cell runs the bundle's own verify.py before the bundle gets its final name; then the
+        # manifest gets their records and the model card, and is written again with the files' final digests.
         with phase("runtime matrix"):
-            manifest["verified_on"] = cells.verified_on(staging, target, block["providers"], cfg.runtimes,
+            manifest["verified_on"] = cells.verified_on(staging, manifest, target, block["providers"], cfg.runtimes,
                                                         Path(device_runs), policy.trusted_verifiers)
             if policy.require_runtimes:
                 cells.require_ran(manifest["verified_on"], target)

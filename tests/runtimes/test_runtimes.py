@@ -98,7 +98,8 @@ def test_a_record_counts_only_signed_by_a_trusted_verifier_about_the_same_bundle
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
     def judged(trusted):
-        return {r["provider"]: r for r in cells.verified_on(bundle, "cpu_x86", providers, [], runs, trusted)}
+        return {r["provider"]: r for r in cells.verified_on(bundle, _manifest(bundle), "cpu_x86", providers, [], runs,
+                                                                  trusted)}
 
     assert "signed by " + kid[:16] + ", which packaging.trusted_verifiers does not list" in judged({})[
         "CPUExecutionProvider"]["reason"]
@@ -143,7 +144,8 @@ def test_a_runtime_this_machine_cannot_set_up_is_a_stated_reason(bundles, tmp_pa
     (tmp_path / "debian_version").write_text("11.9\n")
     monkeypatch.setattr(cells.envs, "DEBIAN_VERSION", tmp_path / "debian_version")
     monkeypatch.setattr(cells, "CACHE", tmp_path / "cache")
-    record = cells.check(bundles["arm64_mobile"], "onnxruntime-aarch64", "arm64_mobile")
+    record = cells.check(bundles["arm64_mobile"], _manifest(bundles["arm64_mobile"]), "onnxruntime-aarch64",
+                         "arm64_mobile")
     assert record["verified"] is False and "this machine is Debian 11" in record["reason"]
     assert "warning: arm64_mobile not verified on onnxruntime-aarch64" in capsys.readouterr().err
 
