@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from pipeline.benchmark import runners
-from pipeline.benchmark.crossover import sweep
+from pipeline.benchmark.crossover import CrossoverConfig, Timing, sweep
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Schema, Stage, StageResult
 from pipeline.measure import peak
@@ -40,12 +40,6 @@ from pipeline.model import lineage, onnx_utils
 from pipeline.model.quantization import variant_kinds
 
 EAGER, COMPILED = runners.EAGER, runners.COMPILED
-
-
-class CrossoverConfig(Schema):
-    models: list[dict[str, Any]]
-    quantize: str
-    calibration_samples: PositiveInt
 
 
 class Int8Targets(Schema):
@@ -85,7 +79,7 @@ class BenchConfig(Schema):
     pruning: PruningPair | None
 
 
-def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path, variants_dir: Path,
+def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, opset: int, model_dir: Path, variants_dir: Path,
         parity_file: Path, deploy_dir: Path, data_dir: Path, pruned_dir: Path) -> StageResult:
     import torch
 
@@ -136,9 +130,10 @@ def run(cfg: BenchConfig, quantize: dict, fp16: bool, seed: int, model_dir: Path
     }
     crossover_quantize = quantize.get(cfg.crossover.quantize) if cfg.crossover else None
     if cfg.crossover and cfg.crossover.models and crossover_quantize is not None:
-
         with phase("INT8 crossover"):
-            metrics["crossover"] = sweep(cfg, quantize_cfg=crossover_quantize, data_dir=Path(data_dir), seed=seed)
+            timing = Timing(cfg.session, cfg.throughput_batch, cfg.rounds, cfg.confidence)
+            metrics["crossover"] = sweep(cfg.crossover, timing, quantize_cfg=crossover_quantize, opset=opset,
+                                         data_dir=Path(data_dir), seed=seed)
     plot = [{"variant": name, "latency_ms": row["latency_ms"]["p50"], "throughput": row["throughput"],
              "accuracy": row["accuracy"]} for name, row in rows.items()]
     above = [f"{name} ran at {row['share_of_peak']:.0%} of the {row['precision']} GEMM peak (interval from "
@@ -289,7 +284,8 @@ STAGE = Stage(
     name="bench", run=run,
     help="Latency, throughput, size and memory of torch eager and every variant; ratios from one run.",
     owns={"bench": BenchConfig},
-    config={"cfg": "bench", "quantize": "quantize", "fp16": "optimize.fp16.enabled", "seed": "seed"},
+    config={"cfg": "bench", "quantize": "quantize", "fp16": "optimize.fp16.enabled", "seed": "seed",
+            "opset": "export.opset"},
     inputs={"model_dir": "${paths.model}", "pruned_dir": "${paths.pruned}", "variants_dir": "${paths.variants}",
             "parity_file": "${paths.metrics}/validate.json", "deploy_dir": "${paths.deploy}",
             "data_dir": "${paths.data}"},
