@@ -66,6 +66,20 @@ def _pruned_beside(given: dict) -> dict:
     return beside
 
 
+def copy_repository(dest: Path) -> Path:
+    """dest/repo: the working tree's tracked and unignored files (what a commit of it would hold), in a fresh git
+    repository with nothing committed."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout
+    with open(dest / "repo.tar", "wb") as archive:
+        subprocess.run(["tar", "-cf", "-", "--null", "-T", "-"], cwd=REPO, input=files, check=True, stdout=archive)
+    repo = dest / "repo"
+    repo.mkdir()
+    subprocess.run(["tar", "-xf", str(dest / "repo.tar"), "-C", str(repo)], check=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600):
     """`pipeline ARGS` in a fresh interpreter, the way a user or DVC runs it."""
     return subprocess.run(

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.core.config import compose
 from pipeline.core.stage import all_stages
-from tests.conftest import CACHE, REPO, run_cli
+from tests.conftest import CACHE, copy_repository, run_cli
 from tests.documented import documented
 
 # The runtime matrix and the timing on other runtimes have their own tests (test_runtimes.py) and run in
@@ -18,25 +18,13 @@ TINY_PIPELINE = ["experiment=ci", f"paths.cache={CACHE}", "quantize=[int8_static
                  "bench.crossover.models=[]", *(f"target.{t}.runtimes=[]" for t in compose([]).target)]
 
 
-def _copy_repo(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, check=True).stdout
-    with open(dest / "repo.tar", "wb") as archive:
-        subprocess.run(["tar", "-cf", "-", "--null", "-T", "-"], cwd=REPO, input=files, check=True, stdout=archive)
-    repo = dest / "repo"
-    repo.mkdir()
-    subprocess.run(["tar", "-xf", str(dest / "repo.tar"), "-C", str(repo)], check=True)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    return repo
-
-
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches(tmp_path):
-    repo = _copy_repo(tmp_path)
+    repo = copy_repository(tmp_path)
     assert run_cli("params", *TINY_PIPELINE, cwd=repo).returncode == 0
 
     first = _dvc(repo, *documented("dvc repro")[1:])
@@ -135,7 +123,7 @@ def _artifact_hashes(repo: Path) -> dict[str, str]:
 def _a_second_clean_run_gives_identical_dvc_lock_hashes(repo: Path, tmp_path: Path) -> None:
     """The same commit gives the same bytes: model, every variant, every bundle and tarball, every metric."""
     (tmp_path / "second").mkdir()
-    second = _copy_repo(tmp_path / "second")
+    second = copy_repository(tmp_path / "second")
     assert run_cli("params", *TINY_PIPELINE, cwd=second).returncode == 0
     result = _dvc(second, "repro", *_compared_stages(second))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
