@@ -49,12 +49,10 @@ repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	pipeline timings --noop-repro
 	pipeline results
 
-## Lint and run the test suite (real MNIST, small configs), in TEST_WORKERS processes (pytest-xdist; most tests
-## use one core, and the slow ones run first): `make test TEST_WORKERS=0` runs it in this one process.
-TEST_WORKERS ?= 2
+## Lint and run the test suite (real MNIST, small configs).
 test: $(STAMP) $(CHROMIUM) $(VEGA)
 	ruff check .
-	pytest -n $(TEST_WORKERS) --dist worksteal
+	pytest
 
 ## The CI parity gate: the CI-sized pipeline up to the bundles (validate, the runtime matrix) in a scratch copy.
 gate: $(STAMP) $(CHROMIUM)

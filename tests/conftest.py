@@ -106,12 +106,6 @@ def _tool_guard(item):
         _skipped_for_a_missing_tool(exc)
 
 
-def pytest_collection_modifyitems(items):
-    """The slow tests first (stable otherwise): with the suite split between workers (pytest-xdist, `make
-    test`), a long test started last would leave one worker running it alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 # A fixture's setup and the test itself: either may be the first to find the tool missing.
 pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_tool_guard)
 pytest_runtest_call = pytest.hookimpl(wrapper=True)(_tool_guard)

@@ -39,6 +39,8 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     noop = run_cli("timings", "--noop-repro", cwd=repo)  # as `make repro` ends
     assert noop.returncode == 0 and "a no-op dvc repro takes" in noop.stdout, noop.stdout + noop.stderr
     _the_documented_views_of_a_run(repo)
+    _every_written_file_is_a_declared_output(repo)
+    _editing_a_module_marks_the_stages_that_import_it(repo)
 
     assert run_cli("params", *TINY_PIPELINE, "train.epochs=1", cwd=repo).returncode == 0
     status = json.loads(_dvc(repo, "status", "--json").stdout)
@@ -47,9 +49,6 @@ def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Running stage 'train'" in rerun.stdout and "Running stage 'prepare'" not in rerun.stdout
     assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 1
-
-    _every_written_file_is_a_declared_output(repo)
-    _editing_a_module_marks_the_stages_that_import_it(repo)
     _hand_off_through_a_dvc_remote(repo, tmp_path)
 
 

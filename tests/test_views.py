@@ -5,19 +5,30 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pipeline.runtimes import browser
-from tests.conftest import REPO, config, run_stage
+from tests.conftest import REPO, config, copy_repository, run_stage
 
 SHOTS = REPO / ".cache" / "screenshots"
 # vega-embed wraps each chart in .vega-embed; a rendered chart has its canvas or svg inside.
 PLOTS_READY = "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 5"
 
 
-def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the repository (its committed metrics/ included) to run DVC's views in: they write dvc_plots/
+    and must not read a metrics/ that a `dvc repro` beside the tests is rewriting. Its .cache/ is the
+    checkout's, where `make` installed vega."""
+    copy = copy_repository(tmp_path_factory.mktemp("views"))
+    (copy / ".cache").symlink_to(REPO / ".cache")
+    return copy
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=120)
 
 
 # What a reader of the report would notice, measured in the page: every word of every table cell on one line
@@ -66,12 +77,12 @@ REPORT_FACTS = """(() => {
 
 
 @pytest.fixture(scope="module")
-def report_page(bundles, mnist_dir, tmp_path_factory):
+def report_page(bundles, mnist_dir, committed_metrics, tmp_path_factory):
     """The report from the committed metrics (the full run's bench included) and the tiny bundles; the bench
     observations add the machine as bench now records it (the committed run predates that)."""
     from pipeline.core.machine import machine
 
-    metrics, out = REPO / "metrics", tmp_path_factory.mktemp("report") / "report"
+    metrics, out = committed_metrics, tmp_path_factory.mktemp("report") / "report"
     bench_timings = out.parent / "bench_timings.json"
     bench_timings.write_text(json.dumps({**json.loads((metrics / "timings" / "bench.json").read_text()),
                                          "machine": machine()}))
@@ -100,18 +111,18 @@ PLOT_FACTS = """(async () => {
 })()"""
 
 
-def test_dvc_plots_render_offline_with_axes_legible_labels_and_whole_epochs(shots):
-    result = _dvc("plots", "show")
+def test_dvc_plots_render_offline_with_axes_legible_labels_and_whole_epochs(repo, shots):
+    result = _dvc(repo, "plots", "show")
     assert result.returncode == 0, result.stderr
-    page = (REPO / "dvc_plots" / "index.html").read_text()
+    page = (repo / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr.net" not in page and "../.cache/vega/node_modules/vega/build/vega.min.js" in page
     assert "<DVC_METRIC" not in page and "label-smoothed" in page
-    facts = browser.render(REPO, "dvc_plots/index.html", shots / "dvc_plots.png", PLOTS_READY, probe=PLOT_FACTS)
+    facts = browser.render(repo, "dvc_plots/index.html", shots / "dvc_plots.png", PLOTS_READY, probe=PLOT_FACTS)
     assert facts["refused"] == [] and facts["errors"] == [], facts
     assert (shots / "dvc_plots.png").stat().st_size > 20_000
     plots = facts["probe"]
-    # What DVC plotted: the working tree's metrics/ (dvc plots show reads it), read at the same moment.
-    runners = {line.split(",")[0] for line in (REPO / "metrics" / "plots" / "bench.csv").read_text().split()[1:]}
+    # What DVC plotted: the copy's metrics/ (dvc plots show reads it).
+    runners = {line.split(",")[0] for line in (repo / "metrics" / "plots" / "bench.csv").read_text().split()[1:]}
     # Every runner is named on the latency axis, one row each (no overprinted point labels).
     names = [t for axis in plots["accuracy_vs_latency"]["axes"] for t in axis if t in runners]
     assert sorted(names) == sorted(runners), plots["accuracy_vs_latency"]
@@ -160,10 +171,10 @@ def browser_machine() -> dict:
     return machine()
 
 
-def test_dvc_metrics_show_fits_in_200_columns():
-    result = _dvc("metrics", "show")
+def test_dvc_metrics_show_fits_in_200_columns(repo):
+    result = _dvc(repo, "metrics", "show")
     assert result.returncode == 0, result.stderr
     widths = [len(line) for line in result.stdout.splitlines()]
     assert widths and max(widths) <= 200, f"{max(widths)} columns"
-    summaries = list((REPO / "metrics" / "summary").glob("*.json"))
+    summaries = list((repo / "metrics" / "summary").glob("*.json"))
     assert summaries and all(len(json.loads(p.read_text())) <= 3 for p in summaries)

@@ -28,13 +28,15 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Held by one process at a time (a lock file beside `path`), re-entrant within a process: for what several
-    processes share and fill, such as the caches under .cache/ (two pipelines, or the test suite's workers)."""
+    """Held by one process at a time, re-entrant within a process: for what several processes share and fill,
+    such as the caches under .cache/ (two pipelines at once, or tests beside a `dvc repro`). The lock file lives
+    in a per-user folder of the system's temporary directory, named by `path`: nothing is added to the cache."""
     from filelock import FileLock
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.with_name(f"{path.name}.lock"), is_singleton=True):
+    locks = Path(tempfile.gettempdir()) / f"pipeline-locks-{os.getuid()}"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    with FileLock(locks / f"{name}.lock", is_singleton=True):
         yield
 
 
