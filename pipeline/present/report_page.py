@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.present import charts
 from pipeline.present.notes import Notes
+from pipeline.present.tables import ratio_parts
 
 # Words and numbers never break inside a cell: a table wider than the window scrolls in its own box (.wide),
 # numbers and intervals stay on one line, and charts shrink to the window.
@@ -198,10 +199,8 @@ def _package_latency(observed: dict) -> float | None:
 
 
 def _ci(row: dict, key: str) -> str:
-    if key not in row:
-        return "—"
-    low, high = row[f"{key}_ci"]
-    return f"{row[key]:.2f}×<span class='ci'>[{low:.2f}, {high:.2f}]</span>"
+    parts = ratio_parts(row, key)
+    return "—" if parts is None else f"{parts[0]}<span class='ci'>{parts[1]}</span>"
 
 
 def _pruning(sweep: dict) -> str:

@@ -132,11 +132,18 @@ def prediction_table(results: list) -> None:
     Console().print(table)
 
 
-def _ratio(row: dict, key: str) -> str:
+def ratio_parts(row: dict, key: str) -> tuple[str, str] | None:
+    """A metrics row's ratio (`key`) and its interval (`key`_ci) as text, for a terminal table or the report;
+    None where the row has no such ratio."""
     if key not in row:
-        return "—"
+        return None
     low, high = row[f"{key}_ci"]
-    return f"{row[key]:.2f}× [{low:.2f}, {high:.2f}]"
+    return f"{row[key]:.2f}×", f"[{low:.2f}, {high:.2f}]"
+
+
+def _ratio(row: dict, key: str) -> str:
+    parts = ratio_parts(row, key)
+    return "—" if parts is None else " ".join(parts)
 
 
 def peak_lines(peaks: dict) -> str:
