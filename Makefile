@@ -49,10 +49,11 @@ repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	pipeline timings --noop-repro
 	pipeline results
 
-## Lint and run the test suite (real MNIST, small configs).
+## Lint and run the test suite (real MNIST, small configs), on one pytest-xdist worker per core (at most 4: each
+## builds the session's tiny pipeline for itself).
 test: $(STAMP) $(CHROMIUM) $(VEGA)
 	ruff check .
-	pytest
+	pytest -n auto --maxprocesses 4
 
 ## The CI parity gate: the CI-sized pipeline up to the bundles (validate, the runtime matrix) in a scratch copy.
 gate: $(STAMP) $(CHROMIUM)

@@ -88,6 +88,21 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
     )
 
 
+def pytest_configure(config):
+    """`make test` runs the suite on pytest-xdist's workers, one per core, each held to a core of its own (its
+    subprocesses inherit it): torch and onnxruntime size their thread pools by the cores they may use, so two
+    workers do not fight over both cores, spinning."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `longest` first: a worker starts them at once rather than finishing the run alone with one."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 # Set by .ci/run: there, a test that needs a tool this machine lacks (Chromium, Node, qemu, cmake) fails; elsewhere
 # it is skipped, naming what is missing.
 REQUIRE_TOOLS = "PIPELINE_TESTS_REQUIRE_TOOLS"
