@@ -34,7 +34,7 @@ USER_MODELS = {
 }
 CONSOLE_SCRIPT = Path(sys.executable).parent / "pipeline"
 # This CPU's fastest training kernels: the pinned ones cost train time, and tests/training/test_kernels.py holds them.
-SMALL = ["train.epochs=2", "train.subset=20000", "train.eval_subset=1000", "train.portable_kernels=false",
+SMALL = ["train.epochs=1", "train.subset=8000", "train.eval_subset=1000", "train.portable_kernels=false",
          "quantize.int8_static.calibration.samples=128", "target.cpu_x86.runtimes=[onnxruntime]",
          "target.cpu_x86.selection.rounds=3", "target.cpu_x86.selection.per_round=10"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.io import exclusive
 from pipeline.packaging import bundle as bundle_io
 from tests.conftest import REPO, run_cli
 from tests.documented import documented, documented_shell
@@ -88,12 +89,15 @@ def team_dvc() -> Path:
     wanted = [line for line in (REPO / "constraints.txt").read_text().splitlines()
               if line.split("==")[0].lower() in ("dvc", "dvc-s3", "gto", "onnxruntime", "numpy", "pillow")]
     stamp = root / ".ready"
-    if not (stamp.is_file() and stamp.read_text() == "\n".join(wanted)):
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
-        subprocess.run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
-                        *wanted], check=True, capture_output=True, timeout=900)
-        stamp.write_text("\n".join(wanted))
+    with exclusive(root):  # pytest-xdist's workers share .cache/
+        if not (stamp.is_file() and stamp.read_text() == "\n".join(wanted)):
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+            # with uv, as `make` installs the producer's pins
+            subprocess.run([str(BIN / "uv"), "pip", "install", "-q", "--python", str(root / "bin" / "python"),
+                            "-c", str(REPO / "constraints.txt"), *wanted], check=True, capture_output=True,
+                           timeout=900)
+            stamp.write_text("\n".join(wanted))
     return root / "bin" / "dvc"
 
 
