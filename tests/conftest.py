@@ -99,8 +99,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `longest` first: a worker starts them at once rather than finishing the run alone with one."""
-    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+    """Tests marked `longest` first: a worker starts them at once rather than finishing the run alone with one.
+    (Not a test that shares a module fixture with the rest of its module: that fixture would be built twice.)"""
+    def minutes(item) -> float:
+        marker = item.get_closest_marker("longest")
+        return marker.kwargs.get("minutes", 1) if marker else 0
+
+    items.sort(key=minutes, reverse=True)  # stable: the rest keep their order
 
 
 # Set by .ci/run: there, a test that needs a tool this machine lacks (Chromium, Node, qemu, cmake) fails; elsewhere
@@ -148,11 +153,17 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_cfg, mnist_dir) -> Path:
+def tiny_training(tmp_path_factory, tiny_cfg, mnist_dir) -> tuple[Path, StageResult]:
+    """The tiny model trained once (and pruned beside it, as in artifacts/), with what the train stage returned."""
     out = tmp_path_factory.mktemp("model") / "model"
-    run_stage("train", tiny_cfg, data_dir=mnist_dir, out_dir=out, seed=0)
+    trained = run_stage("train", tiny_cfg, data_dir=mnist_dir, out_dir=out, seed=0)
     run_stage("prune", tiny_cfg, model_dir=out, data_dir=mnist_dir, out_dir=out.parent / "pruned", seed=0)
-    return out
+    return out, trained
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_training) -> Path:
+    return tiny_training[0]
 
 
 def build_variants(cfg, model_dir: Path, data_dir: Path, out: Path) -> Path:

@@ -50,6 +50,7 @@ def built_tree(tmp_path, tiny_model_dir, variants_dir, mnist_dir) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.longest(minutes=2)
 @pytest.mark.parametrize("model", USER_MODELS.values(), ids=USER_MODELS.keys())
 def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_path, built_tree, model):
     def pipeline(*command, page_model: bool = True):

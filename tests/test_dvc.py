@@ -26,7 +26,7 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.longest
+@pytest.mark.longest(minutes=14)  # on one core, as make test runs it
 def test_dvc_repro_runs_the_pipeline_and_reruns_only_what_a_param_change_touches(tmp_path):
     repo = copy_repository(tmp_path)
     assert run_cli("params", *CI_PIPELINE, cwd=repo).returncode == 0

@@ -160,6 +160,7 @@ def _as_team(command: list[str], consumer: Path, repo: Path, team_dvc: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.longest(minutes=2)
 def test_a_release_is_versioned_pushed_fetched_by_version_and_stage_verified_and_rolled_back(
         bundles, mnist_dir, s3, team_dvc, tmp_path):
     endpoint, client = s3

@@ -16,12 +16,11 @@ def test_checkpoint_rebuilds_from_its_spec_alone(tiny_model_dir):
     assert json.loads((tiny_model_dir / checkpoint.SPEC).read_text())["parameters"] < 10000
 
 
-def test_train_metrics_report_accuracy(tmp_path, mnist_dir):
-    cfg = config()
-    result = run_stage("train", cfg, data_dir=mnist_dir, out_dir=tmp_path / "m", seed=0)
+def test_train_metrics_report_accuracy(tiny_training):
+    model_dir, result = tiny_training  # the session's training of the tiny config, two epochs
     assert result.metrics["test_accuracy"] > 0.96
     assert len(result.plots["train"]) == 2 and "training_seconds" in result.observations
-    assert (tmp_path / "m" / "model.pt").is_file()
+    assert (model_dir / "model.pt").is_file()
 
 
 def test_same_config_gives_byte_identical_weights(tmp_path, mnist_dir):

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import TINY, run_cli
 from training import kernels
 
-SMALL = [*TINY, "train.epochs=1", "train.subset=6000", "train.eval_subset=500"]
+SMALL = [*TINY, "train.epochs=1", "train.subset=2000", "train.eval_subset=500"]
 # What another x86-64 CPU would make PyTorch pick: no AVX-512 for oneDNN and ATen, MKL's AVX2 path.
 AVX2_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 # And one that is older still, for oneDNN and MKL.
