@@ -104,6 +104,7 @@ def test_every_runner_is_held_to_the_measured_peak_of_the_precision_it_computes_
     assert rows["optimized"]["share_of_peak"] < 1
 
 
+@pytest.mark.usefixtures("bundles")  # it quantizes int8_static into variants_dir
 def test_the_openvino_runtime_is_held_to_the_peak_of_what_it_computes_in(variants_dir):
     """With its defaults OpenVINO computes an fp32 model in bf16 on a CPU with AVX512_BF16 or AMX (twice fp32's
     rate there): the precision comes from its compiled model, not from the file's."""
