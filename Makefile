@@ -50,10 +50,10 @@ repro: $(STAMP) $(CHROMIUM) $(VEGA) params.yaml
 	pipeline results
 
 ## Lint and run the test suite (real MNIST, small configs), on one pytest-xdist worker per core (at most 4: each
-## builds the session's tiny pipeline for itself).
+## builds the session's tiny pipeline for itself); an idle worker takes queued tests from a busy one (worksteal).
 test: $(STAMP) $(CHROMIUM) $(VEGA)
 	ruff check .
-	pytest -n auto --maxprocesses 4
+	pytest -n auto --maxprocesses 4 --dist worksteal
 
 ## The CI parity gate: the CI-sized pipeline up to the bundles (validate, the runtime matrix) in a scratch copy.
 gate: $(STAMP) $(CHROMIUM)

@@ -99,9 +99,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `longest` first, longest first: xdist deals the first tests out round-robin, so they head the
-    workers' queues instead of one worker finishing the run alone with one. (Not a test that shares a module
-    fixture with the rest of its module: that fixture would be built twice.)"""
+    """Tests marked `longest` first, longest first, so that they start early instead of one worker finishing the
+    run alone with one (xdist's work stealing moves the tests queued behind them to an idle worker). (Not a test
+    that shares a module fixture with the rest of its module: that fixture would be built twice.)"""
     def minutes(item) -> float:
         marker = item.get_closest_marker("longest")
         return marker.kwargs.get("minutes", 1) if marker else 0
