@@ -12,10 +12,11 @@ from pipeline.present import charts
 from pipeline.present.notes import Notes
 from pipeline.present.tables import ratio_parts
 
-# Words and numbers never break inside a cell: a table wider than the window scrolls in its own box (.wide),
+# Words and numbers never break inside a cell: a table wider than the window scrolls in its own box (.wide);
+# prose wraps a long word (an absolute path in a note) rather than widen the page;
 # numbers and intervals stay on one line, and charts shrink to the window.
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}@media(max-width:600px){body{margin:"
-       "1em}}p{overflow-wrap:break-word}.wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
+       "1em}}p,li{overflow-wrap:break-word}.wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
        "td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;"
        "word-break:normal;hyphens:none}th{background:#eee}td.n{text-align:right;white-space:nowrap}"
        "td.why>div{min-width:16em}svg{max-width:100%;height:auto}.ok{color:#2a7}.bad{color:#c00;font-weight:bold}"
