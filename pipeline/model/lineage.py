@@ -34,26 +34,45 @@ def checkpoint_of(variant: str) -> str:
 
 
 PRUNED_FROM = "pruned_from"  # the pruned checkpoint's model.json: the digest of the checkpoint it was pruned from
+# ... and prune's accuracy gate on it: {"passed": bool, "drop_upper_pt": …, "max_drop_pt": …}. A pruned checkpoint
+# that failed its gate is written (to look at), but no stage exports, validates or ships it.
+ACCURACY_GATE = "accuracy_gate"
 
 
 def checkpoint_digests(model_dir: Path, pruned_dir: Path | None) -> dict[str, str]:
-    """{"model": digest, "pruned": digest} of the checkpoints on disk now; no "pruned" where none was written or
-    it was pruned from another checkpoint than model_dir's (a model trained since: prune it again)."""
+    """{"model": digest, "pruned": digest} of the checkpoints on disk now; no "pruned" where pruned_dir holds no
+    usable pruned checkpoint of this model (why_no_pruned says why)."""
     digests = {"model": checkpoint_digest(model_dir)}
-    if pruned_dir is not None and pruned_from(pruned_dir) == digests["model"]:
+    if pruned_dir is not None and why_no_pruned(pruned_dir, digests["model"]) is None:
         digests["pruned"] = checkpoint_digest(pruned_dir)
     return digests
 
 
-def pruned_from(pruned_dir: Path) -> str | None:
-    """The digest of the checkpoint a pruned checkpoint was pruned from (None: no pruned checkpoint there)."""
-    spec = Path(pruned_dir) / SPEC
-    if not (Path(pruned_dir) / WEIGHTS).is_file() or not spec.is_file():
+def why_no_pruned(pruned_dir: Path, model_digest: str) -> str | None:
+    """Why pruned_dir holds no pruned checkpoint to build variants from, in words; None where it holds one: pruned
+    from the checkpoint whose digest is model_digest (not from a model trained since) and past its accuracy gate."""
+    written = _pruned_spec(Path(pruned_dir))
+    if written is None:
+        return f"{pruned_dir} holds no pruned checkpoint (run `pipeline prune`)"
+    if written.get(PRUNED_FROM) != model_digest:
+        return f"{pruned_dir} was pruned from another checkpoint than the current model (run `pipeline prune`)"
+    gate = written.get(ACCURACY_GATE)
+    if not isinstance(gate, dict) or gate.get("passed") is not True:
+        bound = f" (drop upper bound {gate.get('drop_upper_pt')} > {gate.get('max_drop_pt')} pt)" \
+            if isinstance(gate, dict) else ""
+        return f"{pruned_dir} failed prune's accuracy gate{bound}: see metrics/prune.json for the settings past it"
+    return None
+
+
+def _pruned_spec(pruned_dir: Path) -> dict | None:
+    spec = pruned_dir / SPEC
+    if not (pruned_dir / WEIGHTS).is_file() or not spec.is_file():
         return None
     try:
-        return json.loads(spec.read_text()).get(PRUNED_FROM)
-    except (json.JSONDecodeError, AttributeError):
+        written = json.loads(spec.read_text())
+    except json.JSONDecodeError:
         return None
+    return written if isinstance(written, dict) else None
 
 
 def checkpoint_digest(model_dir: Path) -> str:

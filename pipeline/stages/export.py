@@ -38,13 +38,13 @@ def run(cfg: ExportConfig, gates: dict, confidence: float, final_samples: int | 
     path, metrics = _export(cfg, gates, confidence, final_samples, Path(model_dir), Path(data_dir), Path(out_dir),
                             "exported")
     outputs, notices = {"exported": path}, []
-    if "pruned" in lineage.checkpoint_digests(Path(model_dir), Path(pruned_dir)):
+    why_not = lineage.why_no_pruned(Path(pruned_dir), lineage.checkpoint_digest(Path(model_dir)))
+    if why_not is None:
         outputs["pruned_exported"], metrics["pruned"] = _export(
             cfg, gates, confidence, final_samples, Path(pruned_dir), Path(data_dir), Path(pruned_out),
             "pruned_exported")
     else:
-        notices.append(f"pruned_exported: not exported, {pruned_dir} holds no pruned checkpoint of this model "
-                       "(run `pipeline prune`)")
+        notices.append(f"pruned_exported: not exported, {why_not}")
     return StageResult(outputs=outputs, metrics=metrics, notices=notices)
 
 
