@@ -1,5 +1,5 @@
 """The bring-your-own-model path (docs/configuration.md), with its commands as written there, in a tree where the
-default model was already built: three architectures unlike ours go through train → export --quantize int8 →
+default model was already built: three architectures unlike ours go through train → prune → export --quantize int8 →
 validate → package, on a small config. Nothing left from the previous model blocks them, and no advice would
 rebuild over their model."""
 
@@ -17,6 +17,8 @@ from tests.documented import documented
 
 # The page's commands, for its ResidualGeluNet; each other model swaps in its own two overrides.
 TRAIN = documented("pipeline train model._target_=tests.helpers.user_models.ResidualGeluNet model.channels=16")
+PRUNE = documented("pipeline prune model._target_=tests.helpers.user_models.ResidualGeluNet model.channels=16 "
+                   "prune.round_to=null")
 EXPORT = documented("pipeline export --quantize int8 model._target_=tests.helpers.user_models.ResidualGeluNet "
                     "model.channels=16")
 VALIDATE = documented("pipeline validate model._target_=tests.helpers.user_models.ResidualGeluNet model.channels=16")
@@ -41,11 +43,14 @@ SMALL = ["train.epochs=1", "train.subset=8000", "train.eval_subset=1000", "train
 
 @pytest.fixture()
 def built_tree(tmp_path, tiny_model_dir, variants_dir, mnist_dir) -> list[str]:
-    """A copy of a built tree: the default (tiny) model, its variants, and one INT8 variant left from it."""
+    """A copy of a built tree: the default (tiny) model, its pruned checkpoint, its variants, and one INT8 variant
+    left from it."""
     shutil.copytree(tiny_model_dir, tmp_path / "model")
+    shutil.copytree(tiny_model_dir.parent / "pruned", tmp_path / "pruned")
     variants = shutil.copytree(variants_dir, tmp_path / "variants", ignore=shutil.ignore_patterns("int8*"))
     shutil.copytree(variants / "simplified", variants / "int8_dynamic")  # built from the previous model
-    return [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.variants={variants}",
+    return [f"paths.data={mnist_dir}", f"paths.model={tmp_path / 'model'}", f"paths.pruned={tmp_path / 'pruned'}",
+            f"paths.variants={variants}",
             f"paths.metrics={tmp_path / 'metrics'}", f"paths.deploy={tmp_path / 'deploy'}"]
 
 
@@ -56,7 +61,7 @@ def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_p
     def pipeline(*command, page_model: bool = True):
         # The console script, as the page runs it (it does not put the working directory on sys.path as
         # `python -m` does); the page's model swapped for this one.
-        args = command[1:-2] if page_model else command[1:]
+        args = [arg for arg in command[1:] if not arg.startswith("model.")] if page_model else command[1:]
         result = subprocess.run([str(CONSOLE_SCRIPT), *args, *model, *SMALL, *built_tree], cwd=REPO,
                                 capture_output=True, text=True, timeout=900)
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -69,8 +74,15 @@ def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_p
     argument, value = model[1].removeprefix("model.").split("=")  # the model's own argument
     assert spec == {"_target_": model[0].split("=")[1], argument: int(value)}  # no argument of the default model
 
+    # Pruned in the user's own shape; whichever way its accuracy gate goes, export follows the verdict.
+    pruned = pipeline(*PRUNE)
+    gate = json.loads((tmp_path / "metrics" / "prune.json").read_text())["accuracy_gate"]
+    assert pruned.returncode == (0 if gate["passed"] else 1), pruned.stderr[-2000:]
+    assert json.loads((tmp_path / "pruned" / "model.json").read_text())["model"] == spec
+
     exported = pipeline(*EXPORT)
     quantized = json.loads((tmp_path / "metrics" / "quantize_int8_static.json").read_text())
+    assert ("pruned" in json.loads((tmp_path / "metrics" / "export.json").read_text())) == gate["passed"]
     # The INT8 variant asked for, built (its fallback may have kept every op in fp32 and still miss its gates).
     assert (tmp_path / "variants" / "int8_static" / "model.onnx").is_file() and "quantized_nodes" in quantized
     if quantized["within_budget"]:
@@ -98,7 +110,8 @@ def test_a_user_model_goes_through_the_documented_commands_in_a_built_tree(tmp_p
     packaged = pipeline("pipeline", "package", "--target", "cpu_x86", page_model=False)
     assert packaged.returncode == 0, packaged.stderr[-2000:]
     manifest = json.loads((tmp_path / "deploy" / "cpu_x86" / "manifest.json").read_text())
-    assert manifest["model"]["variant"] in ("simplified", "optimized") + ("int8_static",) * quantized["within_budget"]
+    assert manifest["model"]["variant"] in (("simplified", "optimized") + ("int8_static",) * quantized["within_budget"]
+                                            + ("pruned",) * gate["passed"])
     assert lineage.read(tmp_path / "variants" / "int8_static" / "model.onnx")["checkpoint_sha256"] == \
         lineage.checkpoint_digest(tmp_path / "model")
 

@@ -67,7 +67,8 @@ def prune(model: nn.Module, cfg: PruneConfig, example: torch.Tensor) -> Pruned:
         raise PruningError(
             f"prune.flops_budget={cfg.flops_budget} is out of reach: {macs / macs0:.2f} of the multiply-accumulates "
             f"remain with prune.max_layer_ratio={cfg.max_layer_ratio}, round_to={cfg.round_to} and "
-            f"{len(kept)} layer(s) kept whole; raise prune.flops_budget or prune.max_layer_ratio")
+            f"{len(kept)} layer(s) kept whole; raise prune.flops_budget or prune.max_layer_ratio"
+            + (", or lower prune.round_to (a layer cannot lose a whole block of its channels)" if cfg.round_to else ""))
     after = structure.channels(model)
     _, params = tp.utils.count_ops_and_params(model, example)
     left_whole = {name: kept.get(name) or ("no channel removed" if name in prunable

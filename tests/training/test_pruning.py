@@ -79,7 +79,8 @@ def test_a_budget_out_of_reach_says_how_much_remains_and_what_to_raise():
     model, _ = _built("training.models.CompactCNN", width=16)
     with pytest.raises(pruning.PruningError, match=r"prune.flops_budget=0.1 is out of reach: 0\.\d\d of the "
                                                    r"multiply-accumulates remain .* raise prune.flops_budget or "
-                                                   r"prune.max_layer_ratio"):
+                                                   r"prune.max_layer_ratio, or lower prune.round_to \(a layer "
+                                                   r"cannot lose a whole block of its channels\)$"):
         pruning.prune(model, _prune_cfg("prune.flops_budget=0.1", "prune.round_to=16"), EXAMPLE)
 
 
