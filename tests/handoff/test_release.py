@@ -93,8 +93,9 @@ def team_dvc() -> Path:
         if not (stamp.is_file() and stamp.read_text() == "\n".join(wanted)):
             shutil.rmtree(root, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-            # with uv, as `make` installs the producer's pins
-            subprocess.run([str(BIN / "uv"), "pip", "install", "-q", "--python", str(root / "bin" / "python"),
+            # with uv, as `make` installs the producer's pins (compiled: each dvc call would compile dvc again)
+            subprocess.run([str(BIN / "uv"), "pip", "install", "-q", "--compile-bytecode", "--python",
+                            str(root / "bin" / "python"),
                             "-c", str(REPO / "constraints.txt"), *wanted], check=True, capture_output=True,
                            timeout=900)
             stamp.write_text("\n".join(wanted))
