@@ -17,7 +17,9 @@ import torch_pruning as tp
 from torch import nn
 
 from pipeline.model import structure
-from training.config import PruneConfig
+from training import kernels
+from training.config import PruneConfig, TrainConfig
+from training.loop import Distillation, History, fit
 
 IMPORTANCE = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
@@ -77,6 +79,16 @@ def prune(model: nn.Module, cfg: PruneConfig, example: torch.Tensor) -> Pruned:
     return Pruned(macs=(int(macs0), int(macs)), params=(int(params0), int(params)),
                   channels={name: (before[name], after[name]) for name in before if after[name] != before[name]},
                   left_whole=left_whole)
+
+
+def finetune(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, train: TrainConfig, train_set, test_set, *,
+             seed: int, progress, epochs: int | None = None) -> History:
+    """Fine-tune the pruned `student` in place with train's loop (its batch size, augmentation and pins) for
+    cfg.finetune's epochs (or `epochs`) at its peak rate, distilling from `teacher`, the unpruned model."""
+    student, teacher = (m.to(memory_format=kernels.layout()) for m in (student, teacher))
+    schedule = train.model_copy(update={"epochs": epochs or cfg.finetune.epochs, "max_lr": cfg.finetune.max_lr})
+    distill = Distillation(teacher.eval(), cfg.finetune.distill_weight, cfg.finetune.temperature)
+    return fit(student, schedule, train_set, test_set, seed=seed, progress=progress, teacher=distill)
 
 
 def _output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:

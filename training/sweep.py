@@ -18,7 +18,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.model import accuracy_gate, checkpoint
 from training import kernels, pruning
 from training.config import PruneConfig, TrainConfig
-from training.loop import Distillation, fit, predictions, seed_everything
+from training.loop import fit, predictions, seed_everything
 
 
 def point(prune_cfg: PruneConfig, train_cfg: TrainConfig, budget: float, epochs: int, parent: nn.Module, train_set,
@@ -31,11 +31,9 @@ def point(prune_cfg: PruneConfig, train_cfg: TrainConfig, budget: float, epochs:
                                torch.zeros(1, 1, 28, 28))
     except pruning.PruningError as exc:
         raise PipelineError(f"prune_sweep.budgets: {exc}") from None
-    scratch = _reinitialized(copy.deepcopy(student), seed)
-    student, scratch, teacher = (m.to(memory_format=kernels.layout()) for m in (student, scratch, teacher))
-    finetune = train_cfg.model_copy(update={"epochs": epochs, "max_lr": prune_cfg.finetune.max_lr})
-    distill = Distillation(teacher.eval(), prune_cfg.finetune.distill_weight, prune_cfg.finetune.temperature)
-    fit(student, finetune, train_set, test_set, seed=seed, progress=progress, teacher=distill)
+    scratch = _reinitialized(copy.deepcopy(student), seed).to(memory_format=kernels.layout())
+    pruning.finetune(student, teacher, prune_cfg, train_cfg, train_set, test_set, seed=seed, progress=progress,
+                     epochs=epochs)
     fit(scratch, train_cfg.model_copy(update={"epochs": train_cfg.epochs + epochs}), train_set, test_set, seed=seed,
         progress=progress)
     images, labels = test_set

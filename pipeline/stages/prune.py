@@ -49,9 +49,9 @@ def _prune_here(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir:
     # torch and Torch-Pruning load here, in the (pinned) process that prunes, not where --help reads the stage.
     import torch
 
-    from training import kernels, pruning
+    from training import pruning
     from training.data import mnist_tensors
-    from training.loop import Distillation, fit, predictions, seed_everything
+    from training.loop import predictions, seed_everything
 
     seed_everything(seed, train.threads, train.portable_kernels)
     teacher, spec = checkpoint.load(model_dir)
@@ -61,12 +61,9 @@ def _prune_here(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir:
             pruned = pruning.prune(student, cfg, torch.zeros(1, 1, 28, 28))
     except pruning.PruningError as exc:
         raise PipelineError(str(exc)) from None
-    student, teacher = (m.to(memory_format=kernels.layout()) for m in (student, teacher))
     train_set, test_set = mnist_tensors(data_dir, train.subset)
-    finetune = train.model_copy(update={"epochs": cfg.finetune.epochs, "max_lr": cfg.finetune.max_lr})
-    distill = Distillation(teacher.eval(), cfg.finetune.distill_weight, cfg.finetune.temperature)
     with progress_bar() as progress:
-        history = fit(student, finetune, train_set, test_set, seed=seed, progress=progress, teacher=distill)
+        history = pruning.finetune(student, teacher, cfg, train, train_set, test_set, seed=seed, progress=progress)
     images, labels = test_set
     right = {name: (predictions(model, images) == labels).numpy() for name, model in (("unpruned", teacher),
                                                                                       ("pruned", student))}
