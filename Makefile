@@ -15,7 +15,7 @@ VEGA     := .cache/vega/.ready
 # build of torch) through its variables, and considers every index as pip does.
 # --compile-bytecode: uv, unlike pip, writes no .pyc files, and where PYTHONDONTWRITEBYTECODE=1 (CI images,
 # many Dockerfiles; this machine) Python never writes them either, so every process (each DVC stage, each
-# test's subprocess) compiled torch's and onnx's sources again: imports took 7.4 s instead of 3.2 here.
+# test's subprocess) compiled torch's and onnx's sources again before its first line of work.
 UV      := uv==0.13.9
 PIP_SET  = $(shell python3 -m pip config get global.$(1) 2>/dev/null)
 $(STAMP): pyproject.toml constraints.txt
