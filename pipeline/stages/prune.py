@@ -28,8 +28,7 @@ def run(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir: Path, o
     checkpoint.load(Path(model_dir))  # a missing or broken checkpoint fails here, before a process starts
     outcome = kernels.call(train.portable_kernels, _prune_here, cfg, train, Path(model_dir), Path(data_dir),
                            Path(out_dir), seed)
-    gate = outcome["accuracy_gate"]
-    failed = accuracy_gate.verdict(gate, cfg.gate.max_drop_pt)  # as the checkpoint records it
+    gate, failed = outcome["accuracy_gate"], outcome["gate_failure"]  # the verdict the checkpoint records
     metrics = {**outcome["pruned"], "finetune": {"epochs": cfg.finetune.epochs,
                                                  "distill_weight": cfg.finetune.distill_weight},
                "accuracy_gate": {**gate, "max_drop_pt": cfg.gate.max_drop_pt, "passed": failed is None}}
@@ -68,9 +67,9 @@ def _prune_here(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir:
     right = {name: (predictions(model, images) == labels).numpy() for name, model in (("unpruned", teacher),
                                                                                       ("pruned", student))}
     gate = accuracy_gate.paired_drop(right["unpruned"], right["pruned"], cfg.gate.confidence)
+    failure = accuracy_gate.verdict(gate, cfg.gate.max_drop_pt)
     # The checkpoint carries its verdict: export, validate and package build nothing from one that failed.
-    verdict = {"passed": accuracy_gate.verdict(gate, cfg.gate.max_drop_pt) is None,
-               "drop_upper_pt": gate["drop_upper_pt"], "max_drop_pt": cfg.gate.max_drop_pt}
+    verdict = {"passed": failure is None, "drop_upper_pt": gate["drop_upper_pt"], "max_drop_pt": cfg.gate.max_drop_pt}
     with atomic_dir(out_dir) as staging:
         checkpoint.save(student, spec, staging, {lineage.PRUNED_FROM: lineage.checkpoint_digest(model_dir),
                                                  lineage.ACCURACY_GATE: verdict})
@@ -83,6 +82,7 @@ def _prune_here(cfg: PruneConfig, train: TrainConfig, model_dir: Path, data_dir:
             "left_whole": pruned.left_whole,
         },
         "accuracy_gate": gate,
+        "gate_failure": failure,
         "epochs": history.epochs,
         "seconds": history.seconds,
     }
